@@ -1,0 +1,201 @@
+"""Strict readers for the environment variables of SPEC §3.
+
+Every reader either returns a valid value or raises ``ConfigError`` whose
+message names the variable. ``settings.py`` turns that into a one-line
+message on stderr and exit status 2, so a typo in a deployment never shows up
+as a traceback or, worse, as a silently ignored setting.
+"""
+
+import ipaddress
+import os
+import re
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+
+class ConfigError(Exception):
+    def __init__(self, name, message):
+        self.name = name
+        super().__init__(f"{name}: {message}")
+
+
+def _raw(name, environ):
+    value = (environ if environ is not None else os.environ).get(name)
+    if value is None:
+        return None
+    return value.strip()
+
+
+def env_str(name, default="", environ=None):
+    value = _raw(name, environ)
+    return default if value in (None, "") else value
+
+
+def env_bool(name, default=False, environ=None):
+    value = _raw(name, environ)
+    if value in (None, ""):
+        return default
+    lowered = value.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(name, f"{value!r} is not a boolean (use true or false)")
+
+
+def env_int(name, default, minimum=None, maximum=None, environ=None):
+    value = _raw(name, environ)
+    if value in (None, ""):
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigError(name, f"{value!r} is not a whole number") from None
+    _check_range(name, number, minimum, maximum)
+    return number
+
+
+def env_float(name, default, minimum=None, maximum=None, environ=None):
+    value = _raw(name, environ)
+    if value in (None, ""):
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(name, f"{value!r} is not a number") from None
+    if number != number:  # NaN
+        raise ConfigError(name, f"{value!r} is not a number")
+    _check_range(name, number, minimum, maximum)
+    return number
+
+
+def _check_range(name, number, minimum, maximum):
+    if minimum is not None and number < minimum:
+        raise ConfigError(name, f"{number} is below the minimum {minimum}")
+    if maximum is not None and number > maximum:
+        raise ConfigError(name, f"{number} is above the maximum {maximum}")
+
+
+def env_list(name, default=(), environ=None):
+    value = _raw(name, environ)
+    if value is None:
+        return list(default)
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def env_choice(name, choices, default, environ=None):
+    value = _raw(name, environ)
+    if value in (None, ""):
+        return default
+    if value.lower() not in choices:
+        raise ConfigError(name, f"{value!r} is not one of {', '.join(choices)}")
+    return value.lower()
+
+
+def env_choices(name, choices, default, environ=None):
+    """A comma-separated subset of ``choices``; empty means the default."""
+    items = [item.lower() for item in env_list(name, default, environ)]
+    unknown = [item for item in items if item not in choices]
+    if unknown:
+        raise ConfigError(name, f"unknown {', '.join(unknown)} (choose from {', '.join(choices)})")
+    if not items:
+        raise ConfigError(name, "must name at least one of " + ", ".join(choices))
+    return items
+
+
+def env_networks(name, environ=None):
+    networks = []
+    for item in env_list(name, (), environ):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ConfigError(name, f"{item!r} is not an IP address or CIDR network") from None
+    return networks
+
+
+_RATE = re.compile(r"^(\d+)/(s|sec|second|m|min|minute|h|hour|d|day)$")
+
+
+def env_rate(name, default, environ=None):
+    """A DRF throttle rate such as ``600/minute``; ``off`` disables throttling."""
+    value = _raw(name, environ)
+    if value in (None, ""):
+        return default
+    if value.lower() in ("off", "none", "0"):
+        return None
+    if not _RATE.match(value.lower()) or int(value.split("/")[0]) < 1:
+        raise ConfigError(name, f"{value!r} is not a rate like 600/minute (or off)")
+    return value.lower()
+
+
+def env_origins(name, environ=None):
+    origins = env_list(name, (), environ)
+    for origin in origins:
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
+            raise ConfigError(name, f"{origin!r} is not an origin like https://example.com")
+    return [origin.rstrip("/") for origin in origins]
+
+
+def parse_database_url(name, url, sqlite_default_path):
+    """Turn ``DATABASE_URL`` into a Django ``DATABASES['default']`` dict."""
+    if not url:
+        return sqlite_database(sqlite_default_path)
+    parts = urlsplit(url)
+    if parts.scheme == "sqlite":
+        path = unquote(parts.path)
+        if path.startswith("/") and parts.netloc == "":
+            path = path[1:] if path.startswith("//") else path
+        if not path or path == "/":
+            raise ConfigError(name, "sqlite URL needs a file path, e.g. sqlite:////var/lib/scheduler/db.sqlite3")
+        return sqlite_database(path)
+    if parts.scheme in ("postgres", "postgresql", "pgsql"):
+        database = unquote(parts.path.lstrip("/"))
+        if not database:
+            raise ConfigError(
+                name, "PostgreSQL URL needs a database name, e.g. postgres://user:pass@host:5432/scheduler"
+            )
+        try:
+            port = parts.port
+        except ValueError:
+            raise ConfigError(name, "the port is not a number") from None
+        options = dict(parse_qsl(parts.query))
+        return {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": database,
+            "USER": unquote(parts.username or ""),
+            "PASSWORD": unquote(parts.password or ""),
+            "HOST": parts.hostname or "",
+            "PORT": str(port or ""),
+            "CONN_MAX_AGE": int(options.pop("conn_max_age", 60)),
+            "CONN_HEALTH_CHECKS": True,
+            "OPTIONS": options,
+        }
+    raise ConfigError(name, f"unsupported scheme {parts.scheme!r} (use postgres:// or sqlite://)")
+
+
+def sqlite_database(path):
+    return {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": str(path),
+        "OPTIONS": {
+            # WAL lets the web process read while the dispatcher writes; the busy
+            # timeout makes a writer wait for the lock instead of failing at once.
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            "timeout": 20,
+            # Take the write lock at BEGIN, so two writers queue up instead of
+            # deadlocking when both try to upgrade a read lock.
+            "transaction_mode": "IMMEDIATE",
+        },
+    }
+
+
+def parse_broker_url(name, url):
+    """Validate ``BROKER_URL``; returns the broker kind: stub, rabbitmq or redis."""
+    if not url:
+        return "stub"
+    scheme = urlsplit(url).scheme
+    if scheme in ("amqp", "amqps"):
+        return "rabbitmq"
+    if scheme in ("redis", "rediss"):
+        return "redis"
+    raise ConfigError(name, f"unsupported scheme {scheme!r} (use amqp:// or redis://)")

@@ -1,0 +1,293 @@
+"""Settings for the scheduler, read from the environment (README: Configuration).
+
+With no ``DATABASE_URL`` and no ``BROKER_URL`` the project runs embedded:
+SQLite in WAL mode and Dramatiq's in-memory broker. Setting both switches to
+PostgreSQL and RabbitMQ (or Redis) with no code change.
+"""
+
+import os
+import secrets
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+from scheduler_site import env
+from scheduler_site.env import ConfigError
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VERSION = "0.1.0"
+
+EXECUTORS = ("shell", "http", "python")
+
+
+def _persistent_secret_key(path):
+    """Embedded mode only: a random key kept beside the SQLite database."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(50))
+    return path.read_text().strip()
+
+
+def _load():
+    data_dir = BASE_DIR / "var"
+    config = {}
+    config["DEBUG"] = env.env_bool("DEBUG", False)
+    database_url = env.env_str("DATABASE_URL")
+    config["DATABASE"] = env.parse_database_url("DATABASE_URL", database_url, data_dir / "scheduler.sqlite3")
+    config["BROKER_URL"] = env.env_str("BROKER_URL")
+    config["BROKER_KIND"] = env.parse_broker_url("BROKER_URL", config["BROKER_URL"])
+    secret_key = env.env_str("SECRET_KEY")
+    if not secret_key:
+        if config["DEBUG"]:
+            secret_key = "dev-insecure-secret-key-do-not-use-in-production"
+        elif not database_url:
+            secret_key = _persistent_secret_key(data_dir / "secret_key")
+        else:
+            raise ConfigError("SECRET_KEY", "required when DEBUG is off and DATABASE_URL is set")
+    elif len(secret_key) < 32 and not config["DEBUG"]:
+        raise ConfigError("SECRET_KEY", "must be at least 32 characters when DEBUG is off")
+    config["SECRET_KEY"] = secret_key
+    config["ALLOWED_HOSTS"] = env.env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+    config["CORS_ALLOWED_ORIGINS"] = env.env_origins("CORS_ALLOWED_ORIGINS")
+    config["API_IP_ALLOWLIST"] = env.env_networks("API_IP_ALLOWLIST")
+    config["JWT_ACCESS_MINUTES"] = env.env_int("JWT_ACCESS_MINUTES", 15, 1, 7 * 24 * 60)
+    config["JWT_REFRESH_DAYS"] = env.env_int("JWT_REFRESH_DAYS", 7, 1, 365)
+    config["API_THROTTLE_RATE"] = env.env_rate("API_THROTTLE_RATE", "1200/minute")
+    config["DISPATCHER_TICK_SECONDS"] = env.env_float("DISPATCHER_TICK_SECONDS", 1.0, 0.05, 60)
+    config["DISPATCHER_BATCH_SIZE"] = env.env_int("DISPATCHER_BATCH_SIZE", 1000, 1, 100_000)
+    config["WORKER_ID"] = env.env_str("WORKER_ID")
+    if len(config["WORKER_ID"]) > 255:
+        raise ConfigError("WORKER_ID", "longer than 255 characters")
+    config["WORKER_HEARTBEAT_SECONDS"] = env.env_float("WORKER_HEARTBEAT_SECONDS", 5.0, 0.1, 3600)
+    config["WORKER_DEAD_AFTER_SECONDS"] = env.env_float("WORKER_DEAD_AFTER_SECONDS", 30.0, 1, 86400)
+    if config["WORKER_DEAD_AFTER_SECONDS"] <= config["WORKER_HEARTBEAT_SECONDS"]:
+        raise ConfigError("WORKER_DEAD_AFTER_SECONDS", "must be longer than WORKER_HEARTBEAT_SECONDS")
+    config["RUN_OUTPUT_LIMIT_BYTES"] = env.env_int("RUN_OUTPUT_LIMIT_BYTES", 64 * 1024, 1024, 16 * 1024 * 1024)
+    config["RUN_RETENTION_DAYS"] = env.env_int("RUN_RETENTION_DAYS", 30, 1, 3650)
+    config["LOG_FORMAT"] = env.env_choice("LOG_FORMAT", ("text", "json"), "text")
+    config["LOG_LEVEL"] = env.env_choice("LOG_LEVEL", ("debug", "info", "warning", "error", "critical"), "info")
+    config["ENABLED_EXECUTORS"] = env.env_choices("ENABLED_EXECUTORS", EXECUTORS, EXECUTORS)
+    return config
+
+
+try:
+    _config = _load()
+except ConfigError as error:
+    # One line, no traceback: the operator sees which variable to fix.
+    sys.stderr.write(f"Configuration error: {error}\n")
+    sys.exit(2)
+
+DEBUG = _config["DEBUG"]
+SECRET_KEY = _config["SECRET_KEY"]
+ALLOWED_HOSTS = _config["ALLOWED_HOSTS"]
+EMBEDDED = _config["DATABASE"]["ENGINE"].endswith("sqlite3") and _config["BROKER_KIND"] == "stub"
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "corsheaders",
+    "rest_framework",
+    "rest_framework_simplejwt.token_blacklist",
+    "django_filters",
+    "drf_spectacular",
+    "django_prometheus",
+    "django_dramatiq",
+    "system_app",
+    "tasks_app",
+    "workers_app",
+]
+
+MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "system_app.middleware.ApiGuardMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "corsheaders.middleware.CorsMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+]
+
+ROOT_URLCONF = "scheduler_site.urls"
+WSGI_APPLICATION = "scheduler_site.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": _config["DATABASE"]}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "var" / "static"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+# Serve static files straight from the finders, so a fresh checkout needs no collectstatic.
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+
+# A request body over 1 MiB is refused with 413 by ApiGuardMiddleware.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
+API_MAX_BODY_BYTES = DATA_UPLOAD_MAX_MEMORY_SIZE
+
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
+if not DEBUG:
+    SESSION_COOKIE_SECURE = env.env_bool("SESSION_COOKIE_SECURE", False)
+    CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+
+CORS_ALLOWED_ORIGINS = _config["CORS_ALLOWED_ORIGINS"]
+CORS_URLS_REGEX = r"^/api/.*$"
+CORS_ALLOW_CREDENTIALS = False
+API_IP_ALLOWLIST = _config["API_IP_ALLOWLIST"]
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "system_app.authentication.ApiKeyAuthentication",
+        "system_app.authentication.BearerJWTAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["system_app.permissions.HasScopedPermission"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_FILTER_BACKENDS": [
+        "django_filters.rest_framework.DjangoFilterBackend",
+        "rest_framework.filters.OrderingFilter",
+    ],
+    "DEFAULT_PAGINATION_CLASS": "system_app.pagination.PagePagination",
+    "PAGE_SIZE": 20,
+    "DEFAULT_THROTTLE_CLASSES": (
+        ["system_app.throttling.ApiUserThrottle", "system_app.throttling.ApiAnonThrottle"]
+        if _config["API_THROTTLE_RATE"]
+        else []
+    ),
+    "DEFAULT_THROTTLE_RATES": {"user": _config["API_THROTTLE_RATE"], "anon": _config["API_THROTTLE_RATE"]},
+    "EXCEPTION_HANDLER": "system_app.exceptions.api_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    "DEFAULT_VERSIONING_CLASS": None,
+    "COERCE_DECIMAL_TO_STRING": False,
+}
+
+SIMPLE_JWT = {
+    "ACCESS_TOKEN_LIFETIME": timedelta(minutes=_config["JWT_ACCESS_MINUTES"]),
+    "REFRESH_TOKEN_LIFETIME": timedelta(days=_config["JWT_REFRESH_DAYS"]),
+    "ROTATE_REFRESH_TOKENS": True,
+    "BLACKLIST_AFTER_ROTATION": True,
+    "UPDATE_LAST_LOGIN": True,
+    "AUTH_HEADER_TYPES": ("Bearer",),
+    "SIGNING_KEY": SECRET_KEY,
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Distributed Task Scheduler API",
+    "DESCRIPTION": "Tasks, runs, workers and system endpoints of the scheduler. "
+    "Authenticate with `Authorization: Bearer <JWT access token or API key>`.",
+    "VERSION": VERSION,
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SCHEMA_PATH_PREFIX": r"/api",
+    "ENUM_NAME_OVERRIDES": {
+        "TaskStatusEnum": "tasks_app.models.TaskStatus",
+        "RunStatusEnum": "tasks_app.models.RunStatus",
+        "WorkerStatusEnum": "workers_app.models.WorkerStatus",
+        "PriorityEnum": "tasks_app.models.Priority",
+        "EventLevelEnum": "system_app.models.EventLevel",
+        "HealthStatusEnum": ["healthy", "unhealthy"],
+        "ReadinessStatusEnum": ["ready", "not ready"],
+    },
+    "APPEND_COMPONENTS": {
+        "securitySchemes": {
+            "bearerAuth": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "A JWT access token from /api/auth/login, or an API key (scheduler_…).",
+            }
+        }
+    },
+    "SECURITY": [{"bearerAuth": []}],
+    "AUTHENTICATION_WHITELIST": [],
+}
+
+# Dramatiq: the broker is chosen by BROKER_URL; only the dispatcher publishes.
+BROKER_URL = _config["BROKER_URL"]
+BROKER_KIND = _config["BROKER_KIND"]
+_BROKERS = {
+    "stub": ("dramatiq.brokers.stub.StubBroker", {}),
+    "rabbitmq": ("dramatiq.brokers.rabbitmq.RabbitmqBroker", {"url": BROKER_URL, "max_priority": 10}),
+    "redis": ("dramatiq.brokers.redis.RedisBroker", {"url": BROKER_URL}),
+}
+DRAMATIQ_BROKER = {
+    "BROKER": _BROKERS[BROKER_KIND][0],
+    "OPTIONS": _BROKERS[BROKER_KIND][1],
+    "MIDDLEWARE": [
+        "dramatiq.middleware.AgeLimit",
+        "dramatiq.middleware.ShutdownNotifications",
+        "django_dramatiq.middleware.DbConnectionsMiddleware",
+    ],
+}
+DRAMATIQ_AUTODISCOVER_MODULES = ["actors"]
+
+DISPATCHER_TICK_SECONDS = _config["DISPATCHER_TICK_SECONDS"]
+DISPATCHER_BATCH_SIZE = _config["DISPATCHER_BATCH_SIZE"]
+WORKER_ID = _config["WORKER_ID"]
+WORKER_HEARTBEAT_SECONDS = _config["WORKER_HEARTBEAT_SECONDS"]
+WORKER_DEAD_AFTER_SECONDS = _config["WORKER_DEAD_AFTER_SECONDS"]
+RUN_OUTPUT_LIMIT_BYTES = _config["RUN_OUTPUT_LIMIT_BYTES"]
+RUN_RETENTION_DAYS = _config["RUN_RETENTION_DAYS"]
+ENABLED_EXECUTORS = _config["ENABLED_EXECUTORS"]
+# A task's command (shell line, URL or dotted path) may be at most this long.
+TASK_COMMAND_MAX_BYTES = 64 * 1024
+
+LOG_FORMAT = _config["LOG_FORMAT"]
+LOG_LEVEL = _config["LOG_LEVEL"].upper()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "system_app.logging.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        "pika": {"level": "WARNING"},
+    },
+}

@@ -1,0 +1,25 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from system_app.api.views import health_view, ready_view
+
+api_patterns = [
+    path("", include("system_app.api.urls")),
+    path("", include("tasks_app.api.urls")),
+    path("", include("workers_app.api.urls")),
+    path("schema/", SpectacularAPIView.as_view(permission_classes=[], authentication_classes=[]), name="schema"),
+    path(
+        "docs/",
+        SpectacularSwaggerView.as_view(url_name="schema", permission_classes=[], authentication_classes=[]),
+        name="swagger-ui",
+    ),
+]
+
+urlpatterns = [
+    path("api/", include(api_patterns)),
+    path("health", health_view, name="health"),
+    path("ready", ready_view, name="ready"),
+    path("", include("django_prometheus.urls")),
+    path("admin/", admin.site.urls),
+]

@@ -1,0 +1,153 @@
+"""What every API view shares: strict field types, model validation, audit."""
+
+import copy
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import models, transaction
+from rest_framework import fields, mixins, serializers, viewsets
+from rest_framework.serializers import as_serializer_error
+
+from system_app import audit
+
+
+class StrictCharField(serializers.CharField):
+    """A string, and only a string: 123 or true is an error, not "123"."""
+
+    default_error_messages = {"invalid": "Must be a string."}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """A JSON number with no fraction: "5", 5.5 and true are errors."""
+
+    default_error_messages = {"invalid": "Must be a whole number."}
+
+    def to_internal_value(self, data):
+        if (
+            isinstance(data, bool)
+            or not isinstance(data, (int, float))
+            or (isinstance(data, float) and not data.is_integer())
+        ):
+            self.fail("invalid")
+        return super().to_internal_value(int(data))
+
+
+class StrictFloatField(serializers.FloatField):
+    default_error_messages = {"invalid": "Must be a number."}
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, (int, float)):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictBooleanField(serializers.BooleanField):
+    default_error_messages = {"invalid": "Must be true or false."}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, bool):
+            self.fail("invalid")
+        return data
+
+
+class JSONListField(serializers.JSONField):
+    default_error_messages = {"invalid": "Must be a list."}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, list):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class JSONObjectField(serializers.JSONField):
+    default_error_messages = {"invalid": "Must be an object."}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, dict):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class ValidatedModelSerializer(serializers.ModelSerializer):
+    """Strict JSON types, and the model's own ``clean()`` on every write, so the
+    API and the admin enforce the same invariants."""
+
+    serializer_field_mapping = {
+        **serializers.ModelSerializer.serializer_field_mapping,
+        models.CharField: StrictCharField,
+        models.TextField: StrictCharField,
+        models.IntegerField: StrictIntegerField,
+        models.PositiveIntegerField: StrictIntegerField,
+        models.PositiveSmallIntegerField: StrictIntegerField,
+        models.SmallIntegerField: StrictIntegerField,
+        models.BigIntegerField: StrictIntegerField,
+        models.FloatField: StrictFloatField,
+        models.BooleanField: StrictBooleanField,
+    }
+    # Fields the model stores as JSON lists / objects.
+    json_list_fields = ()
+    json_object_fields = ()
+
+    def build_standard_field(self, field_name, model_field):
+        field_class, kwargs = super().build_standard_field(field_name, model_field)
+        if field_name in self.json_list_fields:
+            field_class = JSONListField
+        elif field_name in self.json_object_fields:
+            field_class = JSONObjectField
+        if issubclass(field_class, fields.ChoiceField):
+            allowed = ", ".join(str(value) for value, _label in model_field.choices)
+            kwargs.setdefault("error_messages", {})["invalid_choice"] = f'"{{input}}" is not one of: {allowed}.'
+        return field_class, kwargs
+
+    def validate(self, attrs):
+        attrs = super().validate(attrs)
+        instance = copy.copy(self.instance) if self.instance is not None else self.Meta.model()
+        many_to_many = {f.name for f in self.Meta.model._meta.many_to_many}
+        for key, value in attrs.items():
+            if key not in many_to_many:
+                setattr(instance, key, value)
+        try:
+            instance.clean()
+        except DjangoValidationError as error:
+            raise serializers.ValidationError(as_serializer_error(error)) from None
+        for key in attrs:
+            if key not in many_to_many and hasattr(instance, key):
+                attrs[key] = getattr(instance, key)
+        return attrs
+
+
+class AuditedModelViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.UpdateModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
+    """A model viewset whose every write leaves an AuditEntry in the same transaction."""
+
+    audit_ignore = ("updated_at", "next_run_at")
+
+    @transaction.atomic
+    def perform_create(self, serializer):
+        instance = serializer.save()
+        changes = {k: v for k, v in serializer.data.items() if k not in self.audit_ignore}
+        audit.record(self.request, "create", instance, changes=changes)
+
+    @transaction.atomic
+    def perform_update(self, serializer):
+        before = dict(self.get_serializer(serializer.instance).data)
+        instance = serializer.save()
+        changes = audit.diff(before, dict(serializer.data))
+        for key in self.audit_ignore:
+            changes.pop(key, None)
+        audit.record(self.request, "update", instance, changes=changes)
+
+    @transaction.atomic
+    def perform_destroy(self, instance):
+        audit.record(self.request, "delete", instance)
+        instance.delete()

@@ -1,0 +1,141 @@
+from datetime import timedelta
+
+from django.utils import timezone
+from rest_framework import serializers
+
+from system_app.api.base import StrictCharField, StrictIntegerField
+from system_app.models import PERMISSIONS, ApiKey, AuditEntry, SystemEvent
+from system_app.permissions import request_permissions
+
+
+class LoginSerializer(serializers.Serializer):
+    username = StrictCharField(max_length=150)
+    password = StrictCharField(max_length=4096, trim_whitespace=False)
+
+
+class RefreshSerializer(serializers.Serializer):
+    refresh_token = StrictCharField(max_length=4096)
+
+
+class UserSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    username = serializers.CharField()
+    email = serializers.CharField()
+    role = serializers.CharField(allow_null=True)
+    permissions = serializers.ListField(child=serializers.CharField())
+
+
+class TokenSerializer(serializers.Serializer):
+    access_token = serializers.CharField()
+    refresh_token = serializers.CharField()
+    token_type = serializers.CharField()
+    expires_in = serializers.IntegerField(help_text="seconds until the access token expires")
+
+
+class LoginResponseSerializer(TokenSerializer):
+    user = UserSerializer()
+
+
+class ValidateResponseSerializer(serializers.Serializer):
+    authenticated = serializers.BooleanField()
+    method = serializers.ChoiceField(choices=["jwt", "api_key"])
+    user = UserSerializer()
+    permissions = serializers.ListField(child=serializers.CharField())
+    api_key = serializers.DictField(allow_null=True)
+
+
+class ApiKeySerializer(serializers.ModelSerializer):
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    permissions = serializers.ListField(
+        child=serializers.ChoiceField(choices=PERMISSIONS), required=False, allow_empty=False
+    )
+    name = StrictCharField(min_length=1, max_length=100)
+    expires_in_days = StrictIntegerField(min_value=1, max_value=3650, required=False, write_only=True)
+
+    class Meta:
+        model = ApiKey
+        fields = [
+            "id",
+            "name",
+            "prefix",
+            "permissions",
+            "created_by",
+            "created_at",
+            "expires_at",
+            "expires_in_days",
+            "last_used_at",
+            "revoked",
+            "revoked_at",
+        ]
+        read_only_fields = ["prefix", "created_at", "last_used_at", "revoked", "revoked_at"]
+
+    def validate_expires_at(self, value):
+        if value is not None and value <= timezone.now():
+            raise serializers.ValidationError("Must be in the future.")
+        return value
+
+    def validate(self, attrs):
+        held = request_permissions(self.context["request"])
+        wanted = set(attrs.get("permissions") or held)
+        beyond = sorted(wanted - held)
+        if beyond:
+            raise serializers.ValidationError(
+                {"permissions": [f"You cannot grant what you do not hold: {', '.join(beyond)}."]}
+            )
+        attrs["permissions"] = sorted(wanted)
+        if "expires_in_days" in attrs:
+            if attrs.get("expires_at"):
+                raise serializers.ValidationError(
+                    {"expires_in_days": ["Give expires_at or expires_in_days, not both."]}
+                )
+            attrs["expires_at"] = timezone.now() + timedelta(days=attrs.pop("expires_in_days"))
+        return attrs
+
+
+class ApiKeyCreatedSerializer(ApiKeySerializer):
+    key = serializers.CharField(read_only=True, help_text="shown once, at creation; only its hash is stored")
+
+    class Meta(ApiKeySerializer.Meta):
+        fields = ApiKeySerializer.Meta.fields + ["key"]
+
+
+class SystemEventSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = SystemEvent
+        fields = ["id", "level", "source", "message", "context", "at"]
+
+
+class AuditEntrySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = AuditEntry
+        fields = ["id", "actor", "action", "object_type", "object_id", "object_repr", "changes", "ip_address", "at"]
+
+
+class ServiceStatusSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["healthy", "unhealthy"])
+    latency_ms = serializers.FloatField()
+    error = serializers.CharField(required=False)
+
+
+class HealthSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["healthy", "unhealthy"])
+    timestamp = serializers.DateTimeField()
+    version = serializers.CharField()
+    uptime = serializers.FloatField(help_text="seconds since this process started")
+    services = serializers.DictField(child=ServiceStatusSerializer())
+
+
+class ReadinessSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["ready", "not ready"])
+    checks = serializers.DictField(child=ServiceStatusSerializer())
+
+
+class SystemStatsSerializer(serializers.Serializer):
+    generated_at = serializers.DateTimeField()
+    tasks = serializers.DictField(child=serializers.IntegerField())
+    runs_24h = serializers.DictField(child=serializers.IntegerField())
+    throughput_per_minute = serializers.DictField(child=serializers.FloatField())
+    success_rate_24h = serializers.FloatField(allow_null=True)
+    dispatch_lag_seconds = serializers.DictField(child=serializers.FloatField(allow_null=True))
+    workers = serializers.DictField(child=serializers.IntegerField())
+    queue_depths = serializers.DictField(child=serializers.DictField(child=serializers.IntegerField()))

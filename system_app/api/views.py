@@ -1,0 +1,206 @@
+import contextlib
+
+from django.contrib.auth import authenticate, get_user_model
+from django.db import transaction
+from django.http import JsonResponse
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema
+from rest_framework import exceptions, mixins, status, viewsets
+from rest_framework.response import Response
+from rest_framework.views import APIView
+from rest_framework_simplejwt.exceptions import TokenError
+from rest_framework_simplejwt.settings import api_settings as jwt_settings
+from rest_framework_simplejwt.tokens import RefreshToken
+
+from system_app import audit, health
+from system_app.api.serializers import (
+    ApiKeyCreatedSerializer,
+    ApiKeySerializer,
+    AuditEntrySerializer,
+    HealthSerializer,
+    LoginResponseSerializer,
+    LoginSerializer,
+    RefreshSerializer,
+    SystemEventSerializer,
+    SystemStatsSerializer,
+    TokenSerializer,
+    ValidateResponseSerializer,
+)
+from system_app.filters import AuditEntryFilter, SystemEventFilter
+from system_app.models import ApiKey, AuditEntry, SystemEvent, user_permissions, user_role
+from system_app.permissions import request_permissions
+from system_app.stats import system_stats
+
+
+def user_payload(user, permissions):
+    return {
+        "id": user.pk,
+        "username": user.get_username(),
+        "email": user.email,
+        "role": user_role(user),
+        "permissions": sorted(permissions),
+    }
+
+
+def token_payload(refresh):
+    return {
+        "access_token": str(refresh.access_token),
+        "refresh_token": str(refresh),
+        "token_type": "Bearer",
+        "expires_in": int(jwt_settings.ACCESS_TOKEN_LIFETIME.total_seconds()),
+    }
+
+
+class LoginView(APIView):
+    authentication_classes = []
+    required_permissions = {"post": None}
+
+    @extend_schema(request=LoginSerializer, responses={200: LoginResponseSerializer}, auth=[])
+    def post(self, request):
+        body = LoginSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        user = authenticate(request, **body.validated_data)
+        if user is None or not user.is_active:
+            raise exceptions.AuthenticationFailed("Invalid username or password.")
+        refresh = RefreshToken.for_user(user)
+        user.last_login = timezone.now()
+        user.save(update_fields=["last_login"])
+        request.user = user
+        audit.record(request, "login", user, object_type="user")
+        return Response({**token_payload(refresh), "user": user_payload(user, user_permissions(user))})
+
+
+class RefreshView(APIView):
+    authentication_classes = []
+    required_permissions = {"post": None}
+
+    @extend_schema(request=RefreshSerializer, responses={200: TokenSerializer}, auth=[])
+    def post(self, request):
+        body = RefreshSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            old = RefreshToken(body.validated_data["refresh_token"])
+            # Rotation: the presented token is spent, a new pair is issued.
+            old.blacklist()
+            user_id = old[jwt_settings.USER_ID_CLAIM]
+        except (TokenError, KeyError):
+            raise exceptions.AuthenticationFailed("The refresh token is invalid, expired or already used.") from None
+        user = get_user_model().objects.filter(pk=user_id, is_active=True).first()
+        if user is None:
+            raise exceptions.AuthenticationFailed("The refresh token's user no longer exists or is inactive.")
+        return Response(token_payload(RefreshToken.for_user(user)))
+
+
+class LogoutView(APIView):
+    required_permissions = {"post": "authenticated"}
+
+    @extend_schema(request=RefreshSerializer, responses={204: None})
+    def post(self, request):
+        body = RefreshSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            token = RefreshToken(body.validated_data["refresh_token"])
+        except TokenError:
+            raise exceptions.ValidationError({"refresh_token": ["Invalid or expired refresh token."]}) from None
+        if str(token.get(jwt_settings.USER_ID_CLAIM)) != str(request.user.pk):
+            raise exceptions.PermissionDenied("This refresh token belongs to another user.")
+        with contextlib.suppress(TokenError):  # already blacklisted: logging out twice is fine
+            token.blacklist()
+        audit.record(request, "logout", request.user, object_type="user")
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class ValidateView(APIView):
+    required_permissions = {"get": "authenticated"}
+
+    @extend_schema(responses={200: ValidateResponseSerializer})
+    def get(self, request):
+        permissions = request_permissions(request)
+        api_key = request.auth if isinstance(request.auth, ApiKey) else None
+        return Response(
+            {
+                "authenticated": True,
+                "method": "api_key" if api_key else "jwt",
+                "user": user_payload(request.user, permissions),
+                "permissions": sorted(permissions),
+                "api_key": ApiKeySerializer(api_key).data if api_key else None,
+            }
+        )
+
+
+class ApiKeyViewSet(mixins.ListModelMixin, mixins.CreateModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet):
+    queryset = ApiKey.objects.select_related("created_by")
+    serializer_class = ApiKeySerializer
+    filterset_fields = ["revoked"]
+    ordering_fields = ["created_at", "name", "last_used_at"]
+    required_permissions = {"list": "system.write", "create": "system.write", "destroy": "system.write"}
+
+    @extend_schema(responses={201: ApiKeyCreatedSerializer})
+    def create(self, request, *args, **kwargs):
+        body = self.get_serializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        with transaction.atomic():
+            api_key, raw_key = ApiKey.issue(
+                name=data["name"],
+                created_by=request.user,
+                permissions=data["permissions"],
+                expires_at=data.get("expires_at"),
+            )
+            audit.record(request, "create", api_key, changes={"name": api_key.name, "permissions": api_key.permissions})
+        payload = ApiKeyCreatedSerializer(api_key).data
+        payload["key"] = raw_key
+        return Response(payload, status=status.HTTP_201_CREATED)
+
+    @extend_schema(responses={204: None})
+    def destroy(self, request, *args, **kwargs):
+        api_key = self.get_object()
+        with transaction.atomic():
+            if api_key.revoke():
+                audit.record(request, "revoke", api_key)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class SystemHealthView(APIView):
+    required_permissions = {"get": "system.read"}
+
+    @extend_schema(responses={200: HealthSerializer, 503: HealthSerializer})
+    def get(self, request):
+        body, healthy = health.liveness()
+        return Response(body, status=200 if healthy else 503)
+
+
+class SystemStatsView(APIView):
+    required_permissions = {"get": "system.read"}
+
+    @extend_schema(responses={200: SystemStatsSerializer})
+    def get(self, request):
+        return Response(SystemStatsSerializer(system_stats(timezone.now())).data)
+
+
+class SystemEventViewSet(viewsets.ReadOnlyModelViewSet):
+    queryset = SystemEvent.objects.all()
+    serializer_class = SystemEventSerializer
+    filterset_class = SystemEventFilter
+    ordering_fields = ["at", "level", "id"]
+    required_permissions = {"list": "system.read", "retrieve": "system.read"}
+
+
+class AuditEntryViewSet(viewsets.ReadOnlyModelViewSet):
+    queryset = AuditEntry.objects.all()
+    serializer_class = AuditEntrySerializer
+    filterset_class = AuditEntryFilter
+    ordering_fields = ["at", "id"]
+    required_permissions = {"list": "system.read", "retrieve": "system.read"}
+
+
+def health_view(request):
+    """GET /health: liveness of this process and its dependencies, no auth."""
+    body, healthy = health.liveness()
+    return JsonResponse(body, status=200 if healthy else 503)
+
+
+def ready_view(request):
+    """GET /ready: database reachable and migrated, broker reachable when configured."""
+    body, ready = health.readiness()
+    return JsonResponse(body, status=200 if ready else 503)

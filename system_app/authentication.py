@@ -1,0 +1,60 @@
+"""Bearer authentication: an API key (scheduler_…) or a JWT access token."""
+
+from django.utils.translation import gettext_lazy as _
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from rest_framework import authentication, exceptions
+from rest_framework_simplejwt.authentication import JWTAuthentication
+
+from system_app.models import API_KEY_PREFIX, ApiKey
+
+
+def bearer_token(request):
+    header = authentication.get_authorization_header(request).split()
+    if len(header) != 2 or header[0].lower() != b"bearer":
+        return None
+    try:
+        return header[1].decode()
+    except UnicodeDecodeError:
+        raise exceptions.AuthenticationFailed(_("The bearer token is not valid text.")) from None
+
+
+class ApiKeyAuthentication(authentication.BaseAuthentication):
+    """``Authorization: Bearer scheduler_…``; request.auth is the ApiKey."""
+
+    def authenticate(self, request):
+        token = bearer_token(request)
+        if not token or not token.startswith(API_KEY_PREFIX):
+            return None
+        api_key = ApiKey.authenticate(token)
+        if api_key is None:
+            raise exceptions.AuthenticationFailed(_("The API key is unknown, revoked or expired."))
+        return api_key.created_by, api_key
+
+    def authenticate_header(self, request):
+        return 'Bearer realm="api"'
+
+
+class BearerJWTAuthentication(JWTAuthentication):
+    """simplejwt, with a one-sentence error instead of its nested detail."""
+
+    def authenticate(self, request):
+        try:
+            return super().authenticate(request)
+        except exceptions.AuthenticationFailed as error:
+            raise exceptions.AuthenticationFailed(_("The access token is invalid or expired.")) from error
+
+
+class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
+    target_class = "system_app.authentication.ApiKeyAuthentication"
+    name = "bearerAuth"
+
+    def get_security_definition(self, auto_schema):
+        return {"type": "http", "scheme": "bearer"}
+
+
+class BearerJWTAuthenticationScheme(OpenApiAuthenticationExtension):
+    target_class = "system_app.authentication.BearerJWTAuthentication"
+    name = "bearerAuth"
+
+    def get_security_definition(self, auto_schema):
+        return {"type": "http", "scheme": "bearer", "bearerFormat": "JWT or API key"}

@@ -1,0 +1,59 @@
+import json
+
+import django_filters
+from django.db import connection
+from django.db.models import Q
+
+from system_app.exceptions import InvalidQuery
+from system_app.models import AuditEntry, EventLevel, SystemEvent
+
+
+def json_list_contains(field, value):
+    """Rows whose JSON list ``field`` holds the string ``value``.
+
+    PostgreSQL uses jsonb containment; SQLite has no such operator, so it
+    matches the JSON-encoded string inside the stored text instead.
+    """
+    if connection.vendor == "postgresql":
+        return Q(**{f"{field}__contains": [value]})
+    return Q(**{f"{field}__icontains": json.dumps(value)})
+
+
+class CommaChoiceFilter(django_filters.BaseInFilter, django_filters.CharFilter):
+    """``?status=failed,timeout``; each item must be one of ``choices``."""
+
+    def __init__(self, *args, choices=(), **kwargs):
+        self.allowed = [value for value, _label in choices]
+        kwargs.setdefault("lookup_expr", "in")
+        super().__init__(*args, **kwargs)
+
+    def filter(self, qs, value):
+        if value:
+            unknown = [item for item in value if item not in self.allowed]
+            if unknown:
+                raise InvalidQuery(self.field_name, f"unknown value {unknown[0]!r}; use {', '.join(self.allowed)}")
+        return super().filter(qs, value)
+
+
+class SystemEventFilter(django_filters.FilterSet):
+    level = django_filters.ChoiceFilter(choices=EventLevel.choices)
+    source = django_filters.CharFilter()
+    start_time = django_filters.IsoDateTimeFilter(field_name="at", lookup_expr="gte")
+    end_time = django_filters.IsoDateTimeFilter(field_name="at", lookup_expr="lte")
+
+    class Meta:
+        model = SystemEvent
+        fields = ["level", "source", "start_time", "end_time"]
+
+
+class AuditEntryFilter(django_filters.FilterSet):
+    actor = django_filters.CharFilter(lookup_expr="icontains")
+    action = django_filters.CharFilter()
+    object_type = django_filters.CharFilter()
+    object_id = django_filters.CharFilter()
+    start_time = django_filters.IsoDateTimeFilter(field_name="at", lookup_expr="gte")
+    end_time = django_filters.IsoDateTimeFilter(field_name="at", lookup_expr="lte")
+
+    class Meta:
+        model = AuditEntry
+        fields = ["actor", "action", "object_type", "object_id", "start_time", "end_time"]

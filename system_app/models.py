@@ -1,0 +1,179 @@
+"""Access (API keys), the audit log and system events (SPEC §4, §5)."""
+
+import hashlib
+import secrets
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+API_KEY_PREFIX = "scheduler_"
+API_KEY_ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+
+# The scheduler's eight permissions; the roles of SPEC §5 are groups holding them.
+PERMISSIONS = (
+    "task.read",
+    "task.write",
+    "task.execute",
+    "task.delete",
+    "worker.read",
+    "worker.write",
+    "system.read",
+    "system.write",
+)
+ROLES = {
+    "admin": PERMISSIONS,
+    "operator": ("task.read", "task.write", "task.execute", "worker.read", "system.read"),
+    "viewer": ("task.read", "worker.read", "system.read"),
+}
+
+
+def codename(permission):
+    """Django permission codename for a scheduler permission (task.read -> task_read)."""
+    return permission.replace(".", "_")
+
+
+def user_permissions(user):
+    """The scheduler permissions a user holds through their groups (all for superusers)."""
+    if not user or not user.is_active:
+        return set()
+    if user.is_superuser:
+        return set(PERMISSIONS)
+    cached = getattr(user, "_scheduler_permissions", None)
+    if cached is None:
+        held = user.get_all_permissions()
+        cached = {p for p in PERMISSIONS if f"system_app.{codename(p)}" in held}
+        user._scheduler_permissions = cached
+    return cached
+
+
+def user_role(user):
+    """The highest role a user holds, for display: admin, operator, viewer or None."""
+    if user.is_superuser:
+        return "admin"
+    names = set(user.groups.values_list("name", flat=True))
+    return next((role for role in ROLES if role in names), None)
+
+
+def hash_key(raw_key):
+    return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+class ApiKeyQuerySet(models.QuerySet):
+    def usable(self, now):
+        return self.filter(revoked=False).filter(models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=now))
+
+
+class ApiKey(models.Model):
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=20, db_index=True)
+    key_hash = models.CharField(max_length=64, unique=True)
+    permissions = models.JSONField(default=list)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys")
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked = models.BooleanField(default=False)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ApiKeyQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = "API key"
+        permissions = [(codename(p), p) for p in PERMISSIONS]
+
+    def __str__(self):
+        return f"{self.name} ({self.prefix}…)"
+
+    @classmethod
+    def issue(cls, *, name, created_by, permissions, expires_at=None):
+        """Create a key and return (api_key, raw_key). The raw key is never stored."""
+        raw_key = API_KEY_PREFIX + "".join(secrets.choice(API_KEY_ALPHABET) for _ in range(32))
+        api_key = cls.objects.create(
+            name=name,
+            prefix=raw_key[: len(API_KEY_PREFIX) + 6],
+            key_hash=hash_key(raw_key),
+            permissions=sorted(set(permissions)),
+            created_by=created_by,
+            expires_at=expires_at,
+        )
+        return api_key, raw_key
+
+    @classmethod
+    def authenticate(cls, raw_key, now=None):
+        """The usable key matching ``raw_key``, or None."""
+        now = now or timezone.now()
+        api_key = cls.objects.usable(now).select_related("created_by").filter(key_hash=hash_key(raw_key)).first()
+        if api_key is None or not api_key.created_by.is_active:
+            return None
+        # At most one write a minute per key, not one per request.
+        if api_key.last_used_at is None or now - api_key.last_used_at > timedelta(minutes=1):
+            cls.objects.filter(pk=api_key.pk).update(last_used_at=now)
+            api_key.last_used_at = now
+        return api_key
+
+    def effective_permissions(self):
+        """The key's own scope, narrowed to what its creator holds today."""
+        return set(self.permissions) & user_permissions(self.created_by)
+
+    def revoke(self, now=None):
+        changed = ApiKey.objects.filter(pk=self.pk, revoked=False).update(
+            revoked=True, revoked_at=now or timezone.now()
+        )
+        self.refresh_from_db(fields=["revoked", "revoked_at"])
+        return bool(changed)
+
+    @property
+    def is_expired(self):
+        return self.expires_at is not None and self.expires_at <= timezone.now()
+
+
+class AuditEntry(models.Model):
+    actor = models.CharField(max_length=255)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    action = models.CharField(max_length=64)
+    object_type = models.CharField(max_length=64)
+    object_id = models.CharField(max_length=255, blank=True, default="")
+    object_repr = models.CharField(max_length=255, blank=True, default="")
+    changes = models.JSONField(default=dict, blank=True)
+    ip_address = models.GenericIPAddressField(null=True, blank=True)
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        verbose_name_plural = "audit entries"
+        indexes = [models.Index(fields=["object_type", "object_id"], name="audit_object_idx")]
+
+    def __str__(self):
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor} {self.action} {self.object_type} {self.object_id}"
+
+
+class EventLevel(models.TextChoices):
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+    CRITICAL = "critical"
+
+
+class SystemEvent(models.Model):
+    level = models.CharField(max_length=16, choices=EventLevel.choices, default=EventLevel.INFO)
+    source = models.CharField(max_length=64)
+    message = models.TextField()
+    context = models.JSONField(default=dict, blank=True)
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [models.Index(fields=["level", "-at"], name="event_level_idx")]
+
+    def __str__(self):
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.level} {self.source}: {self.message}"
+
+    @classmethod
+    def record(cls, source, message, level=EventLevel.INFO, **context):
+        return cls.objects.create(source=source, message=message, level=level, context=context)

@@ -1,0 +1,271 @@
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from system_app.api.base import (
+    JSONListField,
+    JSONObjectField,
+    StrictCharField,
+    ValidatedModelSerializer,
+)
+from system_app.exceptions import ConflictError
+from tasks_app import schedules
+from tasks_app.models import Priority, Task, TaskRun
+
+MAX_TAGS = 50
+MAX_TAG_LENGTH = 100
+MAX_ARGUMENTS = 1000
+
+
+@extend_schema_field({"type": "array", "items": {"type": "integer"}})
+class DependencyIdsField(serializers.Field):
+    """Task ids; validated with one query, read from prefetched links."""
+
+    default_error_messages = {
+        "not_a_list": "Must be a list of task ids.",
+        "invalid": "Task ids must be whole numbers.",
+        "missing": "No task with id {ids}.",
+    }
+
+    def to_representation(self, value):
+        return sorted(link.depends_on_id for link in value.all())
+
+    def get_attribute(self, instance):
+        return instance.dependency_links
+
+    def to_internal_value(self, data):
+        if not isinstance(data, list):
+            self.fail("not_a_list")
+        if any(isinstance(item, bool) or not isinstance(item, int) for item in data):
+            self.fail("invalid")
+        ids = sorted(set(data))
+        found = set(Task.objects.filter(pk__in=ids).values_list("pk", flat=True))
+        missing = [str(pk) for pk in ids if pk not in found]
+        if missing:
+            self.fail("missing", ids=", ".join(missing))
+        return ids
+
+
+class TaskSerializer(ValidatedModelSerializer):
+    json_list_fields = ("arguments", "tags")
+    json_object_fields = ("parameters", "metadata")
+
+    dependencies = DependencyIdsField(required=False)
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = Task
+        fields = [
+            "id",
+            "name",
+            "description",
+            "task_type",
+            "executor",
+            "command",
+            "arguments",
+            "parameters",
+            "schedule",
+            "timezone",
+            "priority",
+            "queue",
+            "retry_count",
+            "retry_backoff_seconds",
+            "timeout_seconds",
+            "concurrency_policy",
+            "misfire_policy",
+            "misfire_grace_seconds",
+            "dependencies",
+            "tags",
+            "metadata",
+            "status",
+            "next_run_at",
+            "last_run_at",
+            "last_run_status",
+            "created_by",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = ["next_run_at", "last_run_at", "last_run_status", "created_at", "updated_at"]
+        extra_kwargs = {
+            "name": {"min_length": 1, "max_length": 255, "validators": []},
+            "task_type": {"min_length": 1, "max_length": 100},
+            "command": {"trim_whitespace": False},
+            "schedule": {"allow_null": True, "allow_blank": False, "max_length": 255},
+            "retry_count": {"min_value": 0, "max_value": 10},
+            "retry_backoff_seconds": {"min_value": 1, "max_value": 3600},
+            "timeout_seconds": {"min_value": 1, "max_value": 86400},
+            "misfire_grace_seconds": {"min_value": 0, "max_value": 86400},
+            "queue": {"min_length": 1, "max_length": 100},
+            "timezone": {"max_length": 64},
+        }
+
+    def validate_arguments(self, value):
+        if len(value) > MAX_ARGUMENTS:
+            raise serializers.ValidationError(f"At most {MAX_ARGUMENTS} arguments.")
+        executor = self.initial_data.get("executor") if isinstance(self.initial_data, dict) else None
+        executor = executor or (self.instance.executor if self.instance else None)
+        if executor == "shell" and any(
+            not isinstance(item, (str, int, float)) or isinstance(item, bool) for item in value
+        ):
+            raise serializers.ValidationError("Shell arguments must be strings or numbers.")
+        return value
+
+    def validate_tags(self, value):
+        if len(value) > MAX_TAGS:
+            raise serializers.ValidationError(f"At most {MAX_TAGS} tags.")
+        for tag in value:
+            if not isinstance(tag, str) or not tag.strip():
+                raise serializers.ValidationError("Each tag must be a non-empty string.")
+            if len(tag) > MAX_TAG_LENGTH:
+                raise serializers.ValidationError(f"Each tag must be at most {MAX_TAG_LENGTH} characters.")
+        return list(dict.fromkeys(tag.strip() for tag in value))
+
+    def validate_parameters(self, value):
+        env = value.get("env")
+        if env is not None and (not isinstance(env, dict) or any(not isinstance(v, str) for v in env.values())):
+            raise serializers.ValidationError("env must be an object of string values.")
+        for key in ("working_directory", "method"):
+            if key in value and not isinstance(value[key], str):
+                raise serializers.ValidationError(f"{key} must be a string.")
+        if "headers" in value and not isinstance(value["headers"], dict):
+            raise serializers.ValidationError("headers must be an object.")
+        if "kwargs" in value and not isinstance(value["kwargs"], dict):
+            raise serializers.ValidationError("kwargs must be an object.")
+        expected = value.get("expected_status")
+        if expected is not None and (
+            not isinstance(expected, list)
+            or any(isinstance(code, bool) or not isinstance(code, int) or not 100 <= code <= 599 for code in expected)
+        ):
+            raise serializers.ValidationError("expected_status must be a list of HTTP status codes (100-599).")
+        return value
+
+    def validate_name(self, value):
+        if not value.strip():
+            raise serializers.ValidationError("May not be blank.")
+        return value
+
+    def validate(self, attrs):
+        attrs = super().validate(attrs)
+        dependencies = attrs.get("dependencies")
+        if dependencies is not None and self.instance is not None:
+            if self.instance.pk in dependencies:
+                raise serializers.ValidationError({"dependencies": ["A task cannot depend on itself."]})
+            if self.instance.has_cycle_with(dependencies):
+                raise serializers.ValidationError({"dependencies": ["These dependencies would create a cycle."]})
+        name = attrs.get("name")
+        if name is not None:
+            clash = Task.objects.filter(name=name)
+            if self.instance is not None:
+                clash = clash.exclude(pk=self.instance.pk)
+            if clash.exists():
+                raise ConflictError(f"A task named {name!r} already exists.")
+        return attrs
+
+    def create(self, validated_data):
+        dependencies = validated_data.pop("dependencies", [])
+        task = Task(**validated_data)
+        task.next_run_at = task.compute_next_run_at()
+        task.save()
+        task.set_dependencies(dependencies)
+        return task
+
+    def update(self, instance, validated_data):
+        dependencies = validated_data.pop("dependencies", None)
+        reschedule = any(
+            key in validated_data and validated_data[key] != getattr(instance, key)
+            for key in ("schedule", "timezone", "status")
+        )
+        for key, value in validated_data.items():
+            setattr(instance, key, value)
+        if reschedule:
+            instance.next_run_at = instance.compute_next_run_at()
+        instance.save()
+        if dependencies is not None:
+            instance.set_dependencies(dependencies)
+        return instance
+
+
+class TaskRunSerializer(serializers.ModelSerializer):
+    task = serializers.PrimaryKeyRelatedField(read_only=True)
+
+    class Meta:
+        model = TaskRun
+        fields = [
+            "id",
+            "task",
+            "task_name",
+            "status",
+            "trigger",
+            "priority",
+            "worker_id",
+            "retry_count",
+            "scheduled_at",
+            "dispatched_at",
+            "started_at",
+            "completed_at",
+            "exit_code",
+            "result",
+            "error_message",
+            "execution_time",
+            "cancel_requested",
+            "arguments",
+            "parameters",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+
+class TaskRunDetailSerializer(TaskRunSerializer):
+    class Meta(TaskRunSerializer.Meta):
+        fields = TaskRunSerializer.Meta.fields + ["stdout", "stderr"]
+        read_only_fields = fields
+
+
+class TriggerSerializer(serializers.Serializer):
+    arguments = JSONListField(required=False, allow_null=True)
+    parameters = JSONObjectField(required=False, allow_null=True)
+    priority = serializers.ChoiceField(choices=Priority.choices, required=False, allow_null=True)
+
+
+class TaskStatsSerializer(serializers.Serializer):
+    days = serializers.IntegerField()
+    total = serializers.IntegerField()
+    completed = serializers.IntegerField()
+    failed = serializers.IntegerField()
+    timeout = serializers.IntegerField()
+    cancelled = serializers.IntegerField()
+    skipped = serializers.IntegerField()
+    success_rate = serializers.FloatField(allow_null=True)
+    avg_execution_time = serializers.FloatField(allow_null=True)
+    p95_execution_time = serializers.FloatField(allow_null=True)
+    last_run = TaskRunSerializer(allow_null=True)
+
+
+class StatsQuerySerializer(serializers.Serializer):
+    days = serializers.IntegerField(min_value=1, max_value=3650, default=30)
+
+
+class SchedulePreviewQuerySerializer(serializers.Serializer):
+    schedule = StrictCharField(max_length=255)
+    timezone = StrictCharField(max_length=64, default="UTC")
+    count = serializers.IntegerField(min_value=1, max_value=100, default=5)
+    after = serializers.DateTimeField(required=False)
+
+    def validate(self, attrs):
+        try:
+            schedules.get_timezone(attrs["timezone"])
+        except schedules.ScheduleError as error:
+            raise serializers.ValidationError({"timezone": [error.message]}) from None
+        try:
+            schedules.validate_schedule(attrs["schedule"], attrs["timezone"])
+        except schedules.ScheduleError as error:
+            raise serializers.ValidationError({"schedule": [error.message]}) from None
+        attrs.setdefault("after", timezone.now())
+        return attrs
+
+
+class SchedulePreviewSerializer(serializers.Serializer):
+    schedule = serializers.CharField()
+    timezone = serializers.CharField()
+    description = serializers.CharField()
+    next_runs = serializers.ListField(child=serializers.CharField())

@@ -1,0 +1,192 @@
+from datetime import timedelta
+
+from django.db import transaction
+from django.shortcuts import get_object_or_404
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
+from rest_framework.filters import OrderingFilter
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from system_app import audit
+from system_app.api.base import AuditedModelViewSet
+from system_app.exceptions import ConflictError, InvalidQuery
+from tasks_app import schedules
+from tasks_app.api.serializers import (
+    SchedulePreviewQuerySerializer,
+    SchedulePreviewSerializer,
+    StatsQuerySerializer,
+    TaskRunDetailSerializer,
+    TaskRunSerializer,
+    TaskSerializer,
+    TaskStatsSerializer,
+    TriggerSerializer,
+)
+from tasks_app.filters import TaskFilter, TaskRunFilter
+from tasks_app.models import RunStatus, Task, TaskRun
+
+RUN_ORDERING = ["scheduled_at", "created_at", "started_at", "completed_at", "execution_time", "id"]
+
+
+def run_list_queryset():
+    # Listings never carry the (up to 64 KiB each) output tails.
+    return TaskRun.objects.defer("stdout", "stderr")
+
+
+@extend_schema_view(
+    destroy=extend_schema(
+        parameters=[OpenApiParameter("force", bool, description="cancel dispatched and running runs, then delete")]
+    )
+)
+class TaskViewSet(AuditedModelViewSet):
+    queryset = Task.objects.select_related("created_by").prefetch_related("dependency_links")
+    serializer_class = TaskSerializer
+    filterset_class = TaskFilter
+    ordering_fields = ["id", "name", "created_at", "updated_at", "next_run_at", "last_run_at", "priority", "status"]
+    ordering = ["id"]
+    required_permissions = {
+        "list": "task.read",
+        "retrieve": "task.read",
+        "runs": "task.read",
+        "stats": "task.read",
+        "create": "task.write",
+        "update": "task.write",
+        "partial_update": "task.write",
+        "pause": "task.write",
+        "resume": "task.write",
+        "destroy": "task.delete",
+        "trigger": "task.execute",
+    }
+
+    def perform_create(self, serializer):
+        serializer.validated_data["created_by"] = self.request.user
+        super().perform_create(serializer)
+
+    def destroy(self, request, *args, **kwargs):
+        task = self.get_object()
+        force = request.query_params.get("force", "false").lower()
+        if force not in ("true", "false", "1", "0"):
+            raise InvalidQuery("force", "must be true or false")
+        in_flight = task.runs.filter(status__in=(RunStatus.DISPATCHED, RunStatus.RUNNING))
+        with transaction.atomic():
+            if in_flight.exists():
+                if force not in ("true", "1"):
+                    raise ConflictError(
+                        "The task has dispatched or running runs; cancel them or delete with ?force=true."
+                    )
+                for run in in_flight:
+                    run.cancel(reason="task deleted")
+            self.perform_destroy(task)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(request=TriggerSerializer(required=False), responses={201: TaskRunDetailSerializer})
+    @action(detail=True, methods=["post"])
+    def trigger(self, request, pk=None):
+        task = self.get_object()
+        if not isinstance(request.data, dict):
+            raise ValidationError("The body must be a JSON object.")
+        body = TriggerSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        with transaction.atomic():
+            run = task.trigger(**body.validated_data)
+            audit.record(request, "trigger", task, changes={"run_id": run.pk, **request.data})
+        return Response(TaskRunDetailSerializer(run).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses={200: TaskSerializer})
+    @action(detail=True, methods=["post"])
+    def pause(self, request, pk=None):
+        return self._change_state(request, "pause")
+
+    @extend_schema(request=None, responses={200: TaskSerializer})
+    @action(detail=True, methods=["post"])
+    def resume(self, request, pk=None):
+        return self._change_state(request, "resume")
+
+    def _change_state(self, request, verb):
+        task = self.get_object()
+        with transaction.atomic():
+            if getattr(task, verb)():
+                audit.record(request, verb, task, changes={"status": task.status})
+        return Response(self.get_serializer(task).data)
+
+    @extend_schema(responses={200: TaskRunSerializer(many=True)}, filters=False)
+    @action(detail=True, methods=["get"], filterset_class=None, ordering_fields=RUN_ORDERING)
+    def runs(self, request, pk=None):
+        task = get_object_or_404(Task.objects.only("pk"), pk=pk)
+        queryset = OrderingFilter().filter_queryset(request, run_list_queryset().filter(task=task), self)
+        page = self.paginate_queryset(queryset)
+        return self.get_paginated_response(TaskRunSerializer(page, many=True).data)
+
+    @extend_schema(parameters=[StatsQuerySerializer], responses={200: TaskStatsSerializer}, filters=False)
+    @action(detail=True, methods=["get"], filterset_class=None)
+    def stats(self, request, pk=None):
+        task = get_object_or_404(Task, pk=pk)
+        query = StatsQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        days = query.validated_data["days"]
+        stats = task.stats(since=timezone.now() - timedelta(days=days))
+        return Response(TaskStatsSerializer({"days": days, **stats}).data)
+
+
+class TaskRunViewSet(viewsets.ReadOnlyModelViewSet):
+    queryset = TaskRun.objects.all()
+    serializer_class = TaskRunSerializer
+    filterset_class = TaskRunFilter
+    ordering_fields = RUN_ORDERING
+    ordering = ["-scheduled_at", "-id"]
+    required_permissions = {
+        "list": "task.read",
+        "retrieve": "task.read",
+        "cancel": "task.execute",
+        "retry": "task.execute",
+    }
+
+    def get_queryset(self):
+        return run_list_queryset() if self.action == "list" else TaskRun.objects.all()
+
+    def get_serializer_class(self):
+        return TaskRunSerializer if self.action == "list" else TaskRunDetailSerializer
+
+    @extend_schema(request=None, responses={202: TaskRunDetailSerializer})
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        run = self.get_object()
+        with transaction.atomic():
+            if not run.cancel(reason="cancelled by request"):
+                raise ConflictError(f"The run already finished ({run.status}).")
+            audit.record(request, "cancel", run, changes={"status": run.status})
+        return Response(TaskRunDetailSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=None, responses={201: TaskRunDetailSerializer})
+    @action(detail=True, methods=["post"])
+    def retry(self, request, pk=None):
+        run = self.get_object()
+        with transaction.atomic():
+            attempt = run.retry()
+            audit.record(request, "retry", run, changes={"new_run_id": attempt.pk})
+        return Response(TaskRunDetailSerializer(attempt).data, status=status.HTTP_201_CREATED)
+
+
+class SchedulePreviewView(APIView):
+    required_permissions = {"get": "task.read"}
+
+    @extend_schema(
+        parameters=[SchedulePreviewQuerySerializer],
+        responses={200: SchedulePreviewSerializer, 400: OpenApiResponse(description="the schedule is invalid")},
+    )
+    def get(self, request):
+        query = SchedulePreviewQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        data = query.validated_data
+        times = schedules.preview(data["schedule"], data["timezone"], data["count"], data["after"])
+        return Response(
+            {
+                "schedule": data["schedule"],
+                "timezone": data["timezone"],
+                "description": schedules.describe(data["schedule"]),
+                "next_runs": [moment.isoformat() for moment in times],
+            }
+        )

@@ -1,0 +1,420 @@
+"""Tasks, their dependencies and their runs (SPEC §4)."""
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from tasks_app import schedules
+
+
+class Executor(models.TextChoices):
+    SHELL = "shell"
+    HTTP = "http"
+    PYTHON = "python"
+
+
+class Priority(models.TextChoices):
+    LOW = "low"
+    NORMAL = "normal"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
+# RabbitMQ message priority for each task priority (queues declare max 10).
+PRIORITY_LEVELS = {Priority.LOW: 0, Priority.NORMAL: 3, Priority.HIGH: 6, Priority.CRITICAL: 9}
+
+
+class ConcurrencyPolicy(models.TextChoices):
+    ALLOW = "allow"
+    FORBID = "forbid"
+    REPLACE = "replace"
+
+
+class MisfirePolicy(models.TextChoices):
+    RUN_ONCE = "run_once"
+    SKIP = "skip"
+    RUN_ALL = "run_all"
+
+
+class TaskStatus(models.TextChoices):
+    ACTIVE = "active"
+    PAUSED = "paused"
+
+
+class RunStatus(models.TextChoices):
+    PENDING = "pending"
+    DISPATCHED = "dispatched"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    CANCELLED = "cancelled"
+    SKIPPED = "skipped"
+
+
+ACTIVE_RUN_STATUSES = (RunStatus.PENDING, RunStatus.DISPATCHED, RunStatus.RUNNING)
+FINAL_RUN_STATUSES = (
+    RunStatus.COMPLETED,
+    RunStatus.FAILED,
+    RunStatus.TIMEOUT,
+    RunStatus.CANCELLED,
+    RunStatus.SKIPPED,
+)
+RETRYABLE_RUN_STATUSES = (RunStatus.FAILED, RunStatus.TIMEOUT, RunStatus.CANCELLED)
+
+
+class Trigger(models.TextChoices):
+    SCHEDULE = "schedule"
+    MANUAL = "manual"
+    RETRY = "retry"
+    DEPENDENCY = "dependency"
+
+
+class Conflict(Exception):
+    """A state transition that the current state forbids (answered with 409)."""
+
+
+def _choices_check(field, choices):
+    return models.CheckConstraint(condition=Q(**{f"{field}__in": choices.values}), name=f"%(class)s_{field}_valid")
+
+
+class TaskQuerySet(models.QuerySet):
+    def due(self, now):
+        """Active scheduled tasks whose next fire is at or before ``now``."""
+        return self.filter(status=TaskStatus.ACTIVE, next_run_at__lte=now)
+
+
+class Task(models.Model):
+    name = models.CharField(max_length=255, unique=True)
+    description = models.TextField(blank=True, default="")
+    task_type = models.CharField(max_length=100, default="executor")
+    executor = models.CharField(max_length=16, choices=Executor.choices)
+    command = models.TextField()
+    arguments = models.JSONField(default=list, blank=True)
+    parameters = models.JSONField(default=dict, blank=True)
+    schedule = models.CharField(max_length=255, null=True, blank=True)
+    timezone = models.CharField(max_length=64, default="UTC")
+    priority = models.CharField(max_length=16, choices=Priority.choices, default=Priority.NORMAL)
+    queue = models.CharField(max_length=100, default="default")
+    retry_count = models.PositiveSmallIntegerField(default=0)
+    retry_backoff_seconds = models.PositiveIntegerField(default=10)
+    timeout_seconds = models.PositiveIntegerField(default=3600)
+    concurrency_policy = models.CharField(
+        max_length=16, choices=ConcurrencyPolicy.choices, default=ConcurrencyPolicy.ALLOW
+    )
+    misfire_policy = models.CharField(max_length=16, choices=MisfirePolicy.choices, default=MisfirePolicy.RUN_ONCE)
+    misfire_grace_seconds = models.PositiveIntegerField(default=60)
+    dependencies = models.ManyToManyField(
+        "self", through="TaskDependency", symmetrical=False, related_name="dependents", blank=True
+    )
+    tags = models.JSONField(default=list, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=16, choices=TaskStatus.choices, default=TaskStatus.ACTIVE)
+    next_run_at = models.DateTimeField(null=True, blank=True)
+    last_run_at = models.DateTimeField(null=True, blank=True)
+    last_run_status = models.CharField(max_length=16, choices=RunStatus.choices, null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = TaskQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [
+            # rundispatcher: "active tasks due at or before now", oldest first.
+            models.Index(fields=["status", "next_run_at"], name="task_due_idx"),
+            models.Index(fields=["executor"], name="task_executor_idx"),
+            models.Index(fields=["queue"], name="task_queue_idx"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(retry_count__lte=10), name="task_retry_count_range"),
+            models.CheckConstraint(condition=Q(retry_backoff_seconds__gte=1), name="task_backoff_min"),
+            models.CheckConstraint(
+                condition=Q(timeout_seconds__gte=1, timeout_seconds__lte=86400), name="task_timeout_range"
+            ),
+            models.CheckConstraint(condition=~Q(name=""), name="task_name_not_empty"),
+            _choices_check("executor", Executor),
+            _choices_check("priority", Priority),
+            _choices_check("concurrency_policy", ConcurrencyPolicy),
+            _choices_check("misfire_policy", MisfirePolicy),
+            _choices_check("status", TaskStatus),
+        ]
+
+    def __str__(self):
+        return self.name
+
+    def clean(self):
+        errors = {}
+        if self.schedule is not None:
+            self.schedule = self.schedule.strip() or None
+        try:
+            schedules.get_timezone(self.timezone)
+        except schedules.ScheduleError as error:
+            errors["timezone"] = error.message
+        else:
+            if self.schedule:
+                try:
+                    schedules.validate_schedule(self.schedule, self.timezone)
+                except schedules.ScheduleError as error:
+                    errors["schedule"] = error.message
+        if self.executor and self.executor not in settings.ENABLED_EXECUTORS:
+            errors["executor"] = (
+                f"executor {self.executor!r} is not enabled here (ENABLED_EXECUTORS: "
+                f"{', '.join(settings.ENABLED_EXECUTORS)})"
+            )
+        if self.command is not None and len(self.command.encode()) > settings.TASK_COMMAND_MAX_BYTES:
+            errors["command"] = f"is longer than {settings.TASK_COMMAND_MAX_BYTES // 1024} KiB"
+        elif self.command is not None and not self.command.strip():
+            errors["command"] = "may not be blank"
+        elif self.executor == Executor.PYTHON and not _is_python_target(self.command):
+            errors["command"] = "must look like package.module:callable"
+        elif self.executor == Executor.HTTP and not self.command.startswith(("http://", "https://")):
+            errors["command"] = "must be an http:// or https:// URL"
+        if errors:
+            raise ValidationError(errors)
+
+    # Schedule and state ---------------------------------------------------
+
+    def compute_next_run_at(self, after=None):
+        """The next fire strictly after ``after`` (default now), or None."""
+        if not self.schedule or self.status != TaskStatus.ACTIVE:
+            return None
+        after = after or timezone.now()
+        anchor = self.created_at if self.schedule.startswith("@every") else None
+        return schedules.next_fire(self.schedule, self.timezone, after, anchor=anchor)
+
+    def pause(self):
+        """Stop firing; active runs are left to finish. Returns False if already paused."""
+        changed = Task.objects.filter(pk=self.pk, status=TaskStatus.ACTIVE).update(
+            status=TaskStatus.PAUSED, next_run_at=None, updated_at=timezone.now()
+        )
+        self.refresh_from_db(fields=["status", "next_run_at", "updated_at"])
+        return bool(changed)
+
+    def resume(self, now=None):
+        """Fire again, from now on: fires missed while paused are not caught up,
+        as with `kubectl patch cronjob … suspend=false`."""
+        now = now or timezone.now()
+        self.status = TaskStatus.ACTIVE
+        next_run_at = self.compute_next_run_at(now)
+        changed = Task.objects.filter(pk=self.pk, status=TaskStatus.PAUSED).update(
+            status=TaskStatus.ACTIVE, next_run_at=next_run_at, updated_at=now
+        )
+        self.refresh_from_db(fields=["status", "next_run_at", "updated_at"])
+        return bool(changed)
+
+    def active_runs(self):
+        return self.runs.filter(status__in=ACTIVE_RUN_STATUSES)
+
+    def trigger(self, *, arguments=None, parameters=None, priority=None, now=None):
+        """Create a pending manual run; the dispatcher picks it up.
+
+        Raises Conflict under the ``forbid`` policy while a run is active. The
+        manual run's scheduled_at is ``now`` to the microsecond, so two triggers
+        never clash on the (task, scheduled_at, retry_count) constraint.
+        """
+        now = now or timezone.now()
+        with transaction.atomic():
+            if self.concurrency_policy == ConcurrencyPolicy.FORBID and self.active_runs().exists():
+                raise Conflict("a run of this task is still active and its concurrency policy is forbid")
+            if self.concurrency_policy == ConcurrencyPolicy.REPLACE:
+                for run in self.active_runs():
+                    run.cancel(reason="replaced by a manual trigger", now=now)
+            return TaskRun.objects.create(
+                task=self,
+                task_name=self.name,
+                trigger=Trigger.MANUAL,
+                scheduled_at=now,
+                arguments=arguments,
+                parameters=parameters,
+                priority=priority,
+            )
+
+    def set_dependencies(self, dependency_ids):
+        """Replace this task's upstream tasks with ``dependency_ids`` (two queries at most)."""
+        wanted = set(dependency_ids)
+        current = set(self.dependency_links.values_list("depends_on_id", flat=True))
+        if current - wanted:
+            self.dependency_links.filter(depends_on_id__in=current - wanted).delete()
+        TaskDependency.objects.bulk_create(
+            [TaskDependency(task=self, depends_on_id=pk) for pk in sorted(wanted - current)]
+        )
+
+    def has_cycle_with(self, dependency_ids):
+        """True if depending on ``dependency_ids`` would close a cycle through self."""
+        if self.pk is None:
+            return False
+        edges = {}
+        for task_id, depends_on_id in TaskDependency.objects.values_list("task_id", "depends_on_id"):
+            edges.setdefault(task_id, set()).add(depends_on_id)
+        edges[self.pk] = set(dependency_ids)
+        seen, stack = set(), list(edges[self.pk])
+        while stack:
+            current = stack.pop()
+            if current == self.pk:
+                return True
+            if current not in seen:
+                seen.add(current)
+                stack.extend(edges.get(current, ()))
+        return False
+
+    def stats(self, since):
+        """Counts and durations of this task's runs created since ``since``."""
+        runs = self.runs.filter(created_at__gte=since)
+        counts = dict(runs.values_list("status").annotate(n=models.Count("id")).values_list("status", "n"))
+        durations = sorted(runs.filter(execution_time__isnull=False).values_list("execution_time", flat=True))
+        finished = sum(counts.get(status, 0) for status in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.TIMEOUT))
+        last_run = self.runs.order_by("-scheduled_at", "-id").first()
+        return {
+            "total": sum(counts.values()),
+            "completed": counts.get(RunStatus.COMPLETED, 0),
+            "failed": counts.get(RunStatus.FAILED, 0),
+            "timeout": counts.get(RunStatus.TIMEOUT, 0),
+            "cancelled": counts.get(RunStatus.CANCELLED, 0),
+            "skipped": counts.get(RunStatus.SKIPPED, 0),
+            "success_rate": round(counts.get(RunStatus.COMPLETED, 0) / finished, 4) if finished else None,
+            "avg_execution_time": round(sum(durations) / len(durations), 4) if durations else None,
+            "p95_execution_time": percentile(durations, 95),
+            "last_run": last_run,
+        }
+
+
+def percentile(sorted_values, pct):
+    """Nearest-rank percentile of an ascending list, or None when empty."""
+    if not sorted_values:
+        return None
+    rank = max(1, -(-len(sorted_values) * pct // 100))
+    return round(sorted_values[int(rank) - 1], 4)
+
+
+def _is_python_target(command):
+    module, sep, attribute = command.strip().partition(":")
+    parts = module.split(".") + attribute.split(".")
+    return bool(sep) and all(part.isidentifier() for part in parts)
+
+
+class TaskDependency(models.Model):
+    """``task`` runs only after the latest run of ``depends_on`` completed."""
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="dependency_links")
+    depends_on = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="dependent_links")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["task", "depends_on"], name="task_dependency_unique"),
+            models.CheckConstraint(condition=~Q(task=models.F("depends_on")), name="task_dependency_not_self"),
+        ]
+
+    def __str__(self):
+        return f"{self.task_id} -> {self.depends_on_id}"
+
+
+class TaskRunQuerySet(models.QuerySet):
+    def active(self):
+        return self.filter(status__in=ACTIVE_RUN_STATUSES)
+
+
+class TaskRun(models.Model):
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="runs")
+    task_name = models.CharField(max_length=255)
+    status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.PENDING)
+    trigger = models.CharField(max_length=16, choices=Trigger.choices, default=Trigger.SCHEDULE)
+    priority = models.CharField(max_length=16, choices=Priority.choices, null=True, blank=True)
+    worker_id = models.CharField(max_length=255, null=True, blank=True)
+    retry_count = models.PositiveSmallIntegerField(default=0)
+    scheduled_at = models.DateTimeField()
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    exit_code = models.IntegerField(null=True, blank=True)
+    result = models.TextField(blank=True, default="")
+    error_message = models.TextField(blank=True, default="")
+    stdout = models.TextField(blank=True, default="")
+    stderr = models.TextField(blank=True, default="")
+    execution_time = models.FloatField(null=True, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    arguments = models.JSONField(null=True, blank=True)
+    parameters = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = TaskRunQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-scheduled_at", "-id"]
+        constraints = [
+            # The proof that a slot never fires twice, whatever the dispatchers do.
+            models.UniqueConstraint(fields=["task", "scheduled_at", "retry_count"], name="taskrun_unique_slot"),
+            _choices_check("status", RunStatus),
+            _choices_check("trigger", Trigger),
+            models.CheckConstraint(condition=Q(retry_count__lte=10), name="taskrun_retry_count_range"),
+        ]
+        indexes = [
+            # /api/runs?status=… newest first, and the dispatcher's pending/dispatched scans.
+            models.Index(fields=["status", "scheduled_at"], name="run_status_sched_idx"),
+            # /api/tasks/{id}/runs newest first.
+            models.Index(fields=["task", "-scheduled_at", "-id"], name="run_task_newest_idx"),
+            # /api/workers/{id}/stats and recovery of a lost worker's running runs.
+            models.Index(fields=["worker_id", "status"], name="run_worker_status_idx"),
+            models.Index(fields=["-scheduled_at", "-id"], name="run_newest_idx"),
+        ]
+
+    def __str__(self):
+        return f"{self.task_name} #{self.pk}"
+
+    @property
+    def is_finished(self):
+        return self.status in FINAL_RUN_STATUSES
+
+    def cancel(self, reason="cancelled by request", now=None):
+        """Cancel this run. Pending and dispatched runs end at once; a running run
+        gets ``cancel_requested`` and its worker kills it.
+
+        Both updates are conditional on the status read, so a run that a worker
+        claims at the same moment is not cancelled under its feet: the running
+        branch then catches it. Returns False when the run had already finished.
+        """
+        now = now or timezone.now()
+        ended = TaskRun.objects.filter(pk=self.pk, status__in=(RunStatus.PENDING, RunStatus.DISPATCHED)).update(
+            status=RunStatus.CANCELLED, completed_at=now, error_message=reason, cancel_requested=True
+        )
+        requested = 0
+        if not ended:
+            requested = TaskRun.objects.filter(pk=self.pk, status=RunStatus.RUNNING).update(cancel_requested=True)
+        self.refresh_from_db()
+        return bool(ended or requested)
+
+    def retry(self, now=None):
+        """A new manual attempt of a finished, unsuccessful run (POST /runs/{id}/retry).
+
+        The attempt number continues from this run's, so the unique slot
+        (task, scheduled_at, retry_count) keeps attempts of one fire apart.
+        """
+        if self.status not in RETRYABLE_RUN_STATUSES:
+            raise Conflict(f"only failed, timed-out or cancelled runs can be retried; this one is {self.status}")
+        now = now or timezone.now()
+        return TaskRun.objects.create(
+            task_id=self.task_id,
+            task_name=self.task_name,
+            trigger=Trigger.RETRY,
+            scheduled_at=now,
+            retry_count=min(self.retry_count + 1, 10),
+            arguments=self.arguments,
+            parameters=self.parameters,
+            priority=self.priority,
+        )
+
+
+def retry_delay(base_seconds, attempt, jitter):
+    """Exponential backoff for ``attempt`` (1 = first retry), capped at one hour.
+
+    ``jitter`` in [0, 1) spreads retries of many runs that failed together.
+    """
+    delay = min(base_seconds * (2 ** (attempt - 1)), 3600)
+    return timedelta(seconds=delay * (0.5 + jitter / 2))

@@ -1,0 +1,92 @@
+"""Shared fixtures: named principals with different rights, API clients, a clock."""
+
+import pytest
+from django.contrib.auth.models import Group
+from django.core.cache import cache
+from rest_framework.test import APIClient
+from rest_framework_simplejwt.tokens import RefreshToken
+
+from system_app.models import ApiKey
+from tests import factories
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    # Throttle buckets live in the cache; each test starts with empty ones.
+    cache.clear()
+    yield
+    cache.clear()
+
+
+def _user_in(role, username):
+    user = factories.UserFactory(username=username)
+    if role:
+        user.groups.add(Group.objects.get(name=role))
+    return user
+
+
+@pytest.fixture
+def admin_user(db):
+    return _user_in("admin", "alice")
+
+
+@pytest.fixture
+def operator_user(db):
+    return _user_in("operator", "oscar")
+
+
+@pytest.fixture
+def viewer_user(db):
+    return _user_in("viewer", "vera")
+
+
+@pytest.fixture
+def outsider_user(db):
+    """Authenticated, but in no role: may do nothing."""
+    return _user_in(None, "otto")
+
+
+def bearer_client(token):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    return client
+
+
+def jwt_client(user):
+    return bearer_client(str(RefreshToken.for_user(user).access_token))
+
+
+@pytest.fixture
+def anon():
+    return APIClient()
+
+
+@pytest.fixture
+def as_admin(admin_user):
+    return jwt_client(admin_user)
+
+
+@pytest.fixture
+def as_operator(operator_user):
+    return jwt_client(operator_user)
+
+
+@pytest.fixture
+def as_viewer(viewer_user):
+    return jwt_client(viewer_user)
+
+
+@pytest.fixture
+def as_outsider(outsider_user):
+    return jwt_client(outsider_user)
+
+
+@pytest.fixture
+def key_client(admin_user):
+    """Make a client authenticated by an API key of the admin scoped to ``permissions``."""
+
+    def make(*permissions, **kwargs):
+        _key, raw = ApiKey.issue(name="test key", created_by=admin_user, permissions=permissions, **kwargs)
+        return bearer_client(raw)
+
+    return make
