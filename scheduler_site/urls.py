@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from system_app.api.views import health_view, ready_view
+from system_app.api.views import HealthView, ReadyView
 
 api_patterns = [
     path("", include("system_app.api.urls")),
@@ -18,8 +18,8 @@ api_patterns = [
 
 urlpatterns = [
     path("api/", include(api_patterns)),
-    path("health", health_view, name="health"),
-    path("ready", ready_view, name="ready"),
+    path("health", HealthView.as_view(), name="health"),
+    path("ready", ReadyView.as_view(), name="ready"),
     path("", include("django_prometheus.urls")),
     path("admin/", admin.site.urls),
 ]

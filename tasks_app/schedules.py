@@ -62,7 +62,6 @@ __all__ = [
     "MAX_EXPRESSION_LENGTH",
 ]
 
-UTC = UTC
 MAX_EXPRESSION_LENGTH = 255
 MAX_INTERVAL_SECONDS = 365 * 86400
 MAX_PREVIEW_COUNT = 1000
@@ -70,8 +69,6 @@ MAX_PREVIEW_COUNT = 1000
 # never fire are rejected statically by parse_schedule; the longest legitimate
 # wait (Feb 29 restricted to one weekday) is 40 years, across 2100.
 HORIZON_YEARS = 50
-
-_SECOND = timedelta(seconds=1)
 
 
 class ScheduleError(ValueError):
@@ -99,11 +96,7 @@ def get_timezone(name: str) -> ZoneInfo:
         raise ScheduleError("timezone is empty")
     if not isinstance(name, str):
         raise ScheduleError(f"timezone must be a string, got {type(name).__name__}")
-    if (
-        not _TZ_NAME_RE.match(name)
-        or name in _TZ_DENIED
-        or name.startswith(("posix/", "right/"))
-    ):
+    if not _TZ_NAME_RE.match(name) or name in _TZ_DENIED or name.startswith(("posix/", "right/")):
         raise ScheduleError(f"unknown timezone '{name}'")
     try:
         return ZoneInfo(name)
@@ -257,10 +250,24 @@ class CronSchedule(Schedule):
 
     kind = "cron"
     __slots__ = (
-        "fields", "has_seconds", "real_time",
-        "seconds", "minutes", "hours", "days", "months", "weekdays",
-        "_sec_next", "_min_next", "_hour_next", "_mon_next", "_first_month",
-        "_day_mode", "_dom_ok", "_dow_ok", "_fixed_offset",
+        "fields",
+        "has_seconds",
+        "real_time",
+        "seconds",
+        "minutes",
+        "hours",
+        "days",
+        "months",
+        "weekdays",
+        "_sec_next",
+        "_min_next",
+        "_hour_next",
+        "_mon_next",
+        "_first_month",
+        "_day_mode",
+        "_dom_ok",
+        "_dow_ok",
+        "_fixed_offset",
     )
 
     def __init__(self, expression, timezone, tz, fields, sets, has_seconds):
@@ -377,8 +384,9 @@ class CronSchedule(Schedule):
     def _next_fixed_offset(self, after):
         off = self._fixed_offset
         lw = after.replace(tzinfo=None) + off
-        t = self._next_wall(lw.year, lw.month, lw.day, lw.hour, lw.minute,
-                            lw.second + 1, min(lw.year + HORIZON_YEARS, 9999))
+        t = self._next_wall(
+            lw.year, lw.month, lw.day, lw.hour, lw.minute, lw.second + 1, min(lw.year + HORIZON_YEARS, 9999)
+        )
         if t is None:
             return None
         return (datetime(*t) - off).replace(tzinfo=UTC)
@@ -429,8 +437,7 @@ class CronSchedule(Schedule):
                 lo = after_n.replace(microsecond=0)
                 trans = _transition(tz, lo, lo + (off_a - off_b))
                 fs = trans + off_b  # wall time where the repetition starts
-                t = self._next_wall(fs.year, fs.month, fs.day, fs.hour, fs.minute,
-                                    fs.second, ylimit)
+                t = self._next_wall(fs.year, fs.month, fs.day, fs.hour, fs.minute, fs.second, ylimit)
                 if t is not None:
                     w = datetime(*t)
                     if w <= lw:
@@ -464,9 +471,26 @@ class CronSchedule(Schedule):
 def _fixed_offset(tz: ZoneInfo) -> timedelta | None:
     """The constant offset of zones without transitions (UTC, Etc/GMT+5 ...)."""
     key = getattr(tz, "key", "") or ""
-    if key in ("UTC", "Etc/UTC", "Etc/UCT", "UCT", "Universal", "Etc/Universal",
-               "Zulu", "Etc/Zulu", "GMT", "Etc/GMT", "GMT0", "GMT+0", "GMT-0",
-               "Etc/GMT0", "Etc/GMT+0", "Etc/GMT-0", "Greenwich", "Etc/Greenwich"):
+    if key in (
+        "UTC",
+        "Etc/UTC",
+        "Etc/UCT",
+        "UCT",
+        "Universal",
+        "Etc/Universal",
+        "Zulu",
+        "Etc/Zulu",
+        "GMT",
+        "Etc/GMT",
+        "GMT0",
+        "GMT+0",
+        "GMT-0",
+        "Etc/GMT0",
+        "Etc/GMT+0",
+        "Etc/GMT-0",
+        "Greenwich",
+        "Etc/Greenwich",
+    ):
         return timedelta(0)
     if re.fullmatch(r"Etc/GMT[+-]\d{1,2}", key):
         return tz.utcoffset(datetime(2000, 1, 1))
@@ -479,9 +503,7 @@ def _fixed_offset(tz: ZoneInfo) -> timedelta | None:
 
 _MONTH_NAMES = {
     name: i + 1
-    for i, name in enumerate(
-        ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"]
-    )
+    for i, name in enumerate(["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"])
 }
 _DAY_NAMES = {name: i for i, name in enumerate(["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"])}
 
@@ -496,8 +518,19 @@ _FIELDS = [
 ]
 _MAX_DAYS = {1: 31, 2: 29, 3: 31, 4: 30, 5: 31, 6: 30, 7: 31, 8: 31, 9: 30, 10: 31, 11: 30, 12: 31}
 _MONTH_FULL = [
-    "", "January", "February", "March", "April", "May", "June", "July",
-    "August", "September", "October", "November", "December",
+    "",
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
 ]
 _DAY_FULL = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
 
@@ -528,9 +561,7 @@ def _parse_value(token: str, idx: int) -> int:
     if names is not None and token.upper() in names:
         return names[token.upper()]
     if idx in (3, 5) and _UNSUPPORTED_RE.match(token):
-        raise ScheduleError(
-            f"{name} field: '{token}' is not supported (the L, W and # modifiers are not supported)"
-        )
+        raise ScheduleError(f"{name} field: '{token}' is not supported (the L, W and # modifiers are not supported)")
     if idx == 4:
         raise ScheduleError(f"{name} field: '{token}' is not a number or a month name (JAN-DEC)")
     if idx == 5:
@@ -545,9 +576,7 @@ def _parse_field(text: str, idx: int) -> frozenset[int]:
         if not item:
             raise ScheduleError(f"{name} field: empty item in list '{text}'")
         if idx in (3, 5) and "#" in item:
-            raise ScheduleError(
-                f"{name} field: '{item}' is not supported (the L, W and # modifiers are not supported)"
-            )
+            raise ScheduleError(f"{name} field: '{item}' is not supported (the L, W and # modifiers are not supported)")
         if item.count("/") > 1:
             raise ScheduleError(f"{name} field: '{item}' has more than one '/'")
         base, slash, step_text = item.partition("/")
@@ -562,9 +591,7 @@ def _parse_field(text: str, idx: int) -> frozenset[int]:
                 raise ScheduleError(f"{name} field: step must be at least 1")
         if base in ("*", "?"):
             if base == "?" and idx not in (3, 5):
-                raise ScheduleError(
-                    f"{name} field: '?' is only allowed in the day-of-month and day-of-week fields"
-                )
+                raise ScheduleError(f"{name} field: '?' is only allowed in the day-of-month and day-of-week fields")
             start, end = lo, star_hi
         elif not base:
             raise ScheduleError(f"{name} field: '{item}' is missing a value before '/'")
@@ -596,11 +623,13 @@ def _parse_cron(expression: str, body: str, timezone: str, tz: ZoneInfo) -> Cron
     sets = [_parse_field(text, i) for i, text in enumerate(fields)]
     dom_star = fields[3][0] in "*?"
     dow_star = fields[5][0] in "*?"
-    if dom_star or dow_star:  # day-of-month must match: check it can exist
-        if not any(d <= _MAX_DAYS[m] for m in sets[4] for d in sets[3]):
-            days = ", ".join(str(d) for d in sorted(sets[3]))
-            months = ", ".join(_MONTH_FULL[m] for m in sorted(sets[4]))
-            raise ScheduleError(f"never fires: day-of-month {days} never occurs in {months}")
+    # Unless the OR rule applies, the day-of-month must match: check that it
+    # exists in at least one allowed month (Feb 29 counts; every weekday then
+    # follows within the calendar cycle).
+    if (dom_star or dow_star) and not any(d <= _MAX_DAYS[m] for m in sets[4] for d in sets[3]):
+        days = ", ".join(str(d) for d in sorted(sets[3]))
+        months = ", ".join(_MONTH_FULL[m] for m in sorted(sets[4]))
+        raise ScheduleError(f"never fires: day-of-month {days} never occurs in {months}")
     return CronSchedule(expression, timezone, tz, fields, sets, has_seconds)
 
 
@@ -610,9 +639,7 @@ def _parse_interval(expression: str, arg: str, timezone: str, tz: ZoneInfo) -> I
     spec = "".join(arg.split()).lower()
     match = _INTERVAL_RE.match(spec)
     if not spec or not match:
-        raise ScheduleError(
-            f"@every: '{arg}' is not a valid interval (use d, h, m, s in that order, e.g. '1h30m')"
-        )
+        raise ScheduleError(f"@every: '{arg}' is not a valid interval (use d, h, m, s in that order, e.g. '1h30m')")
     d, h, m, s = (int(g) if g else 0 for g in match.groups())
     total = d * 86400 + h * 3600 + m * 60 + s
     if total < 1:
@@ -630,19 +657,14 @@ def _parse_once(expression: str, arg: str, timezone: str, tz: ZoneInfo) -> OnceS
     except ValueError:
         pass
     else:
-        raise ScheduleError(
-            f"@at: '{arg}' has no time of day (e.g. '{arg}T09:00:00')"
-        )
+        raise ScheduleError(f"@at: '{arg}' has no time of day (e.g. '{arg}T09:00:00')")
     try:
         value = datetime.fromisoformat(arg)
     except ValueError:
         raise ScheduleError(f"@at: '{arg}' is not an ISO 8601 date-time") from None
     value = value.replace(microsecond=0)
     try:
-        if value.tzinfo is None:
-            at = _localize_first(tz, value).replace(tzinfo=UTC)
-        else:
-            at = value.astimezone(UTC)
+        at = _localize_first(tz, value).replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
     except OverflowError:
         raise ScheduleError(f"@at: '{arg}' is out of range") from None
     return OnceSchedule(expression, timezone, tz, at)
@@ -660,9 +682,7 @@ def parse_schedule(expression: str, timezone: str = "UTC") -> Schedule:
     if not text:
         raise ScheduleError("schedule is empty")
     if len(text) > MAX_EXPRESSION_LENGTH:
-        raise ScheduleError(
-            f"schedule is too long ({len(text)} characters, maximum {MAX_EXPRESSION_LENGTH})"
-        )
+        raise ScheduleError(f"schedule is too long ({len(text)} characters, maximum {MAX_EXPRESSION_LENGTH})")
     if text.startswith("@"):
         parts = text.split(None, 1)
         head = parts[0]
@@ -795,9 +815,7 @@ def _describe_cron(sched: CronSchedule) -> str | None:
             n = 1 if sec == "*" else int(sec[2:])
             time_words = _unit(n, "second")
         elif _is_number(sec) and _is_number(mi) and _plain_list(hr):
-            time_words = "at " + _join(
-                [f"{int(h):02d}:{int(mi):02d}:{int(sec):02d}" for h in _plain_list(hr)]
-            )
+            time_words = "at " + _join([f"{int(h):02d}:{int(mi):02d}:{int(sec):02d}" for h in _plain_list(hr)])
         else:
             return None
     elif mi == "*" and hr == "*":

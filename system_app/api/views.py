@@ -2,7 +2,6 @@ import contextlib
 
 from django.contrib.auth import authenticate, get_user_model
 from django.db import transaction
-from django.http import JsonResponse
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, mixins, status, viewsets
@@ -20,6 +19,7 @@ from system_app.api.serializers import (
     HealthSerializer,
     LoginResponseSerializer,
     LoginSerializer,
+    ReadinessSerializer,
     RefreshSerializer,
     SystemEventSerializer,
     SystemStatsSerializer,
@@ -194,13 +194,27 @@ class AuditEntryViewSet(viewsets.ReadOnlyModelViewSet):
     required_permissions = {"list": "system.read", "retrieve": "system.read"}
 
 
-def health_view(request):
-    """GET /health: liveness of this process and its dependencies, no auth."""
-    body, healthy = health.liveness()
-    return JsonResponse(body, status=200 if healthy else 503)
+class HealthView(APIView):
+    """GET /health: liveness of this process and its dependencies; no auth, no throttle."""
+
+    authentication_classes = []
+    throttle_classes = []
+    required_permissions = {"get": None}
+
+    @extend_schema(responses={200: HealthSerializer, 503: HealthSerializer}, auth=[])
+    def get(self, request):
+        body, healthy = health.liveness()
+        return Response(body, status=200 if healthy else 503)
 
 
-def ready_view(request):
+class ReadyView(APIView):
     """GET /ready: database reachable and migrated, broker reachable when configured."""
-    body, ready = health.readiness()
-    return JsonResponse(body, status=200 if ready else 503)
+
+    authentication_classes = []
+    throttle_classes = []
+    required_permissions = {"get": None}
+
+    @extend_schema(responses={200: ReadinessSerializer, 503: ReadinessSerializer}, auth=[])
+    def get(self, request):
+        body, ready = health.readiness()
+        return Response(body, status=200 if ready else 503)

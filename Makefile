@@ -1,0 +1,43 @@
+# The two commands of the README:
+#   make run   - set up and start a working scheduler on the embedded defaults
+#   make test  - set up and run the whole test suite (SQLite, then PostgreSQL)
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run test setup lint test-sqlite test-postgres clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV) || (apt-get install -y python3-venv && $(PYTHON) -m venv $(VENV))
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.base: requirements/base.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements/base.txt
+	touch $@
+
+$(VENV)/.dev: requirements/dev.txt requirements/base.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements/dev.txt
+	touch $@ $(VENV)/.base
+
+setup: $(VENV)/.base
+
+run: $(VENV)/.base
+	$(BIN)/python manage.py runscheduler --host $(HOST) --port $(PORT)
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	DATABASE_URL= BROKER_URL= $(BIN)/python manage.py makemigrations --check --dry-run
+
+test-sqlite: $(VENV)/.dev
+	DATABASE_URL= BROKER_URL= $(BIN)/pytest
+
+test-postgres: $(VENV)/.dev
+	$(BIN)/python -m tests.services --postgres --rabbitmq -- $(BIN)/pytest
+
+test: lint test-sqlite test-postgres
+
+clean:
+	rm -rf $(VENV) var

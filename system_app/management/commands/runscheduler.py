@@ -1,0 +1,85 @@
+"""Start a complete scheduler on one machine: web, dispatcher and (embedded) workers.
+
+It migrates the database, makes sure an administrator exists, then runs
+gunicorn and ``rundispatcher`` as child processes until interrupted. If either
+child dies, the other is stopped too, so a supervisor sees the failure.
+"""
+
+import signal
+import subprocess
+import sys
+import time
+
+from django.conf import settings
+from django.core.management import call_command, get_commands
+from django.core.management.base import BaseCommand, CommandError
+
+
+class Command(BaseCommand):
+    help = "Migrate, ensure an admin exists, then run the web server and the dispatcher together."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--web-workers", type=int, default=2)
+        parser.add_argument("--embedded-workers", type=int, default=4, help="worker threads in the dispatcher")
+
+    def handle(self, *args, host, port, web_workers, embedded_workers, **options):
+        if not 1 <= port <= 65535:
+            raise CommandError("--port must be between 1 and 65535")
+        call_command("migrate", interactive=False, verbosity=0)
+        call_command("collectstatic", interactive=False, verbosity=0)
+        call_command("ensureadmin", stdout=self.stdout)
+        base = f"http://{host}:{port}"
+        self.stdout.write(
+            self.style.SUCCESS(f"Scheduler starting. Log in at {base}/admin/ (API docs at {base}/api/docs/).")
+        )
+        self.stdout.write("Forgot the password? manage.py ensureadmin --reset-password --username admin")
+        children = [self._spawn_web(host, port, web_workers)]
+        if "rundispatcher" in get_commands():
+            command = [sys.executable, "manage.py", "rundispatcher"]
+            if settings.EMBEDDED:
+                command += ["--embedded-workers", str(embedded_workers)]
+            children.append(subprocess.Popen(command, cwd=settings.BASE_DIR))
+        self._supervise(children)
+
+    def _spawn_web(self, host, port, workers):
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "scheduler_site.wsgi",
+                "--bind",
+                f"{host}:{port}",
+                "--workers",
+                str(workers),
+                "--threads",
+                "4",
+                "--access-logfile",
+                "-",
+            ],
+            cwd=settings.BASE_DIR,
+        )
+
+    def _supervise(self, children):
+        stopping = []
+
+        def stop(signum, frame):
+            stopping.append(signum)
+
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)
+        while not stopping and all(child.poll() is None for child in children):
+            time.sleep(0.2)
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+        deadline = time.monotonic() + 30
+        for child in children:
+            try:
+                child.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()
+        if not stopping and any(child.returncode for child in children):
+            raise CommandError("a scheduler process stopped unexpectedly; see its output above")
