@@ -51,8 +51,16 @@ def token_payload(refresh):
     }
 
 
-class LoginView(APIView):
+class PublicAuthView(APIView):
+    """Login and refresh take no credentials, yet a bad password is still a 401."""
+
     authentication_classes = []
+
+    def get_authenticate_header(self, request):
+        return 'Bearer realm="api"'
+
+
+class LoginView(PublicAuthView):
     required_permissions = {"post": None}
 
     @extend_schema(request=LoginSerializer, responses={200: LoginResponseSerializer}, auth=[])
@@ -70,8 +78,7 @@ class LoginView(APIView):
         return Response({**token_payload(refresh), "user": user_payload(user, user_permissions(user))})
 
 
-class RefreshView(APIView):
-    authentication_classes = []
+class RefreshView(PublicAuthView):
     required_permissions = {"post": None}
 
     @extend_schema(request=RefreshSerializer, responses={200: TokenSerializer}, auth=[])

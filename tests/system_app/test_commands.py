@@ -1,0 +1,101 @@
+"""Management commands of system_app: ensureadmin and runscheduler."""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.django_db
+
+
+def run_ensureadmin(*args, **env):
+    out = StringIO()
+    old = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        call_command("ensureadmin", *args, stdout=out)
+    finally:
+        for key, value in old.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return out.getvalue()
+
+
+def test_it_creates_the_first_admin_with_a_random_password_printed_once():
+    output = run_ensureadmin()
+    password = re.search(r"password (\S+)", output).group(1)
+    user = get_user_model().objects.get(username="admin")
+    assert user.is_superuser and user.check_password(password)
+    assert user.groups.filter(name="admin").exists()
+    assert "already exists" in run_ensureadmin()
+
+
+def test_it_takes_the_password_from_the_environment():
+    output = run_ensureadmin(ADMIN_PASSWORD="a-long-chosen-password")
+    assert "a-long-chosen-password" not in output
+    assert get_user_model().objects.get(username="admin").check_password("a-long-chosen-password")
+
+
+def test_it_resets_a_password():
+    run_ensureadmin()
+    output = run_ensureadmin("--reset-password")
+    password = re.search(r"password (\S+)", output).group(1)
+    assert get_user_model().objects.get(username="admin").check_password(password)
+
+
+def test_it_refuses_to_reset_an_unknown_user():
+    with pytest.raises(CommandError, match="no user named 'ghost'"):
+        call_command("ensureadmin", "--reset-password", "--username", "ghost", stdout=StringIO())
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.django_db(transaction=False)
+def test_it_runs_a_working_scheduler_and_stops_on_sigterm(tmp_path):
+    port = free_port()
+    environ = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "BROKER_URL", "ADMIN_PASSWORD")}
+    environ["DATABASE_URL"] = f"sqlite:///{tmp_path}/run.sqlite3"
+    environ["SECRET_KEY"] = "x" * 50
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "runscheduler", "--port", str(port), "--web-workers", "1"],
+        cwd=ROOT,
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        status = None
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
+                    status = response.status
+                    break
+            except OSError:
+                time.sleep(0.3)
+        assert status == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, output
+    assert f"Log in at http://127.0.0.1:{port}/admin/" in output
+    assert re.search(r"Created administrator: username 'admin', password \S+", output)
