@@ -1,0 +1,559 @@
+"""Admin for tasks and their runs (SPEC §6)."""
+
+from django import forms
+from django.contrib import admin
+from django.contrib.admin.views.main import ChangeList
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import transaction
+from django.db.models import Count, Q
+from django.forms.models import BaseInlineFormSet
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.text import capfirst
+
+from system_app.admin import (
+    GREEN,
+    GREY,
+    RED,
+    AuditedAdminMixin,
+    ScopedPermissionsMixin,
+    coloured,
+    pre_block,
+    run_action,
+)
+from tasks_app import schedules
+from tasks_app.models import Conflict, RunStatus, Task, TaskDependency, TaskRun, TaskStatus
+from workers_app.models import Worker
+
+RECENT_RUNS = 20
+PREVIEW_COUNT = 5
+
+# Columns a run list never shows; deferring them keeps the list cheap when
+# runs carry 64 KiB of output each.
+HEAVY_RUN_FIELDS = ("stdout", "stderr", "result", "error_message", "arguments", "parameters")
+
+RUN_STATUS_COLOURS = {
+    RunStatus.COMPLETED: GREEN,
+    RunStatus.FAILED: RED,
+    RunStatus.TIMEOUT: RED,
+}
+
+
+def run_status_label(status):
+    if not status:
+        return "—"
+    return coloured(RunStatus(status).label, RUN_STATUS_COLOURS.get(status, GREY))
+
+
+def run_link(run):
+    url = reverse("admin:tasks_app_taskrun_change", args=[run.pk])
+    return format_html('<a href="{}">#{}</a>', url, run.pk)
+
+
+def upcoming_fires(task, count):
+    """The task's next ``count`` fire times, in its timezone.
+
+    ``schedules.preview`` previews an interval from now, but the dispatcher
+    counts ``@every`` from the task's creation (see Task.compute_next_run_at),
+    so intervals are stepped here with the same anchor.
+    """
+    if not task.schedule.startswith("@every"):
+        return schedules.preview(task.schedule, task.timezone, count)
+    tz = schedules.get_timezone(task.timezone)
+    fires, current = [], timezone.now()
+    while len(fires) < count:
+        current = schedules.next_fire(task.schedule, task.timezone, current, anchor=task.created_at)
+        if current is None:
+            break
+        fires.append(current.astimezone(tz))
+    return fires
+
+
+# Tasks -------------------------------------------------------------------
+
+
+class TaskAdminForm(forms.ModelForm):
+    """The model's own ``clean()`` checks schedule, timezone, executor and
+    command (its errors land on those fields); this form adds the bounds the
+    database enforces, so they read as messages rather than constraint names."""
+
+    json_defaults = {"arguments": list, "parameters": dict, "tags": list, "metadata": dict}
+    bounds = {
+        "retry_count": (0, 10),
+        "retry_backoff_seconds": (1, None),
+        "timeout_seconds": (1, 86400),
+    }
+
+    class Meta:
+        model = Task
+        fields = [
+            "name",
+            "description",
+            "task_type",
+            "executor",
+            "command",
+            "arguments",
+            "parameters",
+            "schedule",
+            "timezone",
+            "status",
+            "priority",
+            "queue",
+            "retry_count",
+            "retry_backoff_seconds",
+            "timeout_seconds",
+            "concurrency_policy",
+            "misfire_policy",
+            "misfire_grace_seconds",
+            "tags",
+            "metadata",
+        ]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name, (low, high) in self.bounds.items():
+            field = self.fields.get(name)
+            if field is None:
+                continue
+            field.validators.append(MinValueValidator(low))
+            field.widget.attrs["min"] = low
+            if high is not None:
+                field.validators.append(MaxValueValidator(high))
+                field.widget.attrs["max"] = high
+
+    def clean(self):
+        cleaned = super().clean()
+        # An emptied JSON box means "none", not NULL (the columns are NOT NULL).
+        for name, empty in self.json_defaults.items():
+            if name in cleaned and cleaned[name] is None:
+                cleaned[name] = empty()
+        return cleaned
+
+
+class DependencyFormSet(BaseInlineFormSet):
+    def clean(self):
+        super().clean()
+        if any(self.errors):
+            return
+        wanted = set()
+        for form in self.forms:
+            if not form.cleaned_data or form.cleaned_data.get("DELETE"):
+                continue
+            depends_on = form.cleaned_data.get("depends_on")
+            if depends_on is not None:
+                wanted.add(depends_on.pk)
+        if self.instance.pk is not None and self.instance.pk in wanted:
+            raise ValidationError("A task cannot depend on itself.")
+        if self.instance.has_cycle_with(wanted):
+            raise ValidationError("These dependencies would make a cycle: a task would wait for itself.")
+
+
+class TaskDependencyInline(ScopedPermissionsMixin, admin.TabularInline):
+    model = TaskDependency
+    fk_name = "task"
+    formset = DependencyFormSet
+    autocomplete_fields = ["depends_on"]
+    extra = 0
+    verbose_name = "dependency"
+    verbose_name_plural = "dependencies (runs wait until the latest run of each completed)"
+    view_scope = "task.read"
+    write_scope = "task.write"
+    delete_scope = "task.write"
+
+
+class RecentRunsFormSet(BaseInlineFormSet):
+    def get_queryset(self):
+        # Sliced last: the inline formset filters by task before this.
+        if not hasattr(self, "_recent"):
+            self._recent = super().get_queryset()[:RECENT_RUNS]
+        return self._recent
+
+
+class RecentRunsInline(ScopedPermissionsMixin, admin.TabularInline):
+    model = TaskRun
+    formset = RecentRunsFormSet
+    verbose_name = "run"
+    verbose_name_plural = f"recent runs (newest {RECENT_RUNS})"
+    fields = [
+        "run",
+        "status_label",
+        "trigger",
+        "worker_id",
+        "retry_count",
+        "scheduled_at",
+        "started_at",
+        "completed_at",
+        "execution_time",
+    ]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    view_scope = "task.read"
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).defer(*HEAVY_RUN_FIELDS).order_by("-scheduled_at", "-id")
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="run")
+    def run(self, obj):
+        return run_link(obj)
+
+    @admin.display(description="status")
+    def status_label(self, obj):
+        return run_status_label(obj.status)
+
+
+@admin.register(Task)
+class TaskAdmin(ScopedPermissionsMixin, AuditedAdminMixin, admin.ModelAdmin):
+    form = TaskAdminForm
+    view_scope = "task.read"
+    write_scope = "task.write"
+    delete_scope = "task.delete"
+    audit_ignore = ("next_run_at", "updated_at")
+
+    list_display = [
+        "name",
+        "status",
+        "schedule_words",
+        "schedule",
+        "next_run_at",
+        "last_run",
+        "executor",
+        "queue",
+        "priority",
+    ]
+    list_filter = ["status", "executor", "priority", "queue", "last_run_status"]
+    search_fields = ["name", "description", "command"]
+    actions = ["trigger", "pause", "resume"]
+    inlines = [TaskDependencyInline, RecentRunsInline]
+    readonly_fields = [
+        "next_fire_times",
+        "next_run_at",
+        "last_run_at",
+        "last_run_status_label",
+        "created_by",
+        "created_at",
+        "updated_at",
+    ]
+    fieldsets = [
+        (None, {"fields": ["name", "description", "task_type", "executor", "command", "arguments", "parameters"]}),
+        ("Schedule", {"fields": ["schedule", "timezone", "next_fire_times", "status", "next_run_at"]}),
+        (
+            "Execution",
+            {
+                "fields": [
+                    "priority",
+                    "queue",
+                    "retry_count",
+                    "retry_backoff_seconds",
+                    "timeout_seconds",
+                    "concurrency_policy",
+                    "misfire_policy",
+                    "misfire_grace_seconds",
+                ]
+            },
+        ),
+        ("Labels", {"fields": ["tags", "metadata"]}),
+        (
+            "History",
+            {"fields": ["last_run_at", "last_run_status_label", "created_by", "created_at", "updated_at"]},
+        ),
+    ]
+
+    def get_inlines(self, request, obj):
+        # A task being added has no runs yet.
+        return self.inlines if obj is not None else [TaskDependencyInline]
+
+    @admin.display(description="schedule in words")
+    def schedule_words(self, obj):
+        return schedules.describe(obj.schedule)
+
+    @admin.display(description="last run", ordering="last_run_status")
+    def last_run(self, obj):
+        return run_status_label(obj.last_run_status)
+
+    @admin.display(description="last run status")
+    def last_run_status_label(self, obj):
+        return run_status_label(obj.last_run_status)
+
+    @admin.display(description=f"next {PREVIEW_COUNT} fire times")
+    def next_fire_times(self, obj):
+        if obj is None or obj.pk is None:
+            return "Save the task to preview its next fire times."
+        if not obj.schedule:
+            return "No schedule: this task runs only when triggered or by its dependencies."
+        try:
+            fires = upcoming_fires(obj, PREVIEW_COUNT)
+        except schedules.ScheduleError as error:
+            return f"Cannot preview this schedule: {error.message}"
+        if not fires:
+            return "This schedule will not fire again."
+        items = format_html_join(
+            "", "<li>{}</li>", ((fire.strftime("%Y-%m-%d %H:%M:%S %Z (UTC%z)"),) for fire in fires)
+        )
+        note = ""
+        if obj.status == TaskStatus.PAUSED:
+            note = format_html("<p>{}</p>", "The task is paused: it fires again only once resumed.")
+        return format_html('<ol style="margin: 0; padding-left: 1.5em;">{}</ol>{}', items, note)
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            obj.created_by = request.user
+        if not change or {"schedule", "timezone", "status"} & set(form.changed_data):
+            obj.next_run_at = obj.compute_next_run_at()
+        super().save_model(request, obj, form, change)
+
+    def get_deleted_objects(self, objs, request):
+        """Counts instead of Django's list of every cascaded row: a task can
+        have a million runs, each with 128 KiB of output, and the default
+        confirmation page would load them all."""
+        tasks = list(objs)
+        runs = dict(
+            TaskRun.objects.filter(task__in=tasks)
+            .order_by()
+            .values("task")
+            .annotate(n=Count("id"))
+            .values_list("task", "n")
+        )
+        links = TaskDependency.objects.filter(Q(task__in=tasks) | Q(depends_on__in=tasks)).count()
+        listed = [
+            format_html(
+                '{}: <a href="{}">{}</a>, with its {} run(s)',
+                capfirst(Task._meta.verbose_name),
+                reverse("admin:tasks_app_task_change", args=[task.pk]),
+                task,
+                runs.get(task.pk, 0),
+            )
+            for task in tasks
+        ]
+        counts = {
+            Task._meta.verbose_name_plural: len(tasks),
+            TaskRun._meta.verbose_name_plural: sum(runs.values()),
+            TaskDependency._meta.verbose_name_plural: links,
+        }
+        return listed, {name: n for name, n in counts.items() if n}, set(), []
+
+    def delete_model(self, request, obj):
+        self._cancel_in_flight(Task.objects.filter(pk=obj.pk))
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        with transaction.atomic():
+            self._cancel_in_flight(queryset)
+            super().delete_queryset(request, queryset)
+
+    @staticmethod
+    def _cancel_in_flight(tasks):
+        """As the API's forced delete: runs on a worker are told to stop first."""
+        in_flight = TaskRun.objects.filter(task__in=tasks, status__in=(RunStatus.DISPATCHED, RunStatus.RUNNING)).defer(
+            *HEAVY_RUN_FIELDS
+        )
+        for run in in_flight:
+            run.cancel(reason="task deleted")
+
+    def has_execute_permission(self, request):
+        return self.holds(request, "task.execute") or request.user.has_perm("tasks_app.change_task")
+
+    @admin.action(description="Trigger a run of the selected tasks now", permissions=["execute"])
+    def trigger(self, request, queryset):
+        def apply(task):
+            run = task.trigger()
+            return {"run_id": run.pk}
+
+        run_action(
+            self,
+            request,
+            queryset,
+            "trigger",
+            apply,
+            done="Triggered {count} task(s).",
+            skipped="not triggered",
+            errors=(Conflict,),
+        )
+
+    @admin.action(description="Pause the selected tasks", permissions=["change"])
+    def pause(self, request, queryset):
+        run_action(
+            self,
+            request,
+            queryset,
+            "pause",
+            lambda task: {"status": task.status} if task.pause() else None,
+            done="Paused {count} task(s).",
+            skipped="already paused",
+        )
+
+    @admin.action(description="Resume the selected tasks", permissions=["change"])
+    def resume(self, request, queryset):
+        run_action(
+            self,
+            request,
+            queryset,
+            "resume",
+            lambda task: {"status": task.status} if task.resume() else None,
+            done="Resumed {count} task(s).",
+            skipped="already active",
+        )
+
+
+# Runs --------------------------------------------------------------------
+
+
+class WorkerFilter(admin.SimpleListFilter):
+    """Workers from the worker table, not a DISTINCT over every run."""
+
+    title = "worker"
+    parameter_name = "worker_id"
+
+    def lookups(self, request, model_admin):
+        return [(pk, pk) for pk in Worker.objects.order_by("id").values_list("id", flat=True)]
+
+    def queryset(self, request, queryset):
+        if self.value():
+            return queryset.filter(worker_id=self.value())
+        return queryset
+
+
+class RunChangeList(ChangeList):
+    def get_queryset(self, request, exclude_parameters=None):
+        return super().get_queryset(request, exclude_parameters).defer(*HEAVY_RUN_FIELDS)
+
+
+@admin.register(TaskRun)
+class TaskRunAdmin(ScopedPermissionsMixin, admin.ModelAdmin):
+    """Runs are written by the dispatcher and the workers: the admin reads
+    them, cancels and retries them, and (superusers only) deletes them."""
+
+    view_scope = "task.read"
+
+    list_display = [
+        "id",
+        "task_name",
+        "status_label",
+        "trigger",
+        "worker_id",
+        "retry_count",
+        "scheduled_at",
+        "started_at",
+        "execution_time",
+    ]
+    list_display_links = ["id", "task_name"]
+    list_filter = ["status", "trigger", WorkerFilter, "task"]
+    search_fields = ["task_name"]
+    search_help_text = "Search by task name."
+    date_hierarchy = "scheduled_at"
+    list_select_related = False
+    show_full_result_count = False
+    actions = ["cancel", "retry"]
+    fieldsets = [
+        (
+            None,
+            {
+                "fields": [
+                    "task_link",
+                    "task_name",
+                    "status_label",
+                    "trigger",
+                    "priority",
+                    "worker_id",
+                    "retry_count",
+                    "cancel_requested",
+                ]
+            },
+        ),
+        (
+            "Timing",
+            {
+                "fields": [
+                    "scheduled_at",
+                    "dispatched_at",
+                    "started_at",
+                    "completed_at",
+                    "execution_time",
+                    "created_at",
+                ]
+            },
+        ),
+        ("Outcome", {"fields": ["exit_code", "result", "error_block"]}),
+        ("Output", {"fields": ["stdout_block", "stderr_block"]}),
+        ("Manual trigger overrides", {"fields": ["arguments", "parameters"]}),
+    ]
+    readonly_fields = ["task_link", "status_label", "error_block", "stdout_block", "stderr_block"]
+
+    def get_changelist(self, request, **kwargs):
+        return RunChangeList
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return request.user.is_active and request.user.is_superuser
+
+    def has_execute_permission(self, request):
+        return self.holds(request, "task.execute") or request.user.has_perm("tasks_app.change_taskrun")
+
+    @admin.display(description="status", ordering="status")
+    def status_label(self, obj):
+        return run_status_label(obj.status)
+
+    @admin.display(description="task")
+    def task_link(self, obj):
+        url = reverse("admin:tasks_app_task_change", args=[obj.task_id])
+        return format_html('<a href="{}">{}</a>', url, obj.task_name)
+
+    @admin.display(description="error message")
+    def error_block(self, obj):
+        return pre_block(obj.error_message)
+
+    @admin.display(description="stdout")
+    def stdout_block(self, obj):
+        return pre_block(obj.stdout)
+
+    @admin.display(description="stderr")
+    def stderr_block(self, obj):
+        return pre_block(obj.stderr)
+
+    @admin.action(description="Cancel the selected runs", permissions=["execute"])
+    def cancel(self, request, queryset):
+        reason = f"cancelled from the admin by {request.user.get_username()}"
+        run_action(
+            self,
+            request,
+            queryset,
+            "cancel",
+            lambda run: (
+                {"status": run.status, "cancel_requested": run.cancel_requested} if run.cancel(reason=reason) else None
+            ),
+            done="Cancelled {count} run(s) (running ones stop within seconds).",
+            skipped="already finished",
+        )
+
+    @admin.action(description="Retry the selected runs", permissions=["execute"])
+    def retry(self, request, queryset):
+        def apply(run):
+            attempt = run.retry()
+            return {"new_run_id": attempt.pk}
+
+        run_action(
+            self,
+            request,
+            queryset,
+            "retry",
+            apply,
+            done="Created {count} retry run(s).",
+            skipped="not retried",
+            errors=(Conflict,),
+        )
