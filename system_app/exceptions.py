@@ -88,6 +88,9 @@ def flatten_details(data, prefix=""):
         for key, value in data.items():
             if key in ("non_field_errors", "__all__"):
                 field = prefix or None
+            elif isinstance(key, int):
+                # A ListField's errors are keyed by item index: "permissions[0]".
+                field = f"{prefix}[{key}]"
             else:
                 field = f"{prefix}.{key}" if prefix else str(key)
             details.extend(flatten_details(value, field or ""))

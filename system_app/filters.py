@@ -2,7 +2,9 @@ import json
 
 import django_filters
 from django.db import connection
-from django.db.models import Q
+from django.db.models import Q, Value
+from django.db.models.functions import StrIndex
+from django.db.models.lookups import GreaterThan
 
 from system_app.exceptions import InvalidQuery
 from system_app.models import AuditEntry, EventLevel, SystemEvent
@@ -12,11 +14,12 @@ def json_list_contains(field, value):
     """Rows whose JSON list ``field`` holds the string ``value``.
 
     PostgreSQL uses jsonb containment; SQLite has no such operator, so it
-    matches the JSON-encoded string inside the stored text instead.
+    looks for the JSON-encoded string in the stored text with INSTR, which is
+    case-sensitive like jsonb (LIKE, behind ``contains``, is not on SQLite).
     """
     if connection.vendor == "postgresql":
         return Q(**{f"{field}__contains": [value]})
-    return Q(**{f"{field}__icontains": json.dumps(value)})
+    return Q(GreaterThan(StrIndex(field, Value(json.dumps(value))), 0))
 
 
 class CommaChoiceFilter(django_filters.BaseInFilter, django_filters.CharFilter):

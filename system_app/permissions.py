@@ -43,10 +43,13 @@ class HasScopedPermission(permissions.BasePermission):
 
 
 def required_permission(request, view):
-    if not hasattr(view, request.method.lower()) and getattr(view, "action", None) is None:
-        # No handler: authenticated callers get DRF's 405, anonymous ones a 401.
-        return "authenticated"
     mapping = getattr(view, "required_permissions", {})
+    if not hasattr(view, request.method.lower()) and getattr(view, "action", None) is None:
+        # No handler: authenticated callers get DRF's 405, anonymous ones a 401;
+        # on a public view (login, refresh) everybody gets the 405.
+        if mapping and all(value is None for value in mapping.values()):
+            return None
+        return "authenticated"
     key = getattr(view, "action", None) or request.method.lower()
     if key in mapping:
         return mapping[key]

@@ -1,13 +1,49 @@
 import django_filters
 from django import forms
-from django.db.models import Q
+from django.db.models import Case, IntegerField, Q, Value, When
+from rest_framework.filters import OrderingFilter
 
 from system_app.filters import CommaChoiceFilter, json_list_contains
 from tasks_app.models import Executor, Priority, RunStatus, Task, TaskRun, TaskStatus, Trigger
 
 
+class IdField(forms.IntegerField):
+    """A primary key: a number beyond 64 bits would make the database driver raise."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("min_value", 1)
+        kwargs.setdefault("max_value", 2**63 - 1)
+        super().__init__(*args, **kwargs)
+
+
 class IntegerFilter(django_filters.NumberFilter):
-    field_class = forms.IntegerField
+    field_class = IdField
+
+
+PRIORITY_RANK = Case(
+    *(When(priority=priority, then=Value(rank)) for rank, priority in enumerate(Priority.values)),
+    output_field=IntegerField(),
+)
+
+
+class TaskOrderingFilter(OrderingFilter):
+    """``?ordering=priority`` sorts by rank (low, normal, high, critical), not
+    alphabetically, so ``-priority`` puts critical tasks first. Ties are broken
+    by id, so pages of a non-unique ordering neither repeat nor skip tasks."""
+
+    def filter_queryset(self, request, queryset, view):
+        ordering = self.get_ordering(request, queryset, view)
+        if not ordering:
+            return queryset
+        terms = []
+        for term in ordering:
+            if term.lstrip("-") == "priority":
+                queryset = queryset.annotate(priority_rank=PRIORITY_RANK)
+                term = term.replace("priority", "priority_rank")
+            terms.append(term)
+        if not {"id", "-id", "pk", "-pk"} & set(terms):
+            terms.append("id")
+        return queryset.order_by(*terms)
 
 
 class TaskFilter(django_filters.FilterSet):

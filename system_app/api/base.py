@@ -1,6 +1,8 @@
 """What every API view shares: strict field types, model validation, audit."""
 
 import copy
+import math
+import re
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import models, transaction
@@ -37,11 +39,49 @@ class StrictIntegerField(serializers.IntegerField):
 
 
 class StrictFloatField(serializers.FloatField):
+    """A finite JSON number: Python's parser reads 1e400 as infinity, which no
+    JSON renderer can write back."""
+
     default_error_messages = {"invalid": "Must be a number."}
 
     def to_internal_value(self, data):
-        if isinstance(data, bool) or not isinstance(data, (int, float)):
+        if isinstance(data, bool) or not isinstance(data, (int, float)) or not math.isfinite(data):
             self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def storable_json_error(value):
+    """Why ``value`` cannot be stored and served back as JSON, or None.
+
+    1e400 parses as infinity, which the strict renderer refuses, so a row
+    holding it would break every later read; PostgreSQL's jsonb refuses the
+    NUL character and lone surrogates (CharField refuses both for plain text).
+    """
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return "Numbers must be finite."
+        if isinstance(item, str) and "\x00" in item:
+            return "Null characters are not allowed."
+        if isinstance(item, str) and SURROGATES.search(item):
+            return "Surrogate characters are not allowed."
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return None
+
+
+class StorableJSONField(serializers.JSONField):
+    def to_internal_value(self, data):
+        problem = storable_json_error(data)
+        if problem:
+            raise serializers.ValidationError(problem)
         return super().to_internal_value(data)
 
 
@@ -54,7 +94,7 @@ class StrictBooleanField(serializers.BooleanField):
         return data
 
 
-class JSONListField(serializers.JSONField):
+class JSONListField(StorableJSONField):
     default_error_messages = {"invalid": "Must be a list."}
 
     def to_internal_value(self, data):
@@ -63,7 +103,7 @@ class JSONListField(serializers.JSONField):
         return super().to_internal_value(data)
 
 
-class JSONObjectField(serializers.JSONField):
+class JSONObjectField(StorableJSONField):
     default_error_messages = {"invalid": "Must be an object."}
 
     def to_internal_value(self, data):

@@ -7,8 +7,9 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, mixins, status, viewsets
 from rest_framework.response import Response
 from rest_framework.views import APIView
-from rest_framework_simplejwt.exceptions import TokenError
+from rest_framework_simplejwt.exceptions import TokenBackendError, TokenError
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
+from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from system_app import audit, health
@@ -98,6 +99,20 @@ class RefreshView(PublicAuthView):
         return Response(token_payload(RefreshToken.for_user(user)))
 
 
+def spent_refresh_token_of(raw, user):
+    """True if ``raw`` is a genuine, unexpired refresh token of ``user`` already blacklisted."""
+    try:
+        token = RefreshToken(raw, verify=False)
+        token.get_token_backend().decode(raw, verify=True)  # signature and expiry
+    except (TokenError, TokenBackendError):
+        return False
+    return (
+        token.get(jwt_settings.TOKEN_TYPE_CLAIM) == "refresh"
+        and str(token.get(jwt_settings.USER_ID_CLAIM)) == str(user.pk)
+        and BlacklistedToken.objects.filter(token__jti=token.get(jwt_settings.JTI_CLAIM)).exists()
+    )
+
+
 class LogoutView(APIView):
     required_permissions = {"post": "authenticated"}
 
@@ -105,13 +120,17 @@ class LogoutView(APIView):
     def post(self, request):
         body = RefreshSerializer(data=request.data)
         body.is_valid(raise_exception=True)
+        raw = body.validated_data["refresh_token"]
         try:
-            token = RefreshToken(body.validated_data["refresh_token"])
+            token = RefreshToken(raw)
         except TokenError:
+            # RefreshToken() refuses a blacklisted token too; logging out twice is fine.
+            if spent_refresh_token_of(raw, request.user):
+                return Response(status=status.HTTP_204_NO_CONTENT)
             raise exceptions.ValidationError({"refresh_token": ["Invalid or expired refresh token."]}) from None
         if str(token.get(jwt_settings.USER_ID_CLAIM)) != str(request.user.pk):
             raise exceptions.PermissionDenied("This refresh token belongs to another user.")
-        with contextlib.suppress(TokenError):  # already blacklisted: logging out twice is fine
+        with contextlib.suppress(TokenError):  # blacklisted by a concurrent logout
             token.blacklist()
         audit.record(request, "logout", request.user, object_type="user")
         return Response(status=status.HTTP_204_NO_CONTENT)

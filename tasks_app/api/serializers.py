@@ -15,6 +15,39 @@ from tasks_app.models import Priority, Task, TaskRun
 MAX_TAGS = 50
 MAX_TAG_LENGTH = 100
 MAX_ARGUMENTS = 1000
+# Primary keys are 64-bit; a larger number is no id, and the database driver
+# would raise on it rather than find nothing.
+MAX_ID = 2**63 - 1
+
+
+def check_arguments(value, executor):
+    """A task's arguments, or a manual trigger's overrides of them."""
+    if len(value) > MAX_ARGUMENTS:
+        raise serializers.ValidationError(f"At most {MAX_ARGUMENTS} arguments.")
+    if executor == "shell" and any(not isinstance(item, (str, int, float)) or isinstance(item, bool) for item in value):
+        raise serializers.ValidationError("Shell arguments must be strings or numbers.")
+    return value
+
+
+def check_parameters(value):
+    """A task's executor options, or a manual trigger's overrides of them."""
+    env = value.get("env")
+    if env is not None and (not isinstance(env, dict) or any(not isinstance(v, str) for v in env.values())):
+        raise serializers.ValidationError("env must be an object of string values.")
+    for key in ("working_directory", "method"):
+        if key in value and not isinstance(value[key], str):
+            raise serializers.ValidationError(f"{key} must be a string.")
+    if "headers" in value and not isinstance(value["headers"], dict):
+        raise serializers.ValidationError("headers must be an object.")
+    if "kwargs" in value and not isinstance(value["kwargs"], dict):
+        raise serializers.ValidationError("kwargs must be an object.")
+    expected = value.get("expected_status")
+    if expected is not None and (
+        not isinstance(expected, list)
+        or any(isinstance(code, bool) or not isinstance(code, int) or not 100 <= code <= 599 for code in expected)
+    ):
+        raise serializers.ValidationError("expected_status must be a list of HTTP status codes (100-599).")
+    return value
 
 
 @extend_schema_field({"type": "array", "items": {"type": "integer"}})
@@ -38,6 +71,9 @@ class DependencyIdsField(serializers.Field):
             self.fail("not_a_list")
         if any(isinstance(item, bool) or not isinstance(item, int) for item in data):
             self.fail("invalid")
+        out_of_range = sorted({str(item) for item in data if not 1 <= item <= MAX_ID})
+        if out_of_range:
+            self.fail("missing", ids=", ".join(out_of_range))
         ids = sorted(set(data))
         found = set(Task.objects.filter(pk__in=ids).values_list("pk", flat=True))
         missing = [str(pk) for pk in ids if pk not in found]
@@ -100,15 +136,9 @@ class TaskSerializer(ValidatedModelSerializer):
         }
 
     def validate_arguments(self, value):
-        if len(value) > MAX_ARGUMENTS:
-            raise serializers.ValidationError(f"At most {MAX_ARGUMENTS} arguments.")
         executor = self.initial_data.get("executor") if isinstance(self.initial_data, dict) else None
         executor = executor or (self.instance.executor if self.instance else None)
-        if executor == "shell" and any(
-            not isinstance(item, (str, int, float)) or isinstance(item, bool) for item in value
-        ):
-            raise serializers.ValidationError("Shell arguments must be strings or numbers.")
-        return value
+        return check_arguments(value, executor)
 
     def validate_tags(self, value):
         if len(value) > MAX_TAGS:
@@ -121,23 +151,7 @@ class TaskSerializer(ValidatedModelSerializer):
         return list(dict.fromkeys(tag.strip() for tag in value))
 
     def validate_parameters(self, value):
-        env = value.get("env")
-        if env is not None and (not isinstance(env, dict) or any(not isinstance(v, str) for v in env.values())):
-            raise serializers.ValidationError("env must be an object of string values.")
-        for key in ("working_directory", "method"):
-            if key in value and not isinstance(value[key], str):
-                raise serializers.ValidationError(f"{key} must be a string.")
-        if "headers" in value and not isinstance(value["headers"], dict):
-            raise serializers.ValidationError("headers must be an object.")
-        if "kwargs" in value and not isinstance(value["kwargs"], dict):
-            raise serializers.ValidationError("kwargs must be an object.")
-        expected = value.get("expected_status")
-        if expected is not None and (
-            not isinstance(expected, list)
-            or any(isinstance(code, bool) or not isinstance(code, int) or not 100 <= code <= 599 for code in expected)
-        ):
-            raise serializers.ValidationError("expected_status must be a list of HTTP status codes (100-599).")
-        return value
+        return check_parameters(value)
 
     def validate_name(self, value):
         if not value.strip():
@@ -163,6 +177,8 @@ class TaskSerializer(ValidatedModelSerializer):
 
     def create(self, validated_data):
         dependencies = validated_data.pop("dependencies", [])
+        # SPEC §4: task_type defaults to the task's executor.
+        validated_data.setdefault("task_type", validated_data["executor"])
         task = Task(**validated_data)
         task.next_run_at = task.compute_next_run_at()
         task.save()
@@ -182,6 +198,9 @@ class TaskSerializer(ValidatedModelSerializer):
         instance.save()
         if dependencies is not None:
             instance.set_dependencies(dependencies)
+            # The view fetched the links with prefetch_related; drop that stale
+            # copy so the response (and the audit diff) shows the new ones.
+            getattr(instance, "_prefetched_objects_cache", {}).pop("dependency_links", None)
         return instance
 
 
@@ -222,9 +241,18 @@ class TaskRunDetailSerializer(TaskRunSerializer):
 
 
 class TriggerSerializer(serializers.Serializer):
+    """Overrides for one manual run, held to the rules of the task's own fields
+    (the task comes in the context)."""
+
     arguments = JSONListField(required=False, allow_null=True)
     parameters = JSONObjectField(required=False, allow_null=True)
     priority = serializers.ChoiceField(choices=Priority.choices, required=False, allow_null=True)
+
+    def validate_arguments(self, value):
+        return value if value is None else check_arguments(value, self.context["task"].executor)
+
+    def validate_parameters(self, value):
+        return value if value is None else check_parameters(value)
 
 
 class TaskStatsSerializer(serializers.Serializer):

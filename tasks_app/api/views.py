@@ -1,19 +1,21 @@
 from datetime import timedelta
 
 from django.db import transaction
-from django.shortcuts import get_object_or_404
 from django.utils import timezone
+from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.filters import OrderingFilter
+from rest_framework.generics import get_object_or_404
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from system_app import audit
 from system_app.api.base import AuditedModelViewSet
 from system_app.exceptions import ConflictError, InvalidQuery
+from system_app.schema import ErrorEnvelopeSerializer
 from tasks_app import schedules
 from tasks_app.api.serializers import (
     SchedulePreviewQuerySerializer,
@@ -25,10 +27,11 @@ from tasks_app.api.serializers import (
     TaskStatsSerializer,
     TriggerSerializer,
 )
-from tasks_app.filters import TaskFilter, TaskRunFilter
+from tasks_app.filters import TaskFilter, TaskOrderingFilter, TaskRunFilter
 from tasks_app.models import RunStatus, Task, TaskRun
 
 RUN_ORDERING = ["scheduled_at", "created_at", "started_at", "completed_at", "execution_time", "id"]
+NEWEST_RUNS_FIRST = ["-scheduled_at", "-id"]
 
 
 def run_list_queryset():
@@ -45,6 +48,7 @@ class TaskViewSet(AuditedModelViewSet):
     queryset = Task.objects.select_related("created_by").prefetch_related("dependency_links")
     serializer_class = TaskSerializer
     filterset_class = TaskFilter
+    filter_backends = [DjangoFilterBackend, TaskOrderingFilter]
     ordering_fields = ["id", "name", "created_at", "updated_at", "next_run_at", "last_run_at", "priority", "status"]
     ordering = ["id"]
     required_permissions = {
@@ -79,6 +83,16 @@ class TaskViewSet(AuditedModelViewSet):
                     )
                 for run in in_flight:
                     run.cancel(reason="task deleted")
+                    audit.record(
+                        request,
+                        "cancel",
+                        run,
+                        changes={
+                            "status": run.status,
+                            "cancel_requested": run.cancel_requested,
+                            "reason": "task deleted",
+                        },
+                    )
             self.perform_destroy(task)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -88,11 +102,12 @@ class TaskViewSet(AuditedModelViewSet):
         task = self.get_object()
         if not isinstance(request.data, dict):
             raise ValidationError("The body must be a JSON object.")
-        body = TriggerSerializer(data=request.data)
+        body = TriggerSerializer(data=request.data, context={"task": task})
         body.is_valid(raise_exception=True)
         with transaction.atomic():
             run = task.trigger(**body.validated_data)
-            audit.record(request, "trigger", task, changes={"run_id": run.pk, **request.data})
+            # The validated overrides, not the raw body: unknown keys are not stored.
+            audit.record(request, "trigger", task, changes={"run_id": run.pk, **body.validated_data})
         return Response(TaskRunDetailSerializer(run).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=None, responses={200: TaskSerializer})
@@ -113,8 +128,11 @@ class TaskViewSet(AuditedModelViewSet):
         return Response(self.get_serializer(task).data)
 
     @extend_schema(responses={200: TaskRunSerializer(many=True)}, filters=False)
-    @action(detail=True, methods=["get"], filterset_class=None, ordering_fields=RUN_ORDERING)
+    @action(
+        detail=True, methods=["get"], filterset_class=None, ordering_fields=RUN_ORDERING, ordering=NEWEST_RUNS_FIRST
+    )
     def runs(self, request, pk=None):
+        # DRF's get_object_or_404: a non-numeric id is a 404, not a ValueError.
         task = get_object_or_404(Task.objects.only("pk"), pk=pk)
         queryset = OrderingFilter().filter_queryset(request, run_list_queryset().filter(task=task), self)
         page = self.paginate_queryset(queryset)
@@ -123,7 +141,7 @@ class TaskViewSet(AuditedModelViewSet):
     @extend_schema(parameters=[StatsQuerySerializer], responses={200: TaskStatsSerializer}, filters=False)
     @action(detail=True, methods=["get"], filterset_class=None)
     def stats(self, request, pk=None):
-        task = get_object_or_404(Task, pk=pk)
+        task = get_object_or_404(Task.objects.all(), pk=pk)
         query = StatsQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         days = query.validated_data["days"]
@@ -136,7 +154,7 @@ class TaskRunViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = TaskRunSerializer
     filterset_class = TaskRunFilter
     ordering_fields = RUN_ORDERING
-    ordering = ["-scheduled_at", "-id"]
+    ordering = NEWEST_RUNS_FIRST
     required_permissions = {
         "list": "task.read",
         "retrieve": "task.read",
@@ -175,7 +193,12 @@ class SchedulePreviewView(APIView):
 
     @extend_schema(
         parameters=[SchedulePreviewQuerySerializer],
-        responses={200: SchedulePreviewSerializer, 400: OpenApiResponse(description="the schedule is invalid")},
+        responses={
+            200: SchedulePreviewSerializer,
+            400: OpenApiResponse(
+                ErrorEnvelopeSerializer, description="the schedule, timezone, count or after is invalid"
+            ),
+        },
     )
     def get(self, request):
         query = SchedulePreviewQuerySerializer(data=request.query_params)

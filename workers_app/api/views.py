@@ -69,7 +69,8 @@ class WorkerViewSet(viewsets.ReadOnlyModelViewSet):
         with transaction.atomic():
             worker, created = Worker.record_heartbeat(pk, **body.validated_data)
             if created:
-                audit.record(request, "register", worker, changes=dict(request.data))
+                # The validated fields, not the raw body: unknown keys are not stored.
+                audit.record(request, "register", worker, changes=dict(body.validated_data))
         return Response(
             WorkerSerializer(worker).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
         )

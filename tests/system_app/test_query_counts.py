@@ -1,0 +1,92 @@
+"""List endpoints cost a constant number of queries, however many rows they show."""
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from system_app.models import ApiKey, AuditEntry, SystemEvent
+from tests.api_helpers import fast_passwords  # noqa: F401 (autouse fixture)
+from tests.factories import TaskFactory, TaskRunFactory, WorkerFactory
+
+pytestmark = pytest.mark.django_db
+
+# A generous ceiling: auth (user, permissions), a count, the page, prefetches.
+MAX_QUERIES = 10
+
+
+def make_tasks(n, **_context):
+    for _ in range(n):
+        task = TaskFactory(tags=["nightly", "db"], metadata={"k": "v"}, arguments=["a"])
+        upstream = list(TaskFactory._meta.model.objects.exclude(pk=task.pk).order_by("-id")[:2])
+        task.set_dependencies([t.pk for t in upstream])
+
+
+def make_runs(n, task, **_context):
+    for _ in range(n):
+        TaskRunFactory(task=task, stdout="x" * 100, worker_id="w1")
+
+
+def make_workers(n, **_context):
+    for _ in range(n):
+        WorkerFactory()
+
+
+def make_events(n, **_context):
+    for i in range(n):
+        SystemEvent.record("dispatcher", f"event {i}", n=i)
+
+
+def make_audit(n, **_context):
+    for i in range(n):
+        AuditEntry.objects.create(actor="alice", action="update", object_type="task", object_id=str(i))
+
+
+def make_keys(n, admin_user, **_context):
+    for i in range(n):
+        ApiKey.issue(name=f"key {i}", created_by=admin_user, permissions=["task.read"])
+
+
+LISTS = [
+    ("/api/tasks", make_tasks),
+    ("/api/tasks?tag=nightly&ordering=-name", make_tasks),
+    ("/api/runs", make_runs),
+    ("/api/runs?status=pending,failed", make_runs),
+    ("/api/tasks/{task}/runs", make_runs),
+    ("/api/workers", make_workers),
+    ("/api/system/logs", make_events),
+    ("/api/system/audit", make_audit),
+    ("/api/auth/api-keys", make_keys),
+]
+
+
+def count_queries(client, path):
+    separator = "&" if "?" in path else "?"
+    with CaptureQueriesContext(connection) as context:
+        response = client.get(f"{path}{separator}page_size=100")
+    assert response.status_code == 200, response.content[:300]
+    return len(context.captured_queries), response.json()["count"]
+
+
+@pytest.mark.parametrize(("path", "make"), LISTS, ids=[path for path, _make in LISTS])
+def test_it_lists_in_constant_queries(as_admin, admin_user, path, make):
+    task = TaskFactory(name="parent")
+    path = path.format(task=task.pk)
+    context = {"task": task, "admin_user": admin_user}
+    make(3, **context)
+    few, few_rows = count_queries(as_admin, path)
+    make(30, **context)
+    many, many_rows = count_queries(as_admin, path)
+    assert many_rows >= few_rows + 30
+    assert many == few, f"{path}: {few} queries for {few_rows} rows, {many} for {many_rows}"
+    assert few <= MAX_QUERIES
+
+
+@pytest.mark.parametrize("path", ["/api/tasks/{task}", "/api/runs/{run}", "/api/workers/{worker}"])
+def test_it_shows_one_row_in_few_queries(as_admin, django_assert_max_num_queries, path):
+    task = TaskFactory()
+    task.set_dependencies([TaskFactory().pk, TaskFactory().pk])
+    run = TaskRunFactory(task=task)
+    worker = WorkerFactory()
+    with django_assert_max_num_queries(MAX_QUERIES):
+        response = as_admin.get(path.format(task=task.pk, run=run.pk, worker=worker.pk))
+    assert response.status_code == 200
