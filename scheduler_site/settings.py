@@ -260,6 +260,7 @@ DRAMATIQ_BROKER = {
         "dramatiq.middleware.AgeLimit",
         "dramatiq.middleware.ShutdownNotifications",
         "django_dramatiq.middleware.DbConnectionsMiddleware",
+        "workers_app.middleware.WorkerLifecycle",
     ],
 }
 DRAMATIQ_AUTODISCOVER_MODULES = ["actors"]

@@ -4,8 +4,8 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import models, transaction
-from django.db.models import Q
+from django.db import connection, models, transaction
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from tasks_app import schedules
@@ -76,6 +76,26 @@ class Trigger(models.TextChoices):
 
 class Conflict(Exception):
     """A state transition that the current state forbids (answered with 409)."""
+
+
+# rundispatcher LISTENs on this PostgreSQL channel and wakes at once on a NOTIFY.
+WAKEUP_CHANNEL = "scheduler_wakeup"
+
+
+def notify_dispatcher():
+    """Wake the dispatcher(s) once the current transaction commits (PostgreSQL only).
+
+    Without it a manual trigger waits for the next tick of the dispatcher's
+    loop (DISPATCHER_TICK_SECONDS); on SQLite that tick is the only latency.
+    """
+    if connection.vendor != "postgresql":
+        return
+
+    def send():
+        with connection.cursor() as cursor:
+            cursor.execute(f"NOTIFY {WAKEUP_CHANNEL}")
+
+    transaction.on_commit(send)
 
 
 def _choices_check(field, choices):
@@ -227,7 +247,7 @@ class Task(models.Model):
             if self.concurrency_policy == ConcurrencyPolicy.REPLACE:
                 for run in self.active_runs():
                     run.cancel(reason="replaced by a manual trigger", now=now)
-            return TaskRun.objects.create(
+            run = TaskRun.objects.create(
                 task=self,
                 task_name=self.name,
                 trigger=Trigger.MANUAL,
@@ -236,6 +256,8 @@ class Task(models.Model):
                 parameters=parameters,
                 priority=priority,
             )
+            notify_dispatcher()
+            return run
 
     def set_dependencies(self, dependency_ids):
         """Replace this task's upstream tasks with ``dependency_ids`` (two queries at most)."""
@@ -320,6 +342,40 @@ class TaskRunQuerySet(models.QuerySet):
     def active(self):
         return self.filter(status__in=ACTIVE_RUN_STATUSES)
 
+    def ready(self, now):
+        """Pending runs the dispatcher may enqueue now: due, and either their task
+        has no dependencies or the gate step has found them met."""
+        has_dependencies = TaskDependency.objects.filter(task_id=OuterRef("task_id"))
+        return self.filter(status=RunStatus.PENDING, scheduled_at__lte=now).filter(
+            Q(dependencies_met=True) | ~Exists(has_dependencies)
+        )
+
+    def gated(self, now):
+        """Due pending runs of tasks with dependencies that the gate has not opened yet."""
+        has_dependencies = TaskDependency.objects.filter(task_id=OuterRef("task_id"))
+        return self.filter(status=RunStatus.PENDING, scheduled_at__lte=now, dependencies_met=False).filter(
+            Exists(has_dependencies)
+        )
+
+    def awaiting_follow_up(self):
+        """Failed and timed-out attempts the dispatcher's retry step has not looked at."""
+        return self.filter(status__in=(RunStatus.FAILED, RunStatus.TIMEOUT), followed_up=False)
+
+    def stuck_dispatched(self, now, after):
+        """Runs handed to the broker more than ``after`` ago that no worker started."""
+        return self.filter(status=RunStatus.DISPATCHED, dispatched_at__lt=now - after)
+
+    def cancel_active(self, reason, now):
+        """Cancel every active run of this queryset in two updates (the bulk form of
+        TaskRun.cancel): pending and dispatched runs end at once, running ones get
+        ``cancel_requested`` and their worker kills them. Returns the number touched.
+        """
+        ended = self.filter(status__in=(RunStatus.PENDING, RunStatus.DISPATCHED)).update(
+            status=RunStatus.CANCELLED, completed_at=now, error_message=reason, cancel_requested=True
+        )
+        requested = self.filter(status=RunStatus.RUNNING).update(cancel_requested=True)
+        return ended + requested
+
 
 class TaskRun(models.Model):
     task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="runs")
@@ -343,6 +399,12 @@ class TaskRun(models.Model):
     arguments = models.JSONField(null=True, blank=True)
     parameters = models.JSONField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+    # Set by the dispatcher's gate step once every dependency's latest run has
+    # completed; runs of tasks without dependencies never need it.
+    dependencies_met = models.BooleanField(default=False)
+    # Set once the dispatcher's retry step has looked at this failed or timed-out
+    # attempt (created the next attempt, or found no retries left), so it does so once.
+    followed_up = models.BooleanField(default=False)
 
     objects = TaskRunQuerySet.as_manager()
 
@@ -363,6 +425,16 @@ class TaskRun(models.Model):
             # /api/workers/{id}/stats and recovery of a lost worker's running runs.
             models.Index(fields=["worker_id", "status"], name="run_worker_status_idx"),
             models.Index(fields=["-scheduled_at", "-id"], name="run_newest_idx"),
+            # rundispatcher, retry step: finished attempts not yet followed up (a small set).
+            models.Index(
+                fields=["completed_at"],
+                condition=Q(status__in=("failed", "timeout"), followed_up=False),
+                name="run_follow_up_idx",
+            ),
+            # rundispatcher, dependency triggers: each upstream's latest completed run.
+            models.Index(
+                fields=["task", "-completed_at"], condition=Q(status="completed"), name="run_task_completed_idx"
+            ),
         ]
 
     def __str__(self):
@@ -399,16 +471,91 @@ class TaskRun(models.Model):
         if self.status not in RETRYABLE_RUN_STATUSES:
             raise Conflict(f"only failed, timed-out or cancelled runs can be retried; this one is {self.status}")
         now = now or timezone.now()
-        return TaskRun.objects.create(
-            task_id=self.task_id,
-            task_name=self.task_name,
-            trigger=Trigger.RETRY,
-            scheduled_at=now,
-            retry_count=min(self.retry_count + 1, 10),
-            arguments=self.arguments,
-            parameters=self.parameters,
-            priority=self.priority,
+        with transaction.atomic():
+            attempt = TaskRun.objects.create(
+                task_id=self.task_id,
+                task_name=self.task_name,
+                trigger=Trigger.RETRY,
+                scheduled_at=now,
+                retry_count=min(self.retry_count + 1, 10),
+                arguments=self.arguments,
+                parameters=self.parameters,
+                priority=self.priority,
+            )
+            # This attempt replaces the automatic retry the dispatcher would make.
+            TaskRun.objects.filter(pk=self.pk, followed_up=False).update(followed_up=True)
+            notify_dispatcher()
+        return attempt
+
+    # Worker side ------------------------------------------------------------
+
+    @classmethod
+    def claim(cls, run_id, worker_id, now=None):
+        """Start a dispatched run on ``worker_id``; returns the run, or None.
+
+        One conditional UPDATE is the whole claim: delivery is at least once, so a
+        duplicate message, a run cancelled after it was enqueued, or a run another
+        worker already started all find nothing to claim, and the caller
+        acknowledges the message and does nothing.
+        """
+        now = now or timezone.now()
+        claimed = cls.objects.filter(pk=run_id, status=RunStatus.DISPATCHED).update(
+            status=RunStatus.RUNNING, worker_id=worker_id, started_at=now
         )
+        if not claimed:
+            return None
+        return cls.objects.select_related("task").get(pk=run_id)
+
+    @classmethod
+    def release(cls, run_id):
+        """Give a dispatched run back to the dispatcher (a draining worker refusing
+        it): it becomes pending again and is enqueued on the next pass. Conditional,
+        so a run already claimed or cancelled is left alone."""
+        return bool(cls.objects.filter(pk=run_id, status=RunStatus.DISPATCHED).update(status=RunStatus.PENDING))
+
+    def finish(self, outcome, now=None):
+        """Record the outcome of a run this worker started, in one UPDATE.
+
+        ``outcome`` has status, exit_code, result, error_message, stdout, stderr
+        and execution_time. The update is conditional on the run still running on
+        this worker: if the dispatcher meanwhile declared the worker lost or the
+        run timed out (and perhaps retried it), that verdict stands and this late
+        outcome is dropped (returns False). The task's last_run_* only moves
+        forward, so an older run finishing late does not hide a newer one.
+        """
+        now = now or timezone.now()
+        fields = {
+            "status": outcome.status,
+            "exit_code": outcome.exit_code,
+            "result": _clean_text(outcome.result)[:RESULT_MAX_CHARS],
+            "error_message": _clean_text(outcome.error_message)[:ERROR_MAX_CHARS],
+            "stdout": _clean_text(outcome.stdout),
+            "stderr": _clean_text(outcome.stderr),
+            "execution_time": outcome.execution_time,
+            "completed_at": now,
+        }
+        changed = TaskRun.objects.filter(pk=self.pk, status=RunStatus.RUNNING, worker_id=self.worker_id).update(
+            **fields
+        )
+        if not changed:
+            return False
+        for name, value in fields.items():
+            setattr(self, name, value)
+        Task.objects.filter(pk=self.task_id).filter(
+            Q(last_run_at__isnull=True) | Q(last_run_at__lte=self.started_at)
+        ).update(last_run_at=self.started_at, last_run_status=outcome.status)
+        return True
+
+
+RESULT_MAX_CHARS = 1000
+ERROR_MAX_CHARS = 16 * 1024
+
+
+def _clean_text(value):
+    """Text safe for any database: PostgreSQL refuses NUL characters in text."""
+    if not value:
+        return ""
+    return str(value).replace("\x00", "")
 
 
 def retry_delay(base_seconds, attempt, jitter):

@@ -77,6 +77,33 @@ class Worker(models.Model):
             worker.save()
         return worker, created
 
+    @classmethod
+    def register(cls, worker_id, now=None, **fields):
+        """Register a starting worker process, active, whatever an older process
+        with the same id left behind (a draining or down row is a previous life)."""
+        now = now or timezone.now()
+        worker, _created = cls.objects.update_or_create(
+            pk=worker_id,
+            defaults={
+                **fields,
+                "status": WorkerStatus.ACTIVE,
+                "current_task_count": 0,
+                "last_heartbeat": now,
+                "registered_at": now,
+            },
+        )
+        return worker
+
+    @classmethod
+    def mark_down(cls, worker_id):
+        """A worker that shut down cleanly says so, rather than letting the
+        dispatcher find it stale WORKER_DEAD_AFTER_SECONDS later."""
+        return bool(
+            cls.objects.filter(pk=worker_id)
+            .exclude(status=WorkerStatus.DOWN)
+            .update(status=WorkerStatus.DOWN, current_task_count=0)
+        )
+
     def drain(self):
         """Ask the worker to finish its runs and take no new ones."""
         changed = Worker.objects.filter(pk=self.pk, status=WorkerStatus.ACTIVE).update(status=WorkerStatus.DRAINING)

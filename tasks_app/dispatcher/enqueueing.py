@@ -1,0 +1,100 @@
+"""Enqueue step: hand ready runs to the broker (SPEC §2: only the dispatcher publishes).
+
+Order of operations, and why: the runs are first marked `dispatched` (one
+conditional UPDATE, committed), then published. Publishing first would let a
+fast worker receive a message for a run still `pending`, find nothing to
+claim, and drop it, leaving the run stuck for the recovery delay. Marked
+first, the worst case is a crash between commit and publish: the runs are
+`dispatched` with no message, and the recovery step enqueues them again after
+60 s. A publish that fails is undone at once (the unsent runs go back to
+`pending`).
+"""
+
+import dramatiq
+from django.db import transaction
+from django.db.models import Case, IntegerField, Value, When
+from django.db.models.functions import Coalesce
+
+from tasks_app.dispatcher.common import batch_size as default_batch_size
+from tasks_app.dispatcher.common import claim
+from tasks_app.models import PRIORITY_LEVELS, Priority, RunStatus, TaskRun
+
+# workers_app.actors.execute_run; a test keeps the two names in step.
+ACTOR_NAME = "execute_run"
+DEFAULT_LEVEL = PRIORITY_LEVELS[Priority.NORMAL]
+
+
+def priority_rank():
+    """A run's own priority (a manual trigger's override) else its task's, as a
+    sortable number."""
+    effective = Coalesce("priority", "task__priority")
+    return Case(
+        *(When(**{"effective_priority": name}, then=Value(level)) for name, level in PRIORITY_LEVELS.items()),
+        default=Value(DEFAULT_LEVEL),
+        output_field=IntegerField(),
+    ), effective
+
+
+def build_message(run_id, queue_name, level):
+    return dramatiq.Message(
+        queue_name=queue_name,
+        actor_name=ACTOR_NAME,
+        args=(run_id,),
+        kwargs={},
+        options={"broker_priority": level},
+    )
+
+
+def publish(broker, rows):
+    """Send one message per (run_id, queue, level); returns how many were sent
+    before an error (re-raised as PublishError carrying that count)."""
+    sent = 0
+    try:
+        for queue_name in sorted({queue for _run_id, queue, _level in rows}):
+            broker.declare_queue(queue_name)  # a no-op once declared
+        for run_id, queue_name, level in rows:
+            broker.enqueue(build_message(run_id, queue_name, level))
+            sent += 1
+    except Exception as error:
+        raise PublishError(sent) from error
+    return sent
+
+
+class PublishError(Exception):
+    def __init__(self, sent):
+        super().__init__(f"publishing stopped after {sent} message(s)")
+        self.sent = sent
+
+
+def select_rows(queryset, size):
+    """(run id, queue, broker priority level) of the first ``size`` runs, most
+    urgent first: priority, then scheduled_at."""
+    rank, effective = priority_rank()
+    rows = (
+        queryset.annotate(effective_priority=effective)
+        .annotate(rank=rank)
+        .order_by("-rank", "scheduled_at", "id")
+        .values_list("id", "task__queue", "rank")
+    )
+    return list(claim(rows)[:size])
+
+
+def enqueue_ready_runs(now, batch_size=None, broker=None):
+    """Mark one batch of ready runs dispatched and publish them. Two queries."""
+    size = default_batch_size(batch_size)
+    with transaction.atomic():
+        rows = select_rows(TaskRun.objects.ready(now), size)
+        if not rows:
+            return False
+        TaskRun.objects.filter(pk__in=[row[0] for row in rows], status=RunStatus.PENDING).update(
+            status=RunStatus.DISPATCHED, dispatched_at=now
+        )
+    try:
+        publish(broker or dramatiq.get_broker(), rows)
+    except PublishError as error:
+        unsent = [row[0] for row in rows[error.sent :]]
+        TaskRun.objects.filter(pk__in=unsent, status=RunStatus.DISPATCHED, dispatched_at=now).update(
+            status=RunStatus.PENDING, dispatched_at=None
+        )
+        raise
+    return True

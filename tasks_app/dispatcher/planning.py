@@ -1,0 +1,288 @@
+"""Plan step: turn due schedules into runs (SPEC §4: misfire and concurrency policies).
+
+One batch is one transaction: claim up to DISPATCHER_BATCH_SIZE due tasks (SKIP
+LOCKED on PostgreSQL, so several dispatchers share the work), compute their
+fires in Python, then one bulk insert of runs and one bulk update of
+next_run_at. The unique (task, scheduled_at, retry_count) constraint with
+ignore_conflicts makes a duplicate fire impossible even if two dispatchers
+ever planned the same slot.
+
+Decisions where the SPEC is silent (see also the README):
+
+* A fire is *missed* when it is more than misfire_grace_seconds late (at least
+  two ticks, so a grace of 0 does not turn ordinary latency into misfires);
+  fires within the grace run normally, however many (at most 100 at once).
+* run_once: if some fire is on time, it is the catch-up and every missed fire
+  is skipped; otherwise one run for the latest missed fire. As anacron or
+  systemd's Persistent= do: one run after an outage, not two back to back.
+* run_all: the latest 100 fires run, older ones are skipped.
+* Skipped fires are recorded as `skipped` runs, the latest 100 per task and
+  pass; the misfire SystemEvent carries the full count.
+* forbid: with a run still active every new fire is skipped; with none, the
+  first fire of this pass runs and the later ones are skipped.
+* replace: active runs are cancelled and the latest fire runs; earlier fires
+  of the same pass are skipped as replaced. The old run is killed within 2 s,
+  so the two may overlap for that long.
+"""
+
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+
+from system_app.models import EventLevel
+from tasks_app import schedules
+from tasks_app.dispatcher import sql
+from tasks_app.dispatcher.common import batch_size as default_batch_size
+from tasks_app.dispatcher.common import claim, event, save_events
+from tasks_app.models import (
+    ACTIVE_RUN_STATUSES,
+    ConcurrencyPolicy,
+    MisfirePolicy,
+    RunStatus,
+    Task,
+    TaskRun,
+    Trigger,
+)
+
+logger = logging.getLogger(__name__)
+
+MAX_RUNS_PER_PLAN = 100
+MAX_SKIPPED_RECORDED = 100
+# Fires walked one by one before looking back from now instead (a dense
+# schedule after a long outage: `* * * * * *` down for a day is 86,400 fires).
+SCAN_LIMIT = 10_000
+# A task whose planning raises is retried this much later, and reported.
+PUSH_FORWARD = timedelta(seconds=60)
+
+PLAN_FIELDS = (
+    "id",
+    "name",
+    "schedule",
+    "timezone",
+    "status",
+    "next_run_at",
+    "created_at",
+    "concurrency_policy",
+    "misfire_policy",
+    "misfire_grace_seconds",
+)
+
+
+@dataclass
+class Fires:
+    """Fire times at or before now: the most recent ones (ascending), how many
+    there were in all (a lower bound if ``overflow``) and the next one after now."""
+
+    recent: list
+    total: int
+    next_at: datetime | None
+    overflow: bool = False
+
+
+@dataclass
+class Plan:
+    """What to write for one task: runs as (scheduled_at, status, reason)."""
+
+    runs: list = field(default_factory=list)
+    next_at: datetime | None = None
+    replace_active: bool = False
+    event: object = None
+
+
+def grace_floor():
+    """The least lateness that counts as a misfire, whatever the task says: with
+    misfire_grace_seconds 0, a fire planned one tick late by a busy but running
+    dispatcher is not "missed while no dispatcher ran"."""
+    return max(1.0, 2 * settings.DISPATCHER_TICK_SECONDS)
+
+
+def schedule_anchor(task):
+    """Intervals count from the task's creation, as Task.compute_next_run_at does."""
+    if task.schedule and task.schedule.strip().lower().startswith("@every"):
+        return task.created_at
+    return None
+
+
+def due_fires(schedule, first, now, anchor=None, keep=MAX_RUNS_PER_PLAN + MAX_SKIPPED_RECORDED):
+    """The fires of ``schedule`` from ``first`` (the task's next_run_at) to ``now``."""
+
+    def following(moment):
+        return schedule.next_after(moment, anchor)
+
+    recent, total, fire = deque(maxlen=keep), 0, first
+    while fire is not None and fire <= now and total < SCAN_LIMIT:
+        recent.append(fire)
+        total += 1
+        fire = following(fire)
+    if fire is None or fire > now:
+        return Fires(list(recent), total, fire)
+    # Too many to walk: look back from now with a doubling window until it
+    # holds `keep` fires (or reaches the fires already walked).
+    window = timedelta(seconds=1)
+    while True:
+        start = max(now - window, recent[-1])
+        tail, count, fire = deque(maxlen=keep), 0, following(start)
+        while fire is not None and fire <= now and count < 100 * SCAN_LIMIT:
+            tail.append(fire)
+            count += 1
+            fire = following(fire)
+        if count >= keep or start == recent[-1]:
+            return Fires(list(tail), total + count, fire, overflow=True)
+        window *= 2
+
+
+def decide_concurrency(policy, has_active_run, fires):
+    """Split ``fires`` (ascending) into runs to start and fires to skip, by the
+    task's concurrency policy. Returns (start, skipped [(fire, reason)], replace)."""
+    if not fires:
+        return [], [], False
+    if policy == ConcurrencyPolicy.FORBID:
+        reason = "a previous run was still active (concurrency policy forbid)"
+        if has_active_run:
+            return [], [(fire, reason) for fire in fires], False
+        return fires[:1], [(fire, reason) for fire in fires[1:]], False
+    if policy == ConcurrencyPolicy.REPLACE:
+        reason = "replaced by a later fire (concurrency policy replace)"
+        return fires[-1:], [(fire, reason) for fire in fires[:-1]], has_active_run
+    return list(fires), [], False
+
+
+def plan_task(task, now, has_active_run):
+    """Decide the runs of one due task; pure computation, no queries."""
+    if not task.schedule:
+        return Plan(next_at=None)  # schedule removed: nothing fires on its own any more
+    schedule = schedules.parse_schedule(task.schedule, task.timezone)
+    fires = due_fires(schedule, task.next_run_at, now, schedule_anchor(task))
+    grace = timedelta(seconds=max(task.misfire_grace_seconds, grace_floor()))
+    on_time = [fire for fire in fires.recent if now - fire <= grace]
+    late = [fire for fire in fires.recent if now - fire > grace]
+    missed = fires.total - len(on_time)
+    policy = task.misfire_policy
+    if policy == MisfirePolicy.RUN_ALL:
+        chosen = (late + on_time)[-MAX_RUNS_PER_PLAN:]
+    elif policy == MisfirePolicy.RUN_ONCE:
+        chosen = on_time[-MAX_RUNS_PER_PLAN:] or late[-1:]
+    else:
+        chosen = on_time[-MAX_RUNS_PER_PLAN:]
+    chosen_set = set(chosen)
+    missed_reason = f"missed by more than {task.misfire_grace_seconds} s (misfire policy {policy})"
+    crowded_reason = f"more than {MAX_RUNS_PER_PLAN} fires due at once; only the latest ran"
+    not_chosen = [
+        (fire, missed_reason if now - fire > grace else crowded_reason)
+        for fire in fires.recent
+        if fire not in chosen_set
+    ]
+    start, refused, replace = decide_concurrency(task.concurrency_policy, has_active_run, chosen)
+    skipped = sorted(not_chosen + refused)
+    recorded = skipped[-MAX_SKIPPED_RECORDED:]
+    plan = Plan(next_at=fires.next_at, replace_active=replace)
+    plan.runs = [(fire, RunStatus.PENDING, "") for fire in start] + [
+        (fire, RunStatus.SKIPPED, reason) for fire, reason in recorded
+    ]
+    if missed:
+        caught_up = len([fire for fire in chosen if now - fire > grace])
+        plan.event = event(
+            f"misfire handled: {task.name}: {missed}{'+' if fires.overflow else ''} missed fire(s), "
+            f"{caught_up} caught up (policy {policy})",
+            level=EventLevel.WARNING,
+            task_id=task.id,
+            policy=str(policy),
+            missed=missed,
+            caught_up=caught_up,
+            skipped_recorded=len(recorded),
+            latest_missed=late[-1].isoformat() if late else None,
+        )
+    return plan
+
+
+def _runs_for(task, plan, now):
+    return [
+        {
+            "task_id": task.id,
+            "task_name": task.name,
+            "trigger": Trigger.SCHEDULE.value,
+            "status": status.value,
+            "scheduled_at": fire,
+            "completed_at": now if status == RunStatus.SKIPPED else None,
+            "error_message": reason,
+            "created_at": now,
+        }
+        for fire, status, reason in plan.runs
+    ]
+
+
+def plan_due_tasks(now, batch_size=None):
+    """Plan one batch of due tasks. Returns True if it found any."""
+    size = default_batch_size(batch_size)
+    with transaction.atomic():
+        # Named tuples, not model instances: this is the hot path.
+        due = Task.objects.due(now).order_by("next_run_at", "id").values_list(*PLAN_FIELDS, named=True)
+        tasks = list(claim(due)[:size])
+        if not tasks:
+            return False
+        guarded = [task.id for task in tasks if task.concurrency_policy != ConcurrencyPolicy.ALLOW]
+        active = set()
+        if guarded:
+            active = set(
+                TaskRun.objects.filter(task_id__in=guarded, status__in=ACTIVE_RUN_STATUSES)
+                .order_by()
+                .values_list("task_id", flat=True)
+                .distinct()
+            )
+        plans = []
+        for task in tasks:
+            try:
+                plan = plan_task(task, now, task.id in active)
+            except Exception as error:  # one bad row must not stop the others
+                logger.exception("planning task %s failed; pushed forward", task.id)
+                plan = Plan(next_at=now + PUSH_FORWARD)
+                plan.event = _failure_event(task, error)
+            plans.append((task, plan))
+        try:
+            with transaction.atomic():
+                _write(plans, now)
+        except Exception:
+            logger.exception("writing a planned batch failed; writing it task by task")
+            _write_one_by_one(plans, now)
+        save_events([plan.event for _task, plan in plans if plan.event is not None])
+    return True
+
+
+def _write(plans, now):
+    replace = [task.id for task, plan in plans if plan.replace_active]
+    if replace:
+        # Before the insert, or the new runs would be cancelled too.
+        TaskRun.objects.filter(task_id__in=replace).cancel_active(
+            "replaced by a newer run (concurrency policy replace)", now
+        )
+    # Unique (task, scheduled_at, retry_count): a slot planned twice is ignored.
+    sql.insert_ignoring_conflicts(TaskRun, [run for task, plan in plans for run in _runs_for(task, plan, now)])
+    sql.set_next_run_at([(task.id, plan.next_at) for task, plan in plans])
+
+
+def _write_one_by_one(plans, now):
+    """The slow path after a batch failed: each task in its own savepoint; a task
+    that still fails is pushed forward and reported, never retried in a loop."""
+    for index, (task, plan) in enumerate(plans):
+        try:
+            with transaction.atomic():
+                _write([(task, plan)], now)
+        except Exception as error:
+            logger.exception("writing the runs of task %s failed; pushed forward", task.id)
+            Task.objects.filter(pk=task.id).update(next_run_at=now + PUSH_FORWARD)
+            failed = Plan(next_at=now + PUSH_FORWARD)
+            failed.event = _failure_event(task, error)
+            plans[index] = (task, failed)
+
+
+def _failure_event(task, error):
+    return event(
+        f"planning {task.name} failed, retried in {int(PUSH_FORWARD.total_seconds())} s: "
+        f"{type(error).__name__}: {error}"[:1000],
+        level=EventLevel.ERROR,
+        task_id=task.id,
+    )

@@ -1,0 +1,69 @@
+"""The plan step's two writes, without the ORM's per-row compilation.
+
+Measured on SQLite with 20,000 due tasks, Django's bulk_update (a CASE with
+one branch per row) and bulk_create (SQL rebuilt for every 41 rows, SQLite's
+999-parameter limit) took ~75% of a pass. Both are replaced by one prepared
+statement run with executemany: a single call on SQLite, and one round trip
+in psycopg 3's pipeline mode on PostgreSQL.
+
+The column list comes from the model and the defaults from an unsaved
+instance, so a field added to TaskRun later needs no change here.
+"""
+
+from enum import Enum
+
+from django.db import connection, models
+
+from tasks_app.models import Task
+
+
+def _converter(field):
+    if isinstance(field, models.DateTimeField):
+        return connection.ops.adapt_datetimefield_value
+    if isinstance(field, models.JSONField):
+        return lambda value: None if value is None else field.get_db_prep_save(value, connection)
+    return lambda value: value.value if isinstance(value, Enum) else value
+
+
+def insert_ignoring_conflicts(model, rows):
+    """INSERT … ON CONFLICT DO NOTHING (PostgreSQL, SQLite ≥ 3.24) of ``rows``,
+    dicts of field attname -> value; fields a row leaves out get the default of
+    an unsaved instance (built once per call, not once per row).
+
+    A row refused by a unique constraint (a slot already planned, by us or by
+    another dispatcher) is skipped silently, as bulk_create(ignore_conflicts=True).
+    """
+    if not rows:
+        return
+    quote = connection.ops.quote_name
+    fields = [field for field in model._meta.concrete_fields if not field.primary_key]
+    template = model()
+    converters = {field.attname: _converter(field) for field in fields}
+    position = {field.attname: index for index, field in enumerate(fields)}
+    defaults = [converters[field.attname](getattr(template, field.attname)) for field in fields]
+    values = []
+    for row in rows:
+        line = list(defaults)
+        for name, value in row.items():
+            line[position[name]] = converters[name](value)
+        values.append(line)
+    sql = "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT DO NOTHING".format(
+        quote(model._meta.db_table),
+        ", ".join(quote(field.column) for field in fields),
+        ", ".join(["%s"] * len(fields)),
+    )
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, values)
+
+
+def set_next_run_at(pairs):
+    """UPDATE next_run_at of many tasks: ``pairs`` is [(task_id, next_run_at)]."""
+    if not pairs:
+        return
+    quote = connection.ops.quote_name
+    sql = "UPDATE {} SET {} = %s WHERE {} = %s".format(
+        quote(Task._meta.db_table), quote("next_run_at"), quote(Task._meta.pk.column)
+    )
+    adapt = connection.ops.adapt_datetimefield_value
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, [(adapt(moment), pk) for pk, moment in pairs])

@@ -1,0 +1,67 @@
+"""Dramatiq actors of the worker process (autodiscovered by django_dramatiq).
+
+The only one, execute_run, takes a run id. Delivery is at least once, so it is
+idempotent: TaskRun.claim is one conditional UPDATE and a second message for
+the same run finds nothing to claim.
+"""
+
+import logging
+import time
+
+import dramatiq
+from django.db import OperationalError
+from django.utils import timezone
+
+from tasks_app.models import TaskRun
+from workers_app import executors, runtime
+
+logger = logging.getLogger(__name__)
+
+# The executor enforces each task's own timeout (at most 24 h); Dramatiq must
+# neither retry a run (the dispatcher does, by the task's policy) nor cut it.
+_WANTED_OPTIONS = {"max_retries": 0, "time_limit": (86400 + 600) * 1000, "max_age": None}
+
+
+def _actor_options():
+    """Only the options the configured middleware understand: Dramatiq refuses
+    the others (Retries and TimeLimit are not installed by default here)."""
+    supported = dramatiq.get_broker().actor_options
+    return {name: value for name, value in _WANTED_OPTIONS.items() if name in supported and value is not None}
+
+
+@dramatiq.actor(actor_name="execute_run", queue_name="default", **_actor_options())
+def execute_run(run_id):
+    if runtime.draining():
+        # A draining worker takes no new runs; give this one back so the
+        # dispatcher enqueues it again at once, for another worker.
+        TaskRun.release(run_id)
+        return
+    run = _retrying(lambda: TaskRun.claim(run_id, runtime.worker_id(), timezone.now()), f"claim run {run_id}")
+    if run is None:
+        logger.debug("run %s: nothing to claim (duplicate message or cancelled)", run_id)
+        return
+    with runtime.running(run_id):
+        outcome = executors.execute(
+            executors.RunSpec.from_run(run), should_cancel=lambda: runtime.cancel_requested(run_id)
+        )
+    # The run has happened: losing its outcome to a short database outage would
+    # only make recovery declare it lost.
+    if not _retrying(lambda: run.finish(outcome, timezone.now()), f"record the outcome of run {run_id}"):
+        logger.warning("run %s: outcome %s dropped, the run was recovered meanwhile", run_id, outcome.status)
+
+
+RETRY_DELAYS = (0.1, 0.5, 1.0, 2.0)
+
+
+def _retrying(operation, description):
+    """Run a database operation, riding out transient errors (a failover, a
+    locked SQLite table) with a few short waits; the last error propagates."""
+    for delay in (*RETRY_DELAYS, None):
+        try:
+            return operation()
+        except OperationalError:
+            if delay is None:
+                raise
+            logger.warning("could not %s, retrying in %s s", description, delay, exc_info=True)
+            runtime.close_stale_connections()
+            time.sleep(delay)
