@@ -9,7 +9,6 @@ from django.db import transaction
 from django.db.models import Count, Q
 from django.forms.models import BaseInlineFormSet
 from django.urls import reverse
-from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.text import capfirst
 
@@ -50,25 +49,6 @@ def run_status_label(status):
 def run_link(run):
     url = reverse("admin:tasks_app_taskrun_change", args=[run.pk])
     return format_html('<a href="{}">#{}</a>', url, run.pk)
-
-
-def upcoming_fires(task, count):
-    """The task's next ``count`` fire times, in its timezone.
-
-    ``schedules.preview`` previews an interval from now, but the dispatcher
-    counts ``@every`` from the task's creation (see Task.compute_next_run_at),
-    so intervals are stepped here with the same anchor.
-    """
-    if not task.schedule.startswith("@every"):
-        return schedules.preview(task.schedule, task.timezone, count)
-    tz = schedules.get_timezone(task.timezone)
-    fires, current = [], timezone.now()
-    while len(fires) < count:
-        current = schedules.next_fire(task.schedule, task.timezone, current, anchor=task.created_at)
-        if current is None:
-            break
-        fires.append(current.astimezone(tz))
-    return fires
 
 
 # Tasks -------------------------------------------------------------------
@@ -293,7 +273,8 @@ class TaskAdmin(ScopedPermissionsMixin, AuditedAdminMixin, admin.ModelAdmin):
         if not obj.schedule:
             return "No schedule: this task runs only when triggered or by its dependencies."
         try:
-            fires = upcoming_fires(obj, PREVIEW_COUNT)
+            tz = schedules.get_timezone(obj.timezone)
+            fires = [fire.astimezone(tz) for fire in obj.upcoming_fires(PREVIEW_COUNT)]
         except schedules.ScheduleError as error:
             return f"Cannot preview this schedule: {error.message}"
         if not fires:
@@ -355,11 +336,8 @@ class TaskAdmin(ScopedPermissionsMixin, AuditedAdminMixin, admin.ModelAdmin):
     @staticmethod
     def _cancel_in_flight(tasks):
         """As the API's forced delete: runs on a worker are told to stop first."""
-        in_flight = TaskRun.objects.filter(task__in=tasks, status__in=(RunStatus.DISPATCHED, RunStatus.RUNNING)).defer(
-            *HEAVY_RUN_FIELDS
-        )
-        for run in in_flight:
-            run.cancel(reason="task deleted")
+        for task in tasks:
+            task.cancel_in_flight(reason="task deleted")
 
     def has_execute_permission(self, request):
         return self.holds(request, "task.execute") or request.user.has_perm("tasks_app.change_task")

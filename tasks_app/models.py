@@ -111,7 +111,8 @@ class TaskQuerySet(models.QuerySet):
 class Task(models.Model):
     name = models.CharField(max_length=255, unique=True)
     description = models.TextField(blank=True, default="")
-    task_type = models.CharField(max_length=100, default="executor")
+    # A free label for filtering; blank means "the executor" (filled in on save).
+    task_type = models.CharField(max_length=100, blank=True, default="")
     executor = models.CharField(max_length=16, choices=Executor.choices)
     command = models.TextField()
     arguments = models.JSONField(default=list, blank=True)
@@ -169,6 +170,11 @@ class Task(models.Model):
 
     def __str__(self):
         return self.name
+
+    def save(self, *args, **kwargs):
+        if not self.task_type:
+            self.task_type = self.executor
+        super().save(*args, **kwargs)
 
     def clean(self):
         errors = {}
@@ -268,6 +274,29 @@ class Task(models.Model):
         TaskDependency.objects.bulk_create(
             [TaskDependency(task=self, depends_on_id=pk) for pk in sorted(wanted - current)]
         )
+
+    def cancel_in_flight(self, reason):
+        """Cancel this task's dispatched and running runs, e.g. before deleting it.
+
+        Returns the runs touched, for the caller's audit trail. Their workers
+        treat a run row that disappears (the task deleted) as cancelled too.
+        """
+        runs = list(self.runs.filter(status__in=(RunStatus.DISPATCHED, RunStatus.RUNNING)).defer("stdout", "stderr"))
+        for run in runs:
+            run.cancel(reason=reason)
+        return runs
+
+    def upcoming_fires(self, count, after=None):
+        """The next ``count`` fire times from ``after`` (default now), with the
+        interval anchor the dispatcher uses; aware datetimes in UTC."""
+        fires, current = [], after or timezone.now()
+        anchor = self.created_at if self.schedule and self.schedule.startswith("@every") else None
+        while self.schedule and len(fires) < count:
+            current = schedules.next_fire(self.schedule, self.timezone, current, anchor=anchor)
+            if current is None:
+                break
+            fires.append(current)
+        return fires
 
     def has_cycle_with(self, dependency_ids):
         """True if depending on ``dependency_ids`` would close a cycle through self."""

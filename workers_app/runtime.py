@@ -57,7 +57,9 @@ def cancel_requested(run_id):
     if refresh:
         from tasks_app.models import TaskRun
 
-        found = frozenset(TaskRun.objects.filter(pk__in=ids, cancel_requested=True).values_list("pk", flat=True))
+        # A run whose row is gone (its task deleted with ?force=true) is cancelled too.
+        alive = set(TaskRun.objects.filter(pk__in=ids, cancel_requested=False).values_list("pk", flat=True))
+        found = frozenset(ids - alive)
         with _cancel_lock:
             _cancelled = found
     return run_id in _cancelled

@@ -76,23 +76,11 @@ class TaskViewSet(AuditedModelViewSet):
             raise InvalidQuery("force", "must be true or false")
         in_flight = task.runs.filter(status__in=(RunStatus.DISPATCHED, RunStatus.RUNNING))
         with transaction.atomic():
-            if in_flight.exists():
-                if force not in ("true", "1"):
-                    raise ConflictError(
-                        "The task has dispatched or running runs; cancel them or delete with ?force=true."
-                    )
-                for run in in_flight:
-                    run.cancel(reason="task deleted")
-                    audit.record(
-                        request,
-                        "cancel",
-                        run,
-                        changes={
-                            "status": run.status,
-                            "cancel_requested": run.cancel_requested,
-                            "reason": "task deleted",
-                        },
-                    )
+            if force not in ("true", "1") and in_flight.exists():
+                raise ConflictError("The task has dispatched or running runs; cancel them or delete with ?force=true.")
+            for run in task.cancel_in_flight(reason="task deleted"):
+                changes = {"status": run.status, "cancel_requested": run.cancel_requested, "reason": "task deleted"}
+                audit.record(request, "cancel", run, changes=changes)
             self.perform_destroy(task)
         return Response(status=status.HTTP_204_NO_CONTENT)
 

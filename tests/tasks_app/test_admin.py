@@ -46,7 +46,7 @@ def task_form(**overrides):
     data = {
         "name": "nightly-backup",
         "description": "",
-        "task_type": "executor",
+        "task_type": "shell",
         "executor": "shell",
         "command": "echo hello",
         "arguments": "[]",
