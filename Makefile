@@ -1,6 +1,6 @@
 # The two commands of the README:
 #   make run   - set up and start a working scheduler on the embedded defaults
-#   make test  - set up and run the whole test suite (SQLite, then PostgreSQL)
+#   make test  - set up and run the whole test suite (lint, SQLite, then PostgreSQL + RabbitMQ)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -31,8 +31,12 @@ lint: $(VENV)/.dev
 	$(BIN)/ruff format --check .
 	DATABASE_URL= BROKER_URL= $(BIN)/python manage.py makemigrations --check --dry-run
 
+# The unit and API suite on SQLite; the integration tests need the real servers.
 test-sqlite: $(VENV)/.dev
-	DATABASE_URL= BROKER_URL= $(BIN)/pytest
+	DATABASE_URL= BROKER_URL= $(BIN)/pytest -m "not integration"
+
+# Everything, the integration tests included, on a PostgreSQL and a RabbitMQ
+# that tests/services.py starts on free ports and stops at the end.
 
 test-postgres: $(VENV)/.dev
 	$(BIN)/python -m tests.services --postgres --rabbitmq -- $(BIN)/pytest
