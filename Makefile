@@ -35,11 +35,12 @@ lint: $(VENV)/.dev
 test-sqlite: $(VENV)/.dev
 	DATABASE_URL= BROKER_URL= $(BIN)/pytest -m "not integration"
 
-# Everything, the integration tests included, on a PostgreSQL and a RabbitMQ
-# that tests/services.py starts on free ports and stops at the end.
+# Everything on a PostgreSQL that tests/services.py starts on a free port and
+# stops at the end; the integration tests start their own PostgreSQL and
+# RabbitMQ servers, dispatchers and workers.
 
 test-postgres: $(VENV)/.dev
-	$(BIN)/python -m tests.services --postgres --rabbitmq -- $(BIN)/pytest
+	$(BIN)/python -m tests.services --postgres -- $(BIN)/pytest
 
 test: lint test-sqlite test-postgres
 
