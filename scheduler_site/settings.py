@@ -187,8 +187,8 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["system_app.parsers.SchedulerJSONParser"],
     "DEFAULT_FILTER_BACKENDS": [
-        "django_filters.rest_framework.DjangoFilterBackend",
-        "rest_framework.filters.OrderingFilter",
+        "system_app.filters.ListFilterBackend",
+        "system_app.filters.ListOrderingFilter",
     ],
     "DEFAULT_PAGINATION_CLASS": "system_app.pagination.PagePagination",
     "PAGE_SIZE": 20,

@@ -5,6 +5,8 @@ from django.db import connection
 from django.db.models import Q, Value
 from django.db.models.functions import StrIndex
 from django.db.models.lookups import GreaterThan
+from django_filters.rest_framework import DjangoFilterBackend
+from rest_framework.filters import OrderingFilter
 
 from system_app.exceptions import InvalidQuery
 from system_app.models import AuditEntry, EventLevel, SystemEvent
@@ -20,6 +22,22 @@ def json_list_contains(field, value):
     if connection.vendor == "postgresql":
         return Q(**{f"{field}__contains": [value]})
     return Q(GreaterThan(StrIndex(field, Value(json.dumps(value))), 0))
+
+
+def applies_to(view):
+    """Filters and ordering serve list actions only: a detail lookup such as
+    /api/tasks/5?status=paused finds task 5, and skips the filter work."""
+    return getattr(view, "action", None) in ("list", None)
+
+
+class ListFilterBackend(DjangoFilterBackend):
+    def filter_queryset(self, request, queryset, view):
+        return super().filter_queryset(request, queryset, view) if applies_to(view) else queryset
+
+
+class ListOrderingFilter(OrderingFilter):
+    def get_ordering(self, request, queryset, view):
+        return super().get_ordering(request, queryset, view) if applies_to(view) else None
 
 
 class CommaChoiceFilter(django_filters.BaseInFilter, django_filters.CharFilter):

@@ -1,9 +1,8 @@
 import django_filters
 from django import forms
 from django.db.models import Case, IntegerField, Q, Value, When
-from rest_framework.filters import OrderingFilter
 
-from system_app.filters import CommaChoiceFilter, json_list_contains
+from system_app.filters import CommaChoiceFilter, ListOrderingFilter, json_list_contains
 from tasks_app.models import Executor, Priority, RunStatus, Task, TaskRun, TaskStatus, Trigger
 
 
@@ -26,7 +25,7 @@ PRIORITY_RANK = Case(
 )
 
 
-class TaskOrderingFilter(OrderingFilter):
+class TaskOrderingFilter(ListOrderingFilter):
     """``?ordering=priority`` sorts by rank (low, normal, high, critical), not
     alphabetically, so ``-priority`` puts critical tasks first. Ties are broken
     by id, so pages of a non-unique ordering neither repeat nor skip tasks."""

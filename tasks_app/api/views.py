@@ -2,7 +2,6 @@ from datetime import timedelta
 
 from django.db import transaction
 from django.utils import timezone
-from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
@@ -15,6 +14,7 @@ from rest_framework.views import APIView
 from system_app import audit
 from system_app.api.base import AuditedModelViewSet
 from system_app.exceptions import ConflictError, InvalidQuery
+from system_app.filters import ListFilterBackend
 from system_app.schema import ErrorEnvelopeSerializer
 from tasks_app import schedules
 from tasks_app.api.serializers import (
@@ -48,7 +48,7 @@ class TaskViewSet(AuditedModelViewSet):
     queryset = Task.objects.select_related("created_by").prefetch_related("dependency_links")
     serializer_class = TaskSerializer
     filterset_class = TaskFilter
-    filter_backends = [DjangoFilterBackend, TaskOrderingFilter]
+    filter_backends = [ListFilterBackend, TaskOrderingFilter]
     ordering_fields = ["id", "name", "created_at", "updated_at", "next_run_at", "last_run_at", "priority", "status"]
     ordering = ["id"]
     required_permissions = {
