@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('tasks_app', '0002_dispatcher'),
+        ("tasks_app", "0002_dispatcher"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='task',
-            name='task_type',
-            field=models.CharField(blank=True, default='', max_length=100),
+            model_name="task",
+            name="task_type",
+            field=models.CharField(blank=True, default="", max_length=100),
         ),
     ]
