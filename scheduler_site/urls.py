@@ -21,5 +21,7 @@ urlpatterns = [
     path("health", HealthView.as_view(), name="health"),
     path("ready", ReadyView.as_view(), name="ready"),
     path("", include("django_prometheus.urls")),
+    # Before admin.site.urls, whose catch-all would otherwise answer 404 for it.
+    path("admin/dashboard/", include("system_app.dashboard")),
     path("admin/", admin.site.urls),
 ]

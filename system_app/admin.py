@@ -4,12 +4,15 @@ coloured status labels."""
 
 import json
 from datetime import date, datetime, time
+from functools import wraps
 
 from django import forms
 from django.contrib import admin, messages
 from django.db import models, transaction
+from django.http import JsonResponse
 from django.utils import timezone
 from django.utils.html import format_html
+from django.views.decorators.cache import never_cache
 
 from system_app import audit
 from system_app.models import PERMISSIONS, ApiKey, AuditEntry, EventLevel, SystemEvent, user_permissions
@@ -51,6 +54,33 @@ def jsonable(value):
     if isinstance(value, (datetime, date, time)):
         return value.isoformat()
     return str(value)
+
+
+def json_admin_view(view, allowed):
+    """A JSON endpoint for the admin's own pages (the dashboard, a run's live
+    output), authenticated by the admin session.
+
+    Unlike ``admin_site.admin_view`` it answers 401 or 403 in JSON instead of
+    redirecting to the login page, so a page's script polling it sees an
+    expired session for what it is. ``allowed(request)`` is the permission
+    check for staff.
+    """
+
+    @wraps(view)
+    @never_cache
+    def wrapper(request, *args, **kwargs):
+        user = request.user
+        if not (user.is_active and user.is_staff):
+            return json_error(401, "AUTHENTICATION_ERROR", "Log in to the admin first.")
+        if not allowed(request):
+            return json_error(403, "AUTHORIZATION_ERROR", "You do not have permission to see this.")
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+def json_error(status, code, message):
+    return JsonResponse({"error": {"code": code, "message": message, "details": []}}, status=status)
 
 
 class ScopedPermissionsMixin:

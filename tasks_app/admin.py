@@ -7,8 +7,10 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import transaction
 from django.db.models import Count, Q
+from django.db.models.functions import Length, Right
 from django.forms.models import BaseInlineFormSet
-from django.urls import reverse
+from django.http import JsonResponse
+from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.text import capfirst
 
@@ -19,15 +21,22 @@ from system_app.admin import (
     AuditedAdminMixin,
     ScopedPermissionsMixin,
     coloured,
+    json_admin_view,
+    json_error,
     pre_block,
     run_action,
 )
 from tasks_app import schedules
-from tasks_app.models import Conflict, RunStatus, Task, TaskDependency, TaskRun, TaskStatus
+from tasks_app.models import FINAL_RUN_STATUSES, Conflict, RunStatus, Task, TaskDependency, TaskRun, TaskStatus
 from workers_app.models import Worker
 
 RECENT_RUNS = 20
 PREVIEW_COUNT = 5
+
+# A run's change page follows a running run through its live endpoint:
+# status and the tails of its output, polled every LIVE_POLL_SECONDS.
+LIVE_POLL_SECONDS = 1.5
+LIVE_OUTPUT_CHARS = 64 * 1024
 
 # Columns a run list never shows; deferring them keeps the list cheap when
 # runs carry 64 KiB of output each.
@@ -470,6 +479,71 @@ class TaskRunAdmin(ScopedPermissionsMixin, admin.ModelAdmin):
 
     def get_changelist(self, request, **kwargs):
         return RunChangeList
+
+    def get_urls(self):
+        live = path(
+            "<int:object_id>/live/",
+            json_admin_view(self.live_view, self.has_view_permission),
+            name="tasks_app_taskrun_live",
+        )
+        return [live, *super().get_urls()]
+
+    def live_view(self, request, object_id):
+        """Status and output tails of one run, for its change page to follow it
+        while it runs (templates/admin/tasks_app/taskrun/change_form.html).
+
+        One query, and only the tails of stdout and stderr leave the database:
+        RUN_OUTPUT_LIMIT_BYTES may be set far above what a page should poll.
+        """
+        run = (
+            TaskRun.objects.filter(pk=object_id)
+            .annotate(
+                stdout_tail=Right("stdout", LIVE_OUTPUT_CHARS),
+                stderr_tail=Right("stderr", LIVE_OUTPUT_CHARS),
+                stdout_length=Length("stdout"),
+                stderr_length=Length("stderr"),
+            )
+            .values(
+                "id",
+                "status",
+                "cancel_requested",
+                "worker_id",
+                "started_at",
+                "completed_at",
+                "execution_time",
+                "exit_code",
+                "error_message",
+                "stdout_tail",
+                "stderr_tail",
+                "stdout_length",
+                "stderr_length",
+            )
+            .first()
+        )
+        if run is None:
+            return json_error(404, "NOT_FOUND", "This run no longer exists.")
+        status = RunStatus(run["status"])
+        return JsonResponse(
+            {
+                "id": run["id"],
+                "status": status.value,
+                "status_label": status.label,
+                "status_colour": RUN_STATUS_COLOURS.get(status, GREY),
+                "is_final": status in FINAL_RUN_STATUSES,
+                "cancel_requested": run["cancel_requested"],
+                "worker_id": run["worker_id"],
+                "started_at": run["started_at"],
+                "completed_at": run["completed_at"],
+                "execution_time": run["execution_time"],
+                "exit_code": run["exit_code"],
+                "error_message": run["error_message"],
+                "stdout": run["stdout_tail"] or "",
+                "stderr": run["stderr_tail"] or "",
+                "stdout_truncated": (run["stdout_length"] or 0) > LIVE_OUTPUT_CHARS,
+                "stderr_truncated": (run["stderr_length"] or 0) > LIVE_OUTPUT_CHARS,
+                "poll_seconds": LIVE_POLL_SECONDS,
+            }
+        )
 
     def has_add_permission(self, request):
         return False
