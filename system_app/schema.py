@@ -1,6 +1,9 @@
 """OpenAPI: every operation documents the error envelope for the errors it can answer."""
 
+import inspect
+
 from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.plumbing import get_doc, get_override
 from rest_framework import serializers
 
 from system_app.exceptions import CODES
@@ -21,7 +24,38 @@ class ErrorEnvelopeSerializer(serializers.Serializer):
     error = ErrorSerializer()
 
 
+def own_doc(cls):
+    """A class's own docstring: one inherited from an internal base class (such as
+    AuditedModelViewSet or ValidatedModelSerializer) describes that base, not the
+    operation or the object, and would end up in every generated client."""
+    doc = cls.__dict__.get("__doc__")
+    return inspect.cleandoc(doc) if doc else ""
+
+
 class SchedulerAutoSchema(AutoSchema):
+    def get_description(self):
+        action = getattr(self.view, getattr(self.view, "action", self.method.lower()), None)
+        return get_doc(action) or own_doc(type(self.view))
+
+    def _map_basic_serializer(self, serializer, direction):
+        schema = super()._map_basic_serializer(serializer, direction)
+        if not get_override(serializer, "description") and not own_doc(type(serializer)):
+            schema.pop("description", None)
+        return schema
+
+    def _get_pagination_parameters(self):
+        """``page`` and ``page_size`` with the bounds PagePagination enforces (400 outside them)."""
+        parameters = super()._get_pagination_parameters()
+        paginator = self._get_paginator()
+        for parameter in parameters:
+            if parameter["name"] == getattr(paginator, "page_query_param", None):
+                parameter["schema"]["minimum"] = 1
+            elif parameter["name"] == getattr(paginator, "page_size_query_param", None):
+                parameter["schema"]["minimum"] = 1
+                if getattr(paginator, "max_page_size", None):
+                    parameter["schema"]["maximum"] = paginator.max_page_size
+        return parameters
+
     def _get_response_bodies(self, direction="response"):
         responses = super()._get_response_bodies(direction)
         if direction != "response":
@@ -37,6 +71,8 @@ class SchedulerAutoSchema(AutoSchema):
             codes.add(403)
         if "{" in self.path:
             codes.add(404)
+        if method == "GET" and self._is_list_view() and self._get_paginator():
+            codes.add(404)  # ?page= past the last page
         if method in ("POST", "PUT", "PATCH"):
             codes |= {409, 413, 415}
         if method == "DELETE":

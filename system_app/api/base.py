@@ -6,6 +6,7 @@ import re
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import models, transaction
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import fields, mixins, serializers, viewsets
 from rest_framework.serializers import as_serializer_error
 
@@ -94,6 +95,8 @@ class StrictBooleanField(serializers.BooleanField):
         return data
 
 
+# Typed in the schema, so generated clients see a list or an object, not "any".
+@extend_schema_field({"type": "array", "items": {}})
 class JSONListField(StorableJSONField):
     default_error_messages = {"invalid": "Must be a list."}
 
@@ -103,6 +106,7 @@ class JSONListField(StorableJSONField):
         return super().to_internal_value(data)
 
 
+@extend_schema_field({"type": "object", "additionalProperties": {}})
 class JSONObjectField(StorableJSONField):
     default_error_messages = {"invalid": "Must be an object."}
 

@@ -47,7 +47,7 @@ class ValidateResponseSerializer(serializers.Serializer):
 class ApiKeySerializer(serializers.ModelSerializer):
     created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
     permissions = serializers.ListField(
-        child=serializers.ChoiceField(choices=PERMISSIONS), required=False, allow_empty=False
+        child=serializers.ChoiceField(choices=PERMISSIONS), required=False, allow_empty=False, min_length=1
     )
     name = StrictCharField(min_length=1, max_length=100)
     expires_in_days = StrictIntegerField(min_value=1, max_value=3650, required=False, write_only=True)
@@ -115,6 +115,13 @@ class ServiceStatusSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=["healthy", "unhealthy"])
     latency_ms = serializers.FloatField()
     error = serializers.CharField(required=False)
+    engine = serializers.CharField(required=False, help_text="database: sqlite or postgresql")
+    kind = serializers.CharField(required=False, help_text="message queue: in-memory, rabbitmq or redis")
+
+
+class ReadinessCheckSerializer(ServiceStatusSerializer):
+    # The migrations check times nothing: it has a status only.
+    latency_ms = serializers.FloatField(required=False)
 
 
 class HealthSerializer(serializers.Serializer):
@@ -127,7 +134,7 @@ class HealthSerializer(serializers.Serializer):
 
 class ReadinessSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=["ready", "not ready"])
-    checks = serializers.DictField(child=ServiceStatusSerializer())
+    checks = serializers.DictField(child=ReadinessCheckSerializer())
 
 
 class SystemStatsSerializer(serializers.Serializer):

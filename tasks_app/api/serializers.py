@@ -50,7 +50,7 @@ def check_parameters(value):
     return value
 
 
-@extend_schema_field({"type": "array", "items": {"type": "integer"}})
+@extend_schema_field({"type": "array", "items": {"type": "integer", "minimum": 1}})
 class DependencyIdsField(serializers.Field):
     """Task ids; validated with one query, read from prefetched links."""
 
