@@ -5,6 +5,7 @@ SQLite in WAL mode and Dramatiq's in-memory broker. Setting both switches to
 PostgreSQL and RabbitMQ (or Redis) with no code change.
 """
 
+import ipaddress
 import os
 import secrets
 import sys
@@ -66,6 +67,16 @@ def _load():
         raise ConfigError("WORKER_DEAD_AFTER_SECONDS", "must be longer than WORKER_HEARTBEAT_SECONDS")
     config["RUN_OUTPUT_LIMIT_BYTES"] = env.env_int("RUN_OUTPUT_LIMIT_BYTES", 64 * 1024, 1024, 16 * 1024 * 1024)
     config["RUN_RETENTION_DAYS"] = env.env_int("RUN_RETENTION_DAYS", 30, 1, 3650)
+    config["RUN_RETENTION_KEEP_PER_TASK"] = env.env_int("RUN_RETENTION_KEEP_PER_TASK", 10, 0, 100_000)
+    config["EVENT_RETENTION_DAYS"] = env.env_int("EVENT_RETENTION_DAYS", 30, 1, 3650)
+    config["AUDIT_RETENTION_DAYS"] = env.env_int("AUDIT_RETENTION_DAYS", 365, 1, 36500)
+    config["DISPATCHER_METRICS_PORT"] = env.env_int("DISPATCHER_METRICS_PORT", 9108, 0, 65535)
+    config["WORKER_METRICS_PORT"] = env.env_int("WORKER_METRICS_PORT", 9109, 0, 65535)
+    config["METRICS_BIND_ADDRESS"] = env.env_str("METRICS_BIND_ADDRESS", "127.0.0.1")
+    try:
+        ipaddress.ip_address(config["METRICS_BIND_ADDRESS"])
+    except ValueError:
+        raise ConfigError("METRICS_BIND_ADDRESS", f"{config['METRICS_BIND_ADDRESS']!r} is not an IP address") from None
     config["LOG_FORMAT"] = env.env_choice("LOG_FORMAT", ("text", "json"), "text")
     config["LOG_LEVEL"] = env.env_choice("LOG_LEVEL", ("debug", "info", "warning", "error", "critical"), "info")
     config["ENABLED_EXECUTORS"] = env.env_choices("ENABLED_EXECUTORS", EXECUTORS, EXECUTORS)
@@ -272,6 +283,14 @@ WORKER_HEARTBEAT_SECONDS = _config["WORKER_HEARTBEAT_SECONDS"]
 WORKER_DEAD_AFTER_SECONDS = _config["WORKER_DEAD_AFTER_SECONDS"]
 RUN_OUTPUT_LIMIT_BYTES = _config["RUN_OUTPUT_LIMIT_BYTES"]
 RUN_RETENTION_DAYS = _config["RUN_RETENTION_DAYS"]
+RUN_RETENTION_KEEP_PER_TASK = _config["RUN_RETENTION_KEEP_PER_TASK"]
+EVENT_RETENTION_DAYS = _config["EVENT_RETENTION_DAYS"]
+AUDIT_RETENTION_DAYS = _config["AUDIT_RETENTION_DAYS"]
+# The dispatcher and each worker process serve their own /metrics here (0 = off);
+# the web process serves /metrics on its own port.
+DISPATCHER_METRICS_PORT = _config["DISPATCHER_METRICS_PORT"]
+WORKER_METRICS_PORT = _config["WORKER_METRICS_PORT"]
+METRICS_BIND_ADDRESS = _config["METRICS_BIND_ADDRESS"]
 ENABLED_EXECUTORS = _config["ENABLED_EXECUTORS"]
 # A task's command (shell line, URL or dotted path) may be at most this long.
 TASK_COMMAND_MAX_BYTES = 64 * 1024
@@ -282,10 +301,12 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "text": {"()": "system_app.logging.TextFormatter", "format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
         "json": {"()": "system_app.logging.JsonFormatter"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
+    # Adds the run, task and worker ids of system_app.logging.log_context to each record.
+    "filters": {"context": {"()": "system_app.logging.ContextFilter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["context"]}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "INFO"},

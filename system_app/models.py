@@ -130,6 +130,13 @@ class ApiKey(models.Model):
         return self.expires_at is not None and self.expires_at <= timezone.now()
 
 
+class AgedQuerySet(models.QuerySet):
+    def prunable(self, now, days):
+        """Rows older than ``days`` days, which retention deletes (prunehistory
+        and the dispatcher's prune step; the ``at`` index serves it)."""
+        return self.filter(at__lt=now - timedelta(days=days))
+
+
 class AuditEntry(models.Model):
     actor = models.CharField(max_length=255)
     user = models.ForeignKey(
@@ -142,6 +149,8 @@ class AuditEntry(models.Model):
     changes = models.JSONField(default=dict, blank=True)
     ip_address = models.GenericIPAddressField(null=True, blank=True)
     at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    objects = AgedQuerySet.as_manager()
 
     class Meta:
         ordering = ["-at", "-id"]
@@ -166,6 +175,8 @@ class SystemEvent(models.Model):
     message = models.TextField()
     context = models.JSONField(default=dict, blank=True)
     at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    objects = AgedQuerySet.as_manager()
 
     class Meta:
         ordering = ["-at", "-id"]

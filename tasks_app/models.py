@@ -405,6 +405,31 @@ class TaskRunQuerySet(models.QuerySet):
         requested = self.filter(status=RunStatus.RUNNING).update(cancel_requested=True)
         return ended + requested
 
+    def prunable(self, now, days, keep):
+        """Finished runs that retention deletes (manage.py prunehistory and the
+        dispatcher's prune step): completed more than ``days`` days before
+        ``now``, and not among the ``keep`` newest finished runs of their task
+        (newest by scheduled_at, as the API lists them). Active runs are never
+        prunable and do not count towards ``keep``.
+
+        "Not among the newest" is "at least ``keep`` finished runs of the same
+        task are scheduled later": an EXISTS with OFFSET keep - 1 that reads at
+        most ``keep`` index entries per candidate, where a window function would
+        rank every run of the table. (Runs of one task sharing a scheduled_at
+        are rare, and on a tie both are kept: it errs on keeping.) Deleting
+        prunable runs leaves the ``keep`` newest in place, so a kept run never
+        becomes prunable halfway through, whatever order batches go in.
+        """
+        old = self.filter(status__in=FINAL_RUN_STATUSES, completed_at__lt=now - timedelta(days=days))
+        if keep <= 0:
+            return old
+        # One range condition, no OR: the planner walks an index from the
+        # candidate's slot and stops after ``keep`` rows.
+        newer = TaskRun.objects.filter(
+            task_id=OuterRef("task_id"), scheduled_at__gt=OuterRef("scheduled_at"), status__in=FINAL_RUN_STATUSES
+        )
+        return old.filter(Exists(newer.order_by()[keep - 1 : keep]))
+
 
 class TaskRun(models.Model):
     task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="runs")
@@ -463,6 +488,13 @@ class TaskRun(models.Model):
             # rundispatcher, dependency triggers: each upstream's latest completed run.
             models.Index(
                 fields=["task", "-completed_at"], condition=Q(status="completed"), name="run_task_completed_idx"
+            ),
+            # prunehistory and the dispatcher's prune step: finished runs oldest
+            # first, walked in (completed_at, id) order, batch after batch.
+            models.Index(
+                fields=["completed_at", "id"],
+                condition=Q(status__in=[status.value for status in FINAL_RUN_STATUSES]),
+                name="run_prune_idx",
             ),
         ]
 

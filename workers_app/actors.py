@@ -12,6 +12,8 @@ import dramatiq
 from django.db import OperationalError
 from django.utils import timezone
 
+from system_app import metrics
+from system_app.logging import log_context
 from tasks_app.models import TaskRun
 from workers_app import executors, runtime
 
@@ -31,6 +33,12 @@ def _actor_options():
 
 @dramatiq.actor(actor_name="execute_run", queue_name="default", **_actor_options())
 def execute_run(run_id):
+    # Every log line about this run, the executor's included, carries its ids.
+    with log_context(run_id=run_id, worker_id=runtime.worker_id()):
+        _execute_run(run_id)
+
+
+def _execute_run(run_id):
     if runtime.draining():
         # A draining worker takes no new runs; give this one back so the
         # dispatcher enqueues it again at once, for another worker.
@@ -40,14 +48,18 @@ def execute_run(run_id):
     if run is None:
         logger.debug("run %s: nothing to claim (duplicate message or cancelled)", run_id)
         return
-    with runtime.running(run_id):
-        outcome = executors.execute(
-            executors.RunSpec.from_run(run), should_cancel=lambda: runtime.cancel_requested(run_id)
-        )
-    # The run has happened: losing its outcome to a short database outage would
-    # only make recovery declare it lost.
-    if not _retrying(lambda: run.finish(outcome, timezone.now()), f"record the outcome of run {run_id}"):
-        logger.warning("run %s: outcome %s dropped, the run was recovered meanwhile", run_id, outcome.status)
+    metrics.run_started(run)
+    with log_context(task_id=run.task_id):
+        with runtime.running(run_id):
+            outcome = executors.execute(
+                executors.RunSpec.from_run(run), should_cancel=lambda: runtime.cancel_requested(run_id)
+            )
+        # The run has happened: losing its outcome to a short database outage would
+        # only make recovery declare it lost.
+        if not _retrying(lambda: run.finish(outcome, timezone.now()), f"record the outcome of run {run_id}"):
+            logger.warning("run %s: outcome %s dropped, the run was recovered meanwhile", run_id, outcome.status)
+            return
+    metrics.run_finished(outcome.status, run.task.executor, outcome.execution_time)
 
 
 RETRY_DELAYS = (0.1, 0.5, 1.0, 2.0)

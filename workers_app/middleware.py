@@ -16,6 +16,8 @@ from django.conf import settings
 from dramatiq.common import q_name
 from dramatiq.middleware import Middleware
 
+from system_app import metrics
+from system_app.logging import log_context
 from workers_app import runtime
 from workers_app.executors.process import groups
 
@@ -95,12 +97,21 @@ class WorkerLifecycle(Middleware):
     def __init__(self, application_name="scheduler-worker"):
         self.application_name = application_name
         self._stop = threading.Event()
+        self._shutting_down = False
         self._thread = None
         self._worker = None
         self._worker_id = None
         self._cpu = CpuMeter()
 
     # Boot -----------------------------------------------------------------
+
+    def after_process_boot(self, broker):
+        """Serve this worker process's metrics on WORKER_METRICS_PORT. Only the
+        dramatiq CLI emits this hook, once per worker process: a dispatcher's
+        embedded workers are covered by the dispatcher's own endpoint. Of
+        several processes on one machine the first serves, the others log a
+        warning and go on."""
+        metrics.serve(settings.WORKER_METRICS_PORT)
 
     def before_worker_boot(self, broker, worker):
         runtime.set_application_name(self.application_name)
@@ -118,6 +129,7 @@ class WorkerLifecycle(Middleware):
         self._worker = worker
         self._worker_id = runtime.worker_id()
         self._stop.clear()
+        self._shutting_down = False
         try:
             Worker.register(self._worker_id, **self.describe(broker, worker))
         except Exception:
@@ -151,8 +163,9 @@ class WorkerLifecycle(Middleware):
 
     def _heartbeat_loop(self):
         try:
-            while not self._stop.wait(settings.WORKER_HEARTBEAT_SECONDS):
-                self.beat()
+            with log_context(worker_id=self._worker_id):
+                while not self._stop.wait(settings.WORKER_HEARTBEAT_SECONDS):
+                    self.beat()
         finally:
             runtime.close_connections()
 
@@ -177,13 +190,16 @@ class WorkerLifecycle(Middleware):
         if row.status == WorkerStatus.DRAINING and not runtime.draining():
             logger.info("worker %s draining: finishing its runs, taking no new ones", self._worker_id)
             runtime.start_draining()
-        elif row.status == WorkerStatus.ACTIVE and runtime.draining() and not self._stop.is_set():
+        elif row.status == WorkerStatus.ACTIVE and runtime.draining() and not self._shutting_down:
+            # The end of a drain request. Never during a shutdown: a beat that
+            # read the row before it went `draining` would take runs again.
             runtime.stop_draining()
         return row
 
     # Shutdown -------------------------------------------------------------
 
     def before_worker_shutdown(self, broker, worker):
+        self._shutting_down = True
         runtime.start_draining(pause_consumers=False)
         self._set_status("draining")
 

@@ -1,7 +1,7 @@
 """Workers and their heartbeats (SPEC §4)."""
 
 from django.db import models
-from django.db.models import Q
+from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
 
@@ -53,7 +53,12 @@ class Worker(models.Model):
 
         A worker marked ``down`` (for example after a network partition longer
         than WORKER_DEAD_AFTER_SECONDS) comes back as ``active``; a draining
-        worker stays draining. Returns (worker, created).
+        worker stays draining. Returns (worker, created), the row as it is now.
+
+        The update is one conditional UPDATE, not a save() of the row read
+        first: a save would write back the status it read and undo a drain
+        request (Worker.drain) or a shutdown's ``draining`` committed in
+        between, and the worker would go on taking runs.
         """
         now = now or timezone.now()
         metrics = {key: value for key, value in metrics.items() if value is not None}
@@ -69,12 +74,12 @@ class Worker(models.Model):
                 metrics["load_percentage"] = round(
                     100.0 * metrics["current_task_count"] / worker.max_concurrent_tasks, 2
                 )
-            for key, value in metrics.items():
-                setattr(worker, key, value)
-            worker.last_heartbeat = now
-            if worker.status == WorkerStatus.DOWN:
-                worker.status = WorkerStatus.ACTIVE
-            worker.save()
+            cls.objects.filter(pk=worker_id).update(
+                **metrics,
+                last_heartbeat=now,
+                status=Case(When(status=WorkerStatus.DOWN, then=Value(WorkerStatus.ACTIVE)), default=F("status")),
+            )
+            worker.refresh_from_db()
         return worker, created
 
     @classmethod

@@ -15,6 +15,7 @@ from django.db import transaction
 from django.db.models import Case, IntegerField, Value, When
 from django.db.models.functions import Coalesce
 
+from system_app import metrics
 from tasks_app.dispatcher.common import batch_size as default_batch_size
 from tasks_app.dispatcher.common import claim
 from tasks_app.models import PRIORITY_LEVELS, Priority, RunStatus, TaskRun
@@ -92,9 +93,11 @@ def enqueue_ready_runs(now, batch_size=None, broker=None):
     try:
         publish(broker or dramatiq.get_broker(), rows)
     except PublishError as error:
+        metrics.runs_enqueued(rows[: error.sent])
         unsent = [row[0] for row in rows[error.sent :]]
         TaskRun.objects.filter(pk__in=unsent, status=RunStatus.DISPATCHED, dispatched_at=now).update(
             status=RunStatus.PENDING, dispatched_at=None
         )
         raise
+    metrics.runs_enqueued(rows)
     return True

@@ -12,10 +12,16 @@
   times, so two dispatchers deciding the same thing hit the unique slot
   constraint instead of starting it twice. Paused upstreams are left out; if
   all are paused, nothing triggers.
+* "Its own last run" is when that run started, if later than its scheduled_at,
+  and a task with a run not started yet (pending or dispatched) is not
+  triggered at all: such a run starts after the upstream completions it waited
+  for, so it already answers them. Without this, a manual run held by the gate
+  ran, and the completion that released it triggered a second run.
 """
 
 from django.db import transaction
 from django.db.models import Exists, OuterRef, Q, Subquery
+from django.db.models.functions import Coalesce, Greatest
 
 from tasks_app.dispatcher.common import batch_size as default_batch_size
 from tasks_app.dispatcher.common import claim, event, save_events
@@ -95,8 +101,12 @@ def trigger_dependents(now, batch_size=None):
     created, after = 0, 0
     has_links = TaskDependency.objects.filter(task_id=OuterRef("pk"))
     own_latest = (
-        TaskRun.objects.filter(task_id=OuterRef("pk")).order_by("-scheduled_at", "-id").values("scheduled_at")[:1]
+        TaskRun.objects.filter(task_id=OuterRef("pk"))
+        .order_by("-scheduled_at", "-id")
+        .annotate(since=Greatest("scheduled_at", Coalesce("started_at", "scheduled_at")))
+        .values("since")[:1]
     )
+    not_started = TaskRun.objects.filter(task_id=OuterRef("pk"), status__in=(RunStatus.PENDING, RunStatus.DISPATCHED))
     dependency_only = Q(schedule__isnull=True) | Q(schedule="")
     while True:
         with transaction.atomic():
@@ -104,6 +114,7 @@ def trigger_dependents(now, batch_size=None):
                 claim(
                     Task.objects.filter(dependency_only, status=TaskStatus.ACTIVE, pk__gt=after)
                     .filter(Exists(has_links))
+                    .exclude(Exists(not_started))
                     .order_by("pk")
                     .only("id", "name", "created_at", "concurrency_policy")
                     .annotate(own_latest=Subquery(own_latest))

@@ -16,8 +16,9 @@ from datetime import timedelta
 from django.conf import settings
 from django.utils import timezone
 
+from system_app import metrics
 from system_app.models import EventLevel
-from tasks_app.dispatcher import enqueueing, gating, planning, recovery, retries
+from tasks_app.dispatcher import enqueueing, gating, planning, recovery, retention, retries
 from tasks_app.dispatcher.common import event, save_events
 from tasks_app.dispatcher.wakeup import Wakeup
 from tasks_app.models import RunStatus, Task, TaskRun, TaskStatus
@@ -42,6 +43,8 @@ class Dispatcher:
         self.stopping = False
         self._last_recovery = None
         self._last_error_event = {}
+        # Due an hour apart; deletes for a short slice per pass (retention.py).
+        self.prune = retention.PruneStep()
         size = self.batch_size
         self.steps = {
             "recover_workers": recovery.recover_lost_workers,
@@ -52,6 +55,7 @@ class Dispatcher:
             "trigger_dependents": lambda now: gating.trigger_dependents(now, size),
             "gate": lambda now: gating.open_gates(now, size),
             "enqueue": lambda now: enqueueing.enqueue_ready_runs(now, size, self.broker),
+            "prune": lambda now: self.prune(now),
         }
 
     def stop(self):
@@ -81,6 +85,8 @@ class Dispatcher:
                 break
         for name in ("trigger_dependents", "gate", "enqueue"):
             done[name] += self._drain(name)
+        done["prune"] += self._drain("prune", limit=1)
+        metrics.DISPATCHER_PASS.observe(time.monotonic() - monotonic)
         return done
 
     def _drain(self, name, limit=None):

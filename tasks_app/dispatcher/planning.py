@@ -33,6 +33,8 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import transaction
 
+from system_app import metrics
+from system_app.logging import log_context
 from system_app.models import EventLevel
 from tasks_app import schedules
 from tasks_app.dispatcher import sql
@@ -238,7 +240,8 @@ def plan_due_tasks(now, batch_size=None):
             try:
                 plan = plan_task(task, now, task.id in active)
             except Exception as error:  # one bad row must not stop the others
-                logger.exception("planning task %s failed; pushed forward", task.id)
+                with log_context(task_id=task.id):
+                    logger.exception("planning task %s failed; pushed forward", task.id)
                 plan = Plan(next_at=now + PUSH_FORWARD)
                 plan.event = _failure_event(task, error)
             plans.append((task, plan))
@@ -249,6 +252,8 @@ def plan_due_tasks(now, batch_size=None):
             logger.exception("writing a planned batch failed; writing it task by task")
             _write_one_by_one(plans, now)
         save_events([plan.event for _task, plan in plans if plan.event is not None])
+    runs = [status for _task, plan in plans for _fire, status, _reason in plan.runs]
+    metrics.runs_planned(pending=runs.count(RunStatus.PENDING), skipped=runs.count(RunStatus.SKIPPED))
     return True
 
 
@@ -272,7 +277,8 @@ def _write_one_by_one(plans, now):
             with transaction.atomic():
                 _write([(task, plan)], now)
         except Exception as error:
-            logger.exception("writing the runs of task %s failed; pushed forward", task.id)
+            with log_context(task_id=task.id):
+                logger.exception("writing the runs of task %s failed; pushed forward", task.id)
             Task.objects.filter(pk=task.id).update(next_run_at=now + PUSH_FORWARD)
             failed = Plan(next_at=now + PUSH_FORWARD)
             failed.event = _failure_event(task, error)

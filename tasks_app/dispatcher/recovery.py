@@ -12,6 +12,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 
+from system_app import metrics
 from system_app.models import EventLevel
 from tasks_app.dispatcher.common import batch_size as default_batch_size
 from tasks_app.dispatcher.common import claim, event, save_events
@@ -83,6 +84,8 @@ def recover_lost_workers(now):
                     )
                 )
         save_events(events)
+    metrics.recovered("worker_down", len(stale))
+    metrics.runs_recovered("run_worker_lost", RunStatus.FAILED, [row[0] for row in lost])
     return bool(stale or lost)
 
 
@@ -115,6 +118,7 @@ def redispatch_stuck_runs(now, batch_size=None, broker=None):
         # They stay dispatched and come back here in REDISPATCH_AFTER.
         logger.warning("re-enqueueing stuck runs failed", exc_info=True)
         raise
+    metrics.recovered("run_redispatched", len(rows))
     return True
 
 
@@ -155,6 +159,7 @@ def expire_overdue_runs(now):
                 )
             )
         save_events(events)
+    metrics.runs_recovered("run_timeout", RunStatus.TIMEOUT, [row[0] for row in overdue])
     return changed > 0
 
 
@@ -173,4 +178,5 @@ def release_lost_in_memory_runs(now):
                 )
             ]
         )
+    metrics.recovered("run_broker_restart", released)
     return released

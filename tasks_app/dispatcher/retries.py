@@ -14,6 +14,7 @@ import random
 
 from django.db import transaction
 
+from system_app import metrics
 from tasks_app.dispatcher.common import batch_size as default_batch_size
 from tasks_app.dispatcher.common import claim, event, save_events
 from tasks_app.models import TaskRun, Trigger, retry_delay
@@ -66,4 +67,5 @@ def schedule_retries(now, batch_size=None):
         TaskRun.objects.bulk_create(attempts, ignore_conflicts=True)
         TaskRun.objects.filter(pk__in=[run.pk for run in runs], followed_up=False).update(followed_up=True)
         save_events(events)
+    metrics.RETRIES.inc(len(attempts))
     return True

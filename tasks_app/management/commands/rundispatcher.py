@@ -20,6 +20,7 @@ from django.core.management.base import BaseCommand, CommandError
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.common import q_name
 
+from system_app import metrics
 from tasks_app.dispatcher.loop import Dispatcher
 from tasks_app.dispatcher.recovery import release_lost_in_memory_runs
 from tasks_app.dispatcher.wakeup import make_wakeup
@@ -78,6 +79,9 @@ class Command(BaseCommand):
                 dispatcher.tick,
                 embedded_workers,
             )
+            if not once:
+                # One endpoint per process: embedded workers report through it too.
+                metrics.serve(settings.DISPATCHER_METRICS_PORT)
             if once:
                 done = dispatcher.run_pass(force_recovery=True)
                 if worker is not None and in_memory:
