@@ -523,6 +523,15 @@ class TaskRun(models.Model):
         self.refresh_from_db()
         return bool(ended or requested)
 
+    @classmethod
+    def record_output(cls, run_id, stdout, stderr):
+        """Store the output so far of a run still going, for its live page.
+
+        Conditional on ``running``: a late report never overwrites the output
+        that finish() recorded.
+        """
+        return cls.objects.filter(pk=run_id, status=RunStatus.RUNNING).update(stdout=stdout, stderr=stderr)
+
     def retry(self, now=None):
         """A new manual attempt of a finished, unsuccessful run (POST /runs/{id}/retry).
 

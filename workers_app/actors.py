@@ -52,7 +52,9 @@ def _execute_run(run_id):
     with log_context(task_id=run.task_id):
         with runtime.running(run_id):
             outcome = executors.execute(
-                executors.RunSpec.from_run(run), should_cancel=lambda: runtime.cancel_requested(run_id)
+                executors.RunSpec.from_run(run),
+                should_cancel=lambda: runtime.cancel_requested(run_id),
+                report_output=lambda stdout, stderr: TaskRun.record_output(run_id, stdout, stderr),
             )
         # The run has happened: losing its outcome to a short database outage would
         # only make recovery declare it lost.

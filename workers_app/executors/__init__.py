@@ -27,6 +27,8 @@ from workers_app import runtime
 logger = logging.getLogger(__name__)
 
 CANCEL_POLL_SECONDS = 0.5
+# How often a running shell command's output so far is written to its run.
+OUTPUT_REPORT_SECONDS = 1.0
 
 
 @dataclass
@@ -70,8 +72,13 @@ class RunSpec:
         )
 
 
-def execute(spec, should_cancel=None):
-    """Run ``spec`` with its executor and always return an Outcome, never raise."""
+def execute(spec, should_cancel=None, report_output=None):
+    """Run ``spec`` with its executor and always return an Outcome, never raise.
+
+    ``report_output(stdout, stderr)``, when given, receives the output tails
+    of a run still going, at most every OUTPUT_REPORT_SECONDS, so its page
+    can follow it live.
+    """
     from workers_app.executors import http, python, shell
 
     runners = {"shell": shell.run, "http": http.run, "python": python.run}
@@ -90,7 +97,7 @@ def execute(spec, should_cancel=None):
     if runner is None:
         return Outcome(status="failed", error_message=f"unknown executor {spec.executor!r}", execution_time=0.0)
     try:
-        outcome = runner(spec, _guarded(should_cancel))
+        outcome = runner(spec, _guarded(should_cancel), report_output=_guarded_report(report_output))
     except Exception as error:  # an executor bug must not leave the run "running"
         logger.exception("executor %s crashed on run %s", spec.executor, spec.run_id)
         outcome = Outcome(
@@ -114,6 +121,20 @@ def _guarded(should_cancel):
             return False
 
     return check
+
+
+def _guarded_report(report_output):
+    """A failing output report (the database blinked) is skipped, not fatal."""
+
+    def report(stdout, stderr):
+        if report_output is None:
+            return
+        try:
+            report_output(stdout, stderr)
+        except Exception:
+            logger.warning("output report failed", exc_info=True)
+
+    return report
 
 
 DONE, TIMED_OUT, CANCELLED = "done", "timeout", "cancelled"

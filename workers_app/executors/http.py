@@ -41,7 +41,7 @@ def status_ok(status, expected):
     return 200 <= status < 300
 
 
-def run(spec, should_cancel):
+def run(spec, should_cancel, report_output=None):
     parameters = spec.parameters or {}
     body = TailBuffer(spec.output_limit)
     try:

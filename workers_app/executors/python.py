@@ -73,7 +73,7 @@ def _shorten(value):
     return text if len(text) <= RESULT_REPR_CHARS else text[: RESULT_REPR_CHARS - 1] + "…"
 
 
-def run(spec, should_cancel):
+def run(spec, should_cancel, report_output=None):
     stdout, stderr = TailBuffer(spec.output_limit), TailBuffer(spec.output_limit)
     try:
         function = resolve(spec.command)

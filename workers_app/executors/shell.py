@@ -8,7 +8,7 @@ import subprocess
 import threading
 import time
 
-from workers_app.executors import CANCEL_POLL_SECONDS, Outcome
+from workers_app.executors import CANCEL_POLL_SECONDS, OUTPUT_REPORT_SECONDS, Outcome
 from workers_app.executors.output import TailBuffer
 from workers_app.executors.process import KILL_GRACE_SECONDS, group_alive, groups, terminate_group
 
@@ -44,7 +44,7 @@ def _pump(stream, buffer):
             stream.close()
 
 
-def run(spec, should_cancel):
+def run(spec, should_cancel, report_output=None):
     parameters = spec.parameters or {}
     line = command_line(spec.command, spec.arguments)
     stdout, stderr = TailBuffer(spec.output_limit), TailBuffer(spec.output_limit)
@@ -73,6 +73,7 @@ def run(spec, should_cancel):
     try:
         deadline = started + spec.timeout_seconds
         next_check = started + CANCEL_POLL_SECONDS
+        next_report, reported = started + OUTPUT_REPORT_SECONDS, 0
         while True:
             now = time.monotonic()
             try:
@@ -89,6 +90,10 @@ def run(spec, should_cancel):
                 if should_cancel():
                     ended_by = "cancel"
                     break
+            if report_output and now >= next_report and stdout.total + stderr.total != reported:
+                reported = stdout.total + stderr.total
+                next_report = now + OUTPUT_REPORT_SECONDS
+                report_output(stdout.text(), stderr.text())
         if ended_by:
             # A cancel must end the run within 2 s (SPEC §4), polling included.
             terminate_group(process, grace=CANCEL_KILL_GRACE_SECONDS if ended_by == "cancel" else KILL_GRACE_SECONDS)
