@@ -58,6 +58,9 @@ class Command(BaseCommand):
                 "4",
                 "--access-logfile",
                 "-",
+                # Several schedulers on one machine (tests, a second checkout)
+                # would otherwise fight over ~/.gunicorn/gunicorn.ctl.
+                "--no-control-socket",
             ],
             cwd=settings.BASE_DIR,
         )
