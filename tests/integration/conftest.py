@@ -1,0 +1,156 @@
+"""Fixtures of the integration suite.
+
+One private PostgreSQL and one private RabbitMQ for this folder (tests/services.py),
+the schema migrated into that PostgreSQL by ``manage.py migrate``, and a running
+scheduler that the tests share: one ``rundispatcher`` and two ``rundramatiq``
+workers. Each test makes its own tasks; a test that needs more processes (a
+second dispatcher, workers to kill) starts them with ``spawn``, which stops them
+when the test ends. Every process is stopped in a finalizer, pass or fail.
+
+Missing server binaries skip the suite on a developer machine and fail it in CI
+(``CI=true``), where a skipped integration test would hide a broken setup.
+"""
+
+import atexit
+import contextlib
+import os
+import signal
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from tests.integration.support import Cluster, Database, group_members, kill_group, pid_alive
+from tests.services import PostgresServer, RabbitMQServer, ServiceError, random_secret_key, start_all, stop_all
+
+
+def in_ci():
+    return os.environ.get("CI", "").lower() == "true"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Modules with ``RUNS_LAST = True`` (they restart a shared server) run after
+    the other tests of this folder, so a failure there cannot spill into
+    unrelated tests. Tests outside this folder keep their places."""
+    here = Path(__file__).parent
+    slots = [index for index, item in enumerate(items) if here in Path(str(item.path)).parents]
+    ours = sorted(
+        (items[index] for index in slots),
+        key=lambda item: bool(getattr(getattr(item, "module", None), "RUNS_LAST", False)),
+    )
+    for index, item in zip(slots, ours, strict=True):
+        items[index] = item
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    cluster = item.funcargs.get("cluster") if hasattr(item, "funcargs") else None
+    if report.failed and cluster is not None:
+        report.sections.append(("scheduler process logs (tails)", cluster.tails()))
+    return report
+
+
+@pytest.fixture(scope="package")
+def servers():
+    """(PostgresServer, RabbitMQServer), started in parallel."""
+    missing = [reason for reason in (PostgresServer.missing_reason(), RabbitMQServer.missing_reason()) if reason]
+    if missing:
+        if in_ci():
+            pytest.fail("CI=true but " + "; ".join(missing), pytrace=False)
+        pytest.skip("; ".join(missing))
+    pg, mq = PostgresServer(), RabbitMQServer()
+    try:
+        start_all([pg, mq])
+    except (ServiceError, OSError) as error:
+        pytest.fail(f"could not start the integration servers: {error}", pytrace=False)
+    try:
+        yield pg, mq
+    finally:
+        stop_all([pg, mq])
+
+
+@pytest.fixture(scope="package")
+def cluster(servers, tmp_path_factory):
+    """Starts and stops the scheduler's processes; the schema is migrated first."""
+    pg, mq = servers
+    cluster = Cluster(pg.url, mq.url, random_secret_key(), tmp_path_factory.mktemp("process-logs"))
+    atexit.register(cluster.stop_all)  # an interrupted session must not leave processes behind
+    try:
+        result = cluster.manage("migrate", "--noinput")
+        if result.returncode != 0:
+            pytest.fail(f"manage.py migrate failed:\n{result.stdout}\n{result.stderr}", pytrace=False)
+        yield cluster
+    finally:
+        cluster.stop_all()
+        atexit.unregister(cluster.stop_all)
+
+
+@pytest.fixture(scope="package")
+def db(cluster, servers):
+    database = Database(servers[0].url)
+    yield database
+    database.close()
+
+
+@pytest.fixture(scope="package")
+def scheduler(cluster, db):
+    """The shared scheduler: dispatcher d1 and workers it-w1, it-w2 (queue default, 4 threads each)."""
+    dispatcher = cluster.start_dispatcher("d1")
+    workers = [cluster.start_worker("it-w1"), cluster.start_worker("it-w2")]
+    cluster.wait_ready(db, dispatcher, *workers)
+    return SimpleNamespace(dispatcher=dispatcher, workers=workers)
+
+
+@pytest.fixture
+def spawn(cluster, db):
+    """Start more processes for one test; they are stopped when it ends."""
+    started = []
+
+    def dispatcher(name):
+        process = cluster.start_dispatcher(name)
+        started.append(process)
+        return process
+
+    def worker(worker_id, **kwargs):
+        process = cluster.start_worker(worker_id, **kwargs)
+        started.append(process)
+        return process
+
+    yield SimpleNamespace(dispatcher=dispatcher, worker=worker)
+    for process in reversed(started):
+        cluster.stop(process)
+
+
+@pytest.fixture
+def leftovers():
+    """Processes a test's commands may leave behind (a product bug, or a run whose
+    worker was killed): the test lists their pids, the fixture kills what is
+    still alive, the whole group when the pid leads one."""
+    pids = []
+    yield pids
+    for pid in pids:
+        if group_members(pid):
+            kill_group(pid, grace=1.0)
+        elif pid_alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture(autouse=True)
+def _quiet_after_test(request):
+    """After each test, its schedules stop firing and its runs stop running, so
+    the next test starts with idle workers."""
+    yield
+    if "db" not in request.fixturenames:
+        return
+    database = request.getfixturevalue("db")
+    database.execute(
+        "UPDATE tasks_app_task SET status = 'paused', next_run_at = NULL "
+        "WHERE status = 'active' AND schedule IS NOT NULL"
+    )
+    database.execute(
+        "UPDATE tasks_app_taskrun SET status = 'cancelled', completed_at = now(), cancel_requested = true, "
+        "error_message = 'cleanup after the test' WHERE status IN ('pending', 'dispatched')"
+    )
+    database.execute("UPDATE tasks_app_taskrun SET cancel_requested = true WHERE status = 'running'")
