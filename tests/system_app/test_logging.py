@@ -114,7 +114,7 @@ def test_it_logs_the_ids_of_the_run_an_actor_executes(capture, monkeypatch):
     logger, stream, _format = capture
     run = TaskRunFactory(task=TaskFactory(), status=RunStatus.DISPATCHED, dispatched_at=timezone.now())
 
-    def execute(spec, should_cancel):
+    def execute(spec, should_cancel, report_output=None):
         logger.info("executing")
         return executors.Outcome(status=RunStatus.COMPLETED, exit_code=0)
 
