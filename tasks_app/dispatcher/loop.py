@@ -77,8 +77,12 @@ class Dispatcher:
             for name in ("recover_workers", "expire_overdue", "redispatch_stuck"):
                 done[name] += self._drain(name)
         done["retry"] += self._drain("retry")
+        # Plan only the fires due when the pass began: a dispatcher that falls
+        # behind a flood of fires still ends its pass and gets to recovery,
+        # retries and dependencies; the later fires are the next pass's.
+        plan_until = self.clock()
         while not self.stopping:
-            planned = self._drain("plan", limit=1)
+            planned = self._drain("plan", limit=1, now=plan_until)
             done["plan"] += planned
             done["enqueue"] += self._drain("enqueue")
             if not planned:
@@ -89,12 +93,12 @@ class Dispatcher:
         metrics.DISPATCHER_PASS.observe(time.monotonic() - monotonic)
         return done
 
-    def _drain(self, name, limit=None):
+    def _drain(self, name, limit=None, now=None):
         """Run step ``name`` until it finds no work (or ``limit`` batches)."""
         batches = 0
         while not self.stopping and (limit is None or batches < limit):
             try:
-                if not self.steps[name](self.clock()):
+                if not self.steps[name](now or self.clock()):
                     break
             except Exception as error:
                 self._report(name, error)
