@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from tests.benchmarks.benchlib import NEUTRAL_BY_TYPE  # noqa: E402
 from tests.services import PostgresServer, free_port, port_accepts, random_secret_key  # noqa: E402
 
 TARGET_P99_MS = 50.0
@@ -109,22 +110,6 @@ KNOWN_EXTRA = {
         "dependencies_met": "true",  # historical runs were all let through
         "followed_up": "true",  # and their retries, if any, were looked at
     },
-}
-NEUTRAL_BY_TYPE = {
-    "boolean": "false",
-    "smallint": "0",
-    "integer": "0",
-    "bigint": "0",
-    "numeric": "0",
-    "real": "0",
-    "double precision": "0",
-    "text": "''",
-    "character varying": "''",
-    "jsonb": "'{}'::jsonb",
-    "json": "'{}'::json",
-    "timestamp with time zone": "now()",
-    "date": "current_date",
-    "uuid": "gen_random_uuid()",
 }
 
 
