@@ -30,6 +30,7 @@ from django.views.decorators.http import require_GET
 
 from system_app.admin import json_admin_view
 from system_app.models import user_permissions
+from system_app.stats import count_by
 from tasks_app.models import RunStatus, Task, TaskRun, percentile
 from workers_app.models import Worker, WorkerStatus
 
@@ -80,7 +81,7 @@ def dashboard_data(now=None):
     per_minute, totals = _runs_per_minute(start, now)
     finished = sum(totals[status] for status in FINISHED_STATUSES)
     workers = _workers(now)
-    tasks = _count_by(Task.objects.all(), "status")
+    tasks = count_by(Task.objects.all(), "status")
     return {
         "generated_at": now,
         "refresh_seconds": REFRESH_SECONDS,
@@ -110,10 +111,6 @@ def cached_dashboard_data():
         data = dashboard_data()
         cache.set(CACHE_KEY, data, CACHE_SECONDS)
     return data
-
-
-def _count_by(queryset, field):
-    return dict(queryset.order_by().values_list(field).annotate(n=Count("id")).values_list(field, "n"))
 
 
 def _rate(part, whole):
@@ -232,7 +229,7 @@ def _queues(now):
 
 
 def _workers(now):
-    counts = _count_by(Worker.objects.all(), "status")
+    counts = count_by(Worker.objects.all(), "status")
     rank = Case(
         When(status=WorkerStatus.ACTIVE, then=Value(0)),
         When(status=WorkerStatus.DRAINING, then=Value(1)),

@@ -11,7 +11,8 @@ LAG_SAMPLE = 10_000
 
 
 def count_by(queryset, field):
-    return dict(queryset.values_list(field).annotate(n=Count("id")).values_list(field, "n"))
+    """{value of ``field``: rows}, in one grouped query."""
+    return dict(queryset.order_by().values_list(field).annotate(n=Count("id")).values_list(field, "n"))
 
 
 def system_stats(now):
