@@ -199,3 +199,34 @@ def parse_broker_url(name, url):
     if scheme in ("redis", "rediss"):
         return "redis"
     raise ConfigError(name, f"unsupported scheme {scheme!r} (use amqp:// or redis://)")
+
+
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+
+
+def env_proxy_ssl_header(name, environ=None):
+    """``X-Forwarded-Proto,https`` as Django's ``SECURE_PROXY_SSL_HEADER`` tuple, or None.
+
+    Only set it behind a proxy that always sets (or strips) this header: a
+    client that reaches the web server directly could send it itself.
+    """
+    value = _raw(name, environ)
+    if value in (None, ""):
+        return None
+    header, _, expected = (part.strip() for part in value.partition(","))
+    if not _HEADER_NAME.match(header) or not expected or "," in expected:
+        raise ConfigError(name, f"{value!r} is not a header and value like X-Forwarded-Proto,https")
+    meta = header.upper().replace("-", "_")
+    if not meta.startswith("HTTP_"):
+        meta = "HTTP_" + meta
+    return (meta, expected)
+
+
+def env_token(name, min_length=16, environ=None):
+    """A bearer token: empty (off) or at least ``min_length`` printable characters without spaces."""
+    value = _raw(name, environ)
+    if value in (None, ""):
+        return ""
+    if len(value) < min_length or not value.isprintable() or any(char.isspace() for char in value):
+        raise ConfigError(name, f"must be at least {min_length} printable characters without spaces")
+    return value

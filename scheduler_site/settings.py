@@ -5,6 +5,7 @@ SQLite in WAL mode and Dramatiq's in-memory broker. Setting both switches to
 PostgreSQL and RabbitMQ (or Redis) with no code change.
 """
 
+import contextlib
 import ipaddress
 import os
 import secrets
@@ -21,14 +22,53 @@ VERSION = "0.1.0"
 EXECUTORS = ("shell", "http", "python")
 
 
+def _private_dir(path):
+    """``var/`` holds the secret key and the SQLite database: owner only (0700)."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(OSError):  # not ours to change: leave it as it is
+        path.chmod(0o700)
+
+
+def _private_file(path):
+    """Create ``path`` 0600 if missing, or narrow it to 0600 if it is ours.
+
+    SQLite gives its -wal and -shm files the database file's mode, so a
+    database created here keeps them private too.
+    """
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    with contextlib.suppress(OSError):
+        path.chmod(0o600)
+
+
 def _persistent_secret_key(path):
-    """Embedded mode only: a random key kept beside the SQLite database."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Embedded or DEBUG mode without SECRET_KEY: a random key kept in ``var/``.
+
+    Never a fixed key: a key published in the source signs anybody's sessions
+    and tokens on every installation that forgot to set one.
+    """
+    _private_dir(path.parent)
     if not path.exists():
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(secrets.token_urlsafe(50))
+    _private_file(path)
     return path.read_text().strip()
+
+
+def _private_sqlite(database, data_dir):
+    """The SQLite database file (and so its -wal/-shm files) is created 0600."""
+    if not database["ENGINE"].endswith("sqlite3"):
+        return
+    path = Path(database["NAME"])
+    if path.parent == data_dir:
+        _private_dir(data_dir)
+    if path.parent.is_dir():
+        _private_file(path)
+        for suffix in ("-wal", "-shm"):
+            sidecar = path.with_name(path.name + suffix)
+            if sidecar.exists():
+                _private_file(sidecar)
 
 
 def _load():
@@ -37,14 +77,21 @@ def _load():
     config["DEBUG"] = env.env_bool("DEBUG", False)
     database_url = env.env_str("DATABASE_URL")
     config["DATABASE"] = env.parse_database_url("DATABASE_URL", database_url, data_dir / "scheduler.sqlite3")
+    try:
+        _private_sqlite(config["DATABASE"], data_dir)
+    except OSError as error:
+        raise ConfigError("DATABASE_URL", f"cannot create the SQLite database file: {error.strerror}") from None
     config["BROKER_URL"] = env.env_str("BROKER_URL")
     config["BROKER_KIND"] = env.parse_broker_url("BROKER_URL", config["BROKER_URL"])
     secret_key = env.env_str("SECRET_KEY")
     if not secret_key:
-        if config["DEBUG"]:
-            secret_key = "dev-insecure-secret-key-do-not-use-in-production"
-        elif not database_url:
-            secret_key = _persistent_secret_key(data_dir / "secret_key")
+        if config["DEBUG"] or not database_url:
+            try:
+                secret_key = _persistent_secret_key(data_dir / "secret_key")
+            except OSError as error:
+                raise ConfigError(
+                    "SECRET_KEY", f"unset, and no random key can be kept in var/: {error.strerror}"
+                ) from None
         else:
             raise ConfigError("SECRET_KEY", "required when DEBUG is off and DATABASE_URL is set")
     elif len(secret_key) < 32 and not config["DEBUG"]:
@@ -80,6 +127,12 @@ def _load():
     config["LOG_FORMAT"] = env.env_choice("LOG_FORMAT", ("text", "json"), "text")
     config["LOG_LEVEL"] = env.env_choice("LOG_LEVEL", ("debug", "info", "warning", "error", "critical"), "info")
     config["ENABLED_EXECUTORS"] = env.env_choices("ENABLED_EXECUTORS", EXECUTORS, EXECUTORS)
+    config["TRUSTED_PROXY_COUNT"] = env.env_int("TRUSTED_PROXY_COUNT", 0, 0, 10)
+    config["LOGIN_FAILURE_LIMIT"] = env.env_int("LOGIN_FAILURE_LIMIT", 10, 1, 1000)
+    config["METRICS_TOKEN"] = env.env_token("METRICS_TOKEN")
+    config["SECURE_HSTS_SECONDS"] = env.env_int("SECURE_HSTS_SECONDS", 0, 0, 2 * 365 * 24 * 3600)
+    config["SECURE_SSL_REDIRECT"] = env.env_bool("SECURE_SSL_REDIRECT", False)
+    config["SECURE_PROXY_SSL_HEADER"] = env.env_proxy_ssl_header("SECURE_PROXY_SSL_HEADER")
     return config
 
 
@@ -107,6 +160,8 @@ INSTALLED_APPS = [
     "rest_framework_simplejwt.token_blacklist",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "csp",
     "django_prometheus",
     "django_dramatiq",
     "system_app",
@@ -118,6 +173,7 @@ MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "system_app.middleware.ApiGuardMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -184,6 +240,43 @@ if not DEBUG:
     SESSION_COOKIE_SECURE = env.env_bool("SESSION_COOKIE_SECURE", False)
     CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 
+# HTTPS (SPEC §8 "Web"): all off by default, since `make run` serves plain HTTP.
+SECURE_HSTS_SECONDS = _config["SECURE_HSTS_SECONDS"]
+SECURE_SSL_REDIRECT = _config["SECURE_SSL_REDIRECT"]
+SECURE_PROXY_SSL_HEADER = _config["SECURE_PROXY_SSL_HEADER"]
+# Load balancers probe these over plain HTTP.
+SECURE_REDIRECT_EXEMPT = [r"^health$", r"^ready$"]
+
+# One policy for every response (django-csp): scripts only from this origin and
+# never inline, so injected markup cannot run code. Styles may be inline: the
+# admin's status colours, the dashboard's legends, Swagger UI and ReDoc set
+# style attributes. Images may be data: URIs (Swagger UI's icons); ReDoc
+# starts a web worker from a blob: URL.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'", "data:"],
+        "worker-src": ["'self'", "blob:"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
+
+# The client address of logins, throttles, API_IP_ALLOWLIST and the audit log
+# (system_app.addresses): X-Forwarded-For is honoured for this many proxies only.
+TRUSTED_PROXY_COUNT = _config["TRUSTED_PROXY_COUNT"]
+# Failed logins of one username from one address within 15 minutes before
+# further attempts get 429 (system_app.logins.LoginFailure).
+LOGIN_FAILURE_LIMIT = _config["LOGIN_FAILURE_LIMIT"]
+# When set, GET /metrics needs "Authorization: Bearer <METRICS_TOKEN>".
+METRICS_TOKEN = _config["METRICS_TOKEN"]
+
 CORS_ALLOWED_ORIGINS = _config["CORS_ALLOWED_ORIGINS"]
 CORS_URLS_REGEX = r"^/api/.*$"
 CORS_ALLOW_CREDENTIALS = False
@@ -208,6 +301,7 @@ REST_FRAMEWORK = {
         if _config["API_THROTTLE_RATE"]
         else []
     ),
+    "NUM_PROXIES": TRUSTED_PROXY_COUNT,
     "DEFAULT_THROTTLE_RATES": {"user": _config["API_THROTTLE_RATE"], "anon": _config["API_THROTTLE_RATE"]},
     "EXCEPTION_HANDLER": "system_app.exceptions.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "system_app.schema.SchedulerAutoSchema",
@@ -222,6 +316,8 @@ SIMPLE_JWT = {
     "ROTATE_REFRESH_TOKENS": True,
     "BLACKLIST_AFTER_ROTATION": True,
     "UPDATE_LAST_LOGIN": True,
+    # Tokens carry a digest of the password hash: a password change ends them.
+    "CHECK_REVOKE_TOKEN": True,
     "AUTH_HEADER_TYPES": ("Bearer",),
     "SIGNING_KEY": SECRET_KEY,
 }
@@ -254,6 +350,10 @@ SPECTACULAR_SETTINGS = {
     },
     "SECURITY": [{"bearerAuth": []}],
     "AUTHENTICATION_WHITELIST": [],
+    # Swagger UI and ReDoc from drf-spectacular-sidecar's static files: no CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # Dramatiq: the broker is chosen by BROKER_URL; only the dispatcher publishes.

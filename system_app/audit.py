@@ -1,10 +1,11 @@
 """Recording writes in the audit log (every write through the API or the admin)."""
 
+from system_app.addresses import client_address
 from system_app.models import ApiKey, AuditEntry
 
 
 def client_ip(request):
-    return request.META.get("REMOTE_ADDR") or None
+    return client_address(request) or None
 
 
 def actor_of(request):

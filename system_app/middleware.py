@@ -6,6 +6,7 @@ import logging
 
 from django.conf import settings
 
+from system_app.addresses import client_address
 from system_app.exceptions import error_response
 
 logger = logging.getLogger("scheduler.api")
@@ -28,7 +29,7 @@ class ApiGuardMiddleware:
         return response
 
     def refuse(self, request):
-        if settings.API_IP_ALLOWLIST and not self.address_allowed(request.META.get("REMOTE_ADDR", "")):
+        if settings.API_IP_ALLOWLIST and not self.address_allowed(client_address(request)):
             return error_response(403, "Your address is not in API_IP_ALLOWLIST.")
         length = request.META.get("CONTENT_LENGTH") or "0"
         try:

@@ -188,3 +188,8 @@ class SystemEvent(models.Model):
     @classmethod
     def record(cls, source, message, level=EventLevel.INFO, **context):
         return cls.objects.create(source=source, message=message, level=level, context=context)
+
+
+# The login lockout and refresh-token families live in their own module;
+# importing them here registers them with the app.
+from system_app.logins import LoginFailure, RefreshTokenFamily  # noqa: E402, F401

@@ -1,7 +1,17 @@
 from rest_framework.throttling import AnonRateThrottle, UserRateThrottle
 
+from system_app.addresses import client_address
 
-class ApiUserThrottle(UserRateThrottle):
+
+class ClientAddressMixin:
+    """Anonymous buckets are keyed by system_app.addresses.client_address, so a
+    made-up X-Forwarded-For does not open a fresh bucket per request."""
+
+    def get_ident(self, request):
+        return client_address(request)
+
+
+class ApiUserThrottle(ClientAddressMixin, UserRateThrottle):
     """API_THROTTLE_RATE per user; an API key gets its own bucket."""
 
     def get_cache_key(self, request, view):
@@ -10,5 +20,5 @@ class ApiUserThrottle(UserRateThrottle):
         return super().get_cache_key(request, view)
 
 
-class ApiAnonThrottle(AnonRateThrottle):
+class ApiAnonThrottle(ClientAddressMixin, AnonRateThrottle):
     """API_THROTTLE_RATE per client address for unauthenticated calls (login)."""

@@ -1,6 +1,6 @@
 import contextlib
 
-from django.contrib.auth import authenticate, get_user_model
+from django.contrib.auth import authenticate
 from django.db import transaction
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema
@@ -13,6 +13,7 @@ from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from system_app import audit, health
+from system_app.addresses import client_address
 from system_app.api.serializers import (
     ApiKeyCreatedSerializer,
     ApiKeySerializer,
@@ -28,6 +29,7 @@ from system_app.api.serializers import (
     ValidateResponseSerializer,
 )
 from system_app.filters import AuditEntryFilter, SystemEventFilter
+from system_app.logins import LoginFailure, RefreshRefused, RefreshTokenFamily, RevokedReason
 from system_app.models import ApiKey, AuditEntry, SystemEvent, user_permissions, user_role
 from system_app.permissions import request_permissions
 from system_app.stats import system_stats
@@ -68,10 +70,16 @@ class LoginView(PublicAuthView):
     def post(self, request):
         body = LoginSerializer(data=request.data)
         body.is_valid(raise_exception=True)
+        username, address = body.validated_data["username"], client_address(request)
+        wait = LoginFailure.retry_after(username, address)
+        if wait:
+            raise exceptions.Throttled(wait=wait)
         user = authenticate(request, **body.validated_data)
         if user is None or not user.is_active:
+            LoginFailure.record(username, address)
             raise exceptions.AuthenticationFailed("Invalid username or password.")
-        refresh = RefreshToken.for_user(user)
+        LoginFailure.clear(username, address)
+        _family, refresh = RefreshTokenFamily.start(user)
         user.last_login = timezone.now()
         user.save(update_fields=["last_login"])
         request.user = user
@@ -87,16 +95,10 @@ class RefreshView(PublicAuthView):
         body = RefreshSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         try:
-            old = RefreshToken(body.validated_data["refresh_token"])
-            # Rotation: the presented token is spent, a new pair is issued.
-            old.blacklist()
-            user_id = old[jwt_settings.USER_ID_CLAIM]
-        except (TokenError, KeyError):
-            raise exceptions.AuthenticationFailed("The refresh token is invalid, expired or already used.") from None
-        user = get_user_model().objects.filter(pk=user_id, is_active=True).first()
-        if user is None:
-            raise exceptions.AuthenticationFailed("The refresh token's user no longer exists or is inactive.")
-        return Response(token_payload(RefreshToken.for_user(user)))
+            successor = RefreshTokenFamily.rotate(body.validated_data["refresh_token"])
+        except RefreshRefused as refusal:
+            raise exceptions.AuthenticationFailed(str(refusal)) from None
+        return Response(token_payload(successor))
 
 
 def spent_refresh_token_of(raw, user):
@@ -132,6 +134,9 @@ class LogoutView(APIView):
             raise exceptions.PermissionDenied("This refresh token belongs to another user.")
         with contextlib.suppress(TokenError):  # blacklisted by a concurrent logout
             token.blacklist()
+        family = RefreshTokenFamily.of_token(token)
+        if family is not None:
+            family.revoke(RevokedReason.LOGOUT)
         audit.record(request, "logout", request.user, object_type="user")
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -163,6 +168,9 @@ class ApiKeyViewSet(mixins.ListModelMixin, mixins.CreateModelMixin, mixins.Destr
 
     @extend_schema(responses={201: ApiKeyCreatedSerializer})
     def create(self, request, *args, **kwargs):
+        if isinstance(request.auth, ApiKey):
+            # A key minting keys could outlive its own revocation and expiry.
+            raise exceptions.PermissionDenied("An API key cannot create API keys; log in as a user.")
         body = self.get_serializer(data=request.data)
         body.is_valid(raise_exception=True)
         data = body.validated_data
