@@ -244,8 +244,8 @@ if not DEBUG:
 SECURE_HSTS_SECONDS = _config["SECURE_HSTS_SECONDS"]
 SECURE_SSL_REDIRECT = _config["SECURE_SSL_REDIRECT"]
 SECURE_PROXY_SSL_HEADER = _config["SECURE_PROXY_SSL_HEADER"]
-# Load balancers probe these over plain HTTP.
-SECURE_REDIRECT_EXEMPT = [r"^health$", r"^ready$"]
+# Load balancers probe these, and Prometheus scrapes /metrics, over plain HTTP.
+SECURE_REDIRECT_EXEMPT = [r"^health$", r"^ready$", r"^metrics$"]
 
 # One policy for every response (django-csp): scripts only from this origin and
 # never inline, so injected markup cannot run code. Styles may be inline: the

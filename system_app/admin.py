@@ -402,3 +402,7 @@ class SystemEventAdmin(ScopedPermissionsMixin, ReadOnlyAdminMixin, admin.ModelAd
     @admin.display(description="context")
     def context_block(self, obj):
         return pre_block(json.dumps(obj.context, indent=2, sort_keys=True, ensure_ascii=False))
+
+
+# The login lockout and refresh-token families have their admin in their own module.
+from system_app import admin_logins  # noqa: E402, F401

@@ -101,6 +101,7 @@ class RevokedReason(models.TextChoices):
     LOGOUT = "logout", "logged out"
     PASSWORD_CHANGED = "password_changed", "the password changed"
     DEACTIVATED = "deactivated", "the user was deactivated"
+    ADMIN = "admin", "revoked by an administrator"
 
 
 class RefreshTokenFamily(models.Model):
