@@ -8,6 +8,7 @@ process on SQLite and PostgreSQL alike. See docs/security.md, "Authentication".
 
 import hashlib
 import math
+import unicodedata
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -30,9 +31,11 @@ def username_key(username):
 
     A digest, so the table never holds what people type into the username
     field (often their password) and any text fits, NUL and lone surrogates
-    included; case-folded, so ``Alice`` and ``alice`` share one counter.
+    included. NFKC-normalised as the admin's login form does (so a full-width
+    ``ａｌｉｃｅ`` cannot open a fresh counter for ``alice``) and case-folded,
+    so ``Alice`` and ``alice`` share one counter.
     """
-    text = str(username or "").strip().casefold()
+    text = unicodedata.normalize("NFKC", str(username or "")).strip().casefold()
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 

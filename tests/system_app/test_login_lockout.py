@@ -107,6 +107,15 @@ def test_it_counts_the_username_case_insensitively(vera):
     assert_error(login("vera", PASSWORD), 429)
 
 
+def test_it_counts_unicode_variants_of_a_username_as_one(client, staff):
+    # The admin form NFKC-normalises the username: full-width letters log in as
+    # "stella", so they must count against "stella" too.
+    for username in ("ｓｔｅｌｌａ", "ＳＴＥＬＬＡ", "stella"):
+        assert admin_login(client, username, "wrong").status_code == 200
+
+    assert admin_login(client, "stella", PASSWORD).status_code == 429
+
+
 def test_it_forgets_the_failures_after_a_successful_login(vera):
     for _ in range(LIMIT - 1):
         login("vera", "wrong")
