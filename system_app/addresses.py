@@ -14,8 +14,13 @@ from django.conf import settings
 
 
 def _normalised(text):
+    text = text.strip()
+    if "%" in text:
+        # An IPv6 zone ("fe80::1%eth0") names an interface of the sender's
+        # machine, not a client; and its length is unbounded.
+        return ""
     try:
-        return str(ipaddress.ip_address(text.strip()))
+        return str(ipaddress.ip_address(text))
     except ValueError:
         return ""
 

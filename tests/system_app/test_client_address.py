@@ -43,6 +43,7 @@ def test_it_falls_back_to_the_connecting_address_without_a_usable_header(setting
     assert client_address(request_from("10.0.0.1", "")) == "10.0.0.1"
     assert client_address(request_from("10.0.0.1", "not-an-ip")) == "10.0.0.1"
     assert client_address(request_from("10.0.0.1", "1.2.3.4\x00")) == "10.0.0.1"
+    assert client_address(request_from("10.0.0.1", "fe80::1%" + "x" * 100)) == "10.0.0.1"
 
 
 def test_it_normalises_ipv6(settings):
