@@ -7,6 +7,7 @@ process on SQLite and PostgreSQL alike. See docs/security.md, "Authentication".
 """
 
 import hashlib
+import logging
 import math
 import unicodedata
 import uuid
@@ -21,6 +22,8 @@ from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 from rest_framework_simplejwt.tokens import RefreshToken
 from rest_framework_simplejwt.utils import get_md5_hash_password
+
+logger = logging.getLogger("scheduler.auth")
 
 LOCKOUT_WINDOW = timedelta(minutes=15)
 FAMILY_CLAIM = "fam"
@@ -87,7 +90,16 @@ class LoginFailure(models.Model):
         """
         now = now or timezone.now()
         cls.objects.filter(at__lte=now - LOCKOUT_WINDOW).delete()
-        return cls.objects.create(username_hash=username_key(username), address=address, at=now)
+        failure = cls.objects.create(username_hash=username_key(username), address=address, at=now)
+        if cls.objects.recent(username, address, now).count() == settings.LOGIN_FAILURE_LIMIT:
+            # The username is not logged: people type their password into it.
+            logger.warning(
+                "Login locked for 15 minutes after %d failures from %s (username digest %s)",
+                settings.LOGIN_FAILURE_LIMIT,
+                address or "an unknown address",
+                failure.username_hash[:12],
+            )
+        return failure
 
     @classmethod
     def clear(cls, username, address):

@@ -48,6 +48,14 @@ def test_it_locks_a_username_out_after_the_limit_with_429_and_retry_after(vera):
     assert 1 <= int(response["Retry-After"]) <= 15 * 60
 
 
+def test_it_logs_the_lockout_without_the_username(vera, caplog):
+    fail_until_locked("vera")
+
+    (record,) = [r for r in caplog.records if r.name == "scheduler.auth"]
+    assert "192.0.2.10" in record.getMessage()
+    assert "vera" not in record.getMessage()
+
+
 def test_it_refuses_even_the_right_password_while_locked(vera):
     fail_until_locked("vera")
 
