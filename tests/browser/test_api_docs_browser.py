@@ -15,6 +15,9 @@ TITLE = "Distributed Task Scheduler API"
 # turns it off); the Content-Security-Policy blocks it before any request, and
 # ReDoc hides the image. That one report is expected; any other fails the test.
 REDOC_LOGO = "https://cdn.redoc.ly/redoc/logo-mini.svg"
+# The page is drawn once the schema is generated and a megabyte of script has
+# run: allow for a busy machine (this is a ceiling, not a timing assertion).
+RENDER_TIMEOUT_MS = 120_000
 
 
 @pytest.fixture
@@ -49,25 +52,23 @@ def offline(page):
     return blocked
 
 
-def test_it_renders_swagger_ui_offline(page, offline, sync_api, screenshot):
+def test_it_renders_swagger_ui_offline(page, offline, sync_api):
     expect = sync_api.expect
 
     page.goto("/api/docs/")
 
-    expect(page.locator(".swagger-ui .information-container .title")).to_contain_text(TITLE)
+    expect(page.locator(".swagger-ui .information-container .title")).to_contain_text(TITLE, timeout=RENDER_TIMEOUT_MS)
     operation = page.locator(".opblock-summary-path", has_text=re.compile(r"^/api/tasks$")).first
-    expect(operation).to_be_visible()
+    expect(operation).to_be_visible(timeout=RENDER_TIMEOUT_MS)
     operation.click()
     expect(page.locator(".opblock.is-open")).to_be_visible()
-    screenshot(page, "api-docs-swagger")
     assert offline == []
 
 
-def test_it_renders_redoc_offline(page, offline, sync_api, screenshot):
+def test_it_renders_redoc_offline(page, offline, sync_api):
     expect = sync_api.expect
 
     page.goto("/api/redoc/")
 
-    expect(page.locator("h1", has_text=TITLE)).to_be_visible()
-    screenshot(page, "api-docs-redoc")
+    expect(page.locator("h1", has_text=TITLE)).to_be_visible(timeout=RENDER_TIMEOUT_MS)
     assert offline == []
