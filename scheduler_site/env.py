@@ -230,3 +230,69 @@ def env_token(name, min_length=16, environ=None):
     if len(value) < min_length or not value.isprintable() or any(char.isspace() for char in value):
         raise ConfigError(name, f"must be at least {min_length} printable characters without spaces")
     return value
+
+
+def env_base_url(name, default, environ=None):
+    """An http(s) URL without query or fragment, such as ``PUBLIC_BASE_URL``."""
+    value = _raw(name, environ)
+    if value in (None, ""):
+        return default
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise ConfigError(name, f"{value!r} is not a URL like https://scheduler.example.com")
+    return value.rstrip("/")
+
+
+_EMAIL_OPTIONS = {"tls", "ssl", "timeout", "from"}
+
+
+def parse_email_url(name, url):
+    """``EMAIL_URL`` as Django e-mail settings; Django's console backend when unset.
+
+    ``smtp://user:pass@host:587/?tls=true&from=scheduler@example.com`` (``smtps://``
+    implies ssl). Unknown options, a port that is not a number, tls and ssl
+    together, or another scheme stop the process at start.
+    """
+    if not url:
+        return {"EMAIL_BACKEND": "django.core.mail.backends.console.EmailBackend"}
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise ConfigError(name, "is not a URL like smtp://user:pass@host:587/?tls=true") from None
+    if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+        raise ConfigError(name, f"unsupported scheme {parts.scheme!r} (use smtp:// or smtps://)")
+    options = dict(parse_qsl(parts.query, keep_blank_values=True))
+    unknown = sorted(set(options) - _EMAIL_OPTIONS)
+    if unknown:
+        raise ConfigError(name, f"unknown option(s) {', '.join(unknown)} (use {', '.join(sorted(_EMAIL_OPTIONS))})")
+    flags = {}
+    for key in ("tls", "ssl"):
+        raw = options.get(key, "").lower()
+        if raw not in ("", "true", "false"):
+            raise ConfigError(name, f"{key}={options[key]!r} is not true or false")
+        flags[key] = raw == "true"
+    if parts.scheme == "smtps":
+        flags["ssl"] = True
+    if flags["tls"] and flags["ssl"]:
+        raise ConfigError(name, "tls and ssl cannot both be on")
+    try:
+        timeout = float(options.get("timeout") or 10)
+    except ValueError:
+        raise ConfigError(name, f"timeout={options['timeout']!r} is not a number") from None
+    if not 0 < timeout <= 300:
+        raise ConfigError(name, "timeout must be between 0 and 300 seconds")
+    return {
+        "EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+        "EMAIL_HOST": parts.hostname,
+        "EMAIL_PORT": port or (465 if flags["ssl"] else 587 if flags["tls"] else 25),
+        "EMAIL_HOST_USER": unquote(parts.username or ""),
+        "EMAIL_HOST_PASSWORD": unquote(parts.password or ""),
+        "EMAIL_USE_TLS": flags["tls"],
+        "EMAIL_USE_SSL": flags["ssl"],
+        "EMAIL_TIMEOUT": timeout,
+        "DEFAULT_FROM_EMAIL": options.get("from") or "scheduler@localhost",
+    }

@@ -133,6 +133,9 @@ def _load():
     config["SECURE_HSTS_SECONDS"] = env.env_int("SECURE_HSTS_SECONDS", 0, 0, 2 * 365 * 24 * 3600)
     config["SECURE_SSL_REDIRECT"] = env.env_bool("SECURE_SSL_REDIRECT", False)
     config["SECURE_PROXY_SSL_HEADER"] = env.env_proxy_ssl_header("SECURE_PROXY_SSL_HEADER")
+    # Alerts (SPEC §9): links in notifications, and the SMTP server of e-mail channels.
+    config["PUBLIC_BASE_URL"] = env.env_base_url("PUBLIC_BASE_URL", "http://127.0.0.1:8000")
+    config["EMAIL"] = env.parse_email_url("EMAIL_URL", env.env_str("EMAIL_URL"))
     return config
 
 
@@ -394,6 +397,9 @@ DISPATCHER_METRICS_PORT = _config["DISPATCHER_METRICS_PORT"]
 WORKER_METRICS_PORT = _config["WORKER_METRICS_PORT"]
 METRICS_BIND_ADDRESS = _config["METRICS_BIND_ADDRESS"]
 ENABLED_EXECUTORS = _config["ENABLED_EXECUTORS"]
+PUBLIC_BASE_URL = _config["PUBLIC_BASE_URL"]
+# EMAIL_BACKEND, EMAIL_HOST, … from EMAIL_URL (the console backend when unset).
+globals().update(_config["EMAIL"])
 # A task's command (shell line, URL or dotted path) may be at most this long.
 TASK_COMMAND_MAX_BYTES = 64 * 1024
 

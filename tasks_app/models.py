@@ -8,7 +8,16 @@ from django.db import connection, models, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
+from system_app.models import AuditEntry, EventLevel, SystemEvent
 from tasks_app import schedules
+from tasks_app.notifications.models import (
+    Channel,
+    Notification,
+    NotifyEvent,
+    build_payload,
+    default_notify_on,
+    outbox_rows,
+)
 
 
 class Executor(models.TextChoices):
@@ -135,6 +144,15 @@ class Task(models.Model):
     tags = models.JSONField(default=list, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=16, choices=TaskStatus.choices, default=TaskStatus.ACTIVE)
+    # Alerts (SPEC §9).
+    notify_on = models.JSONField(default=default_notify_on, blank=True)
+    channels = models.JSONField(default=list, blank=True)  # Channel ids, kept in the definition (and its history)
+    pause_after_failures = models.PositiveSmallIntegerField(default=0)
+    max_start_delay_seconds = models.PositiveIntegerField(null=True, blank=True)
+    paused_by = models.CharField(max_length=150, blank=True, default="")
+    paused_reason = models.CharField(max_length=255, blank=True, default="")
+    # Consecutive unsuccessful final attempts; bookkeeping of record_outcome().
+    failure_streak = models.PositiveIntegerField(default=0, editable=False)
     next_run_at = models.DateTimeField(null=True, blank=True)
     last_run_at = models.DateTimeField(null=True, blank=True)
     last_run_status = models.CharField(max_length=16, choices=RunStatus.choices, null=True, blank=True)
@@ -166,6 +184,11 @@ class Task(models.Model):
             _choices_check("concurrency_policy", ConcurrencyPolicy),
             _choices_check("misfire_policy", MisfirePolicy),
             _choices_check("status", TaskStatus),
+            models.CheckConstraint(condition=Q(pause_after_failures__lte=1000), name="task_pause_after_range"),
+            models.CheckConstraint(
+                condition=Q(max_start_delay_seconds__isnull=True) | Q(max_start_delay_seconds__gte=1),
+                name="task_max_start_delay_min",
+            ),
         ]
 
     def __str__(self):
@@ -203,8 +226,34 @@ class Task(models.Model):
             errors["command"] = "must look like package.module:callable"
         elif self.executor == Executor.HTTP and not self.command.startswith(("http://", "https://")):
             errors["command"] = "must be an http:// or https:// URL"
+        errors.update(self._clean_alerts())
         if errors:
             raise ValidationError(errors)
+
+    def _clean_alerts(self):
+        errors = {}
+        notify_on = self.notify_on
+        if not isinstance(notify_on, list) or any(item not in NotifyEvent.values for item in notify_on):
+            errors["notify_on"] = f"must be a list of: {', '.join(NotifyEvent.values)}"
+        else:
+            self.notify_on = list(dict.fromkeys(notify_on))
+        channels = self.channels
+        if not isinstance(channels, list) or any(
+            isinstance(pk, bool) or not isinstance(pk, int) or not 1 <= pk <= 2**63 - 1 for pk in channels
+        ):
+            errors["channels"] = "must be a list of channel ids"
+        else:
+            found = set(Channel.objects.filter(pk__in=channels).values_list("pk", flat=True)) if channels else set()
+            missing = sorted(set(channels) - found)
+            if missing:
+                errors["channels"] = f"no channel with id {', '.join(map(str, missing))}"
+            else:
+                self.channels = sorted(set(channels))
+        if self.pause_after_failures is not None and not 0 <= self.pause_after_failures <= 1000:
+            errors["pause_after_failures"] = "must be between 0 and 1000"
+        if self.max_start_delay_seconds is not None and self.max_start_delay_seconds < 1:
+            errors["max_start_delay_seconds"] = "must be at least 1 (or null)"
+        return errors
 
     # Schedule and state ---------------------------------------------------
 
@@ -216,12 +265,18 @@ class Task(models.Model):
         anchor = self.created_at if self.schedule.startswith("@every") else None
         return schedules.next_fire(self.schedule, self.timezone, after, anchor=anchor)
 
-    def pause(self):
-        """Stop firing; active runs are left to finish. Returns False if already paused."""
+    def pause(self, by="", reason=""):
+        """Stop firing; active runs are left to finish. Returns False if already paused.
+
+        ``by`` (a username) and ``reason`` are shown as paused_by/paused_reason."""
         changed = Task.objects.filter(pk=self.pk, status=TaskStatus.ACTIVE).update(
-            status=TaskStatus.PAUSED, next_run_at=None, updated_at=timezone.now()
+            status=TaskStatus.PAUSED,
+            next_run_at=None,
+            paused_by=(by or "")[:150],
+            paused_reason=(reason or "")[:255],
+            updated_at=timezone.now(),
         )
-        self.refresh_from_db(fields=["status", "next_run_at", "updated_at"])
+        self.refresh_from_db(fields=["status", "next_run_at", "paused_by", "paused_reason", "updated_at"])
         return bool(changed)
 
     def resume(self, now=None):
@@ -230,11 +285,151 @@ class Task(models.Model):
         now = now or timezone.now()
         self.status = TaskStatus.ACTIVE
         next_run_at = self.compute_next_run_at(now)
+        # A resume starts a new failure streak: the next failure alerts again.
         changed = Task.objects.filter(pk=self.pk, status=TaskStatus.PAUSED).update(
-            status=TaskStatus.ACTIVE, next_run_at=next_run_at, updated_at=now
+            status=TaskStatus.ACTIVE,
+            next_run_at=next_run_at,
+            paused_by="",
+            paused_reason="",
+            failure_streak=0,
+            updated_at=now,
         )
-        self.refresh_from_db(fields=["status", "next_run_at", "updated_at"])
+        self.refresh_from_db(
+            fields=["status", "next_run_at", "paused_by", "paused_reason", "failure_streak", "updated_at"]
+        )
         return bool(changed)
+
+    # Alerts (SPEC §9) ---------------------------------------------------------
+
+    def notifications_for(self, event, payload, *, run_id=None, now=None):
+        """Unsaved outbox rows of ``event`` for this task's channels, if it
+        notifies on it (one query, none when it does not)."""
+        if event not in (self.notify_on or []) or not self.channels:
+            return []
+        return outbox_rows(event, self.channels, payload, task_id=self.pk, run_id=run_id, now=now)
+
+    @classmethod
+    def record_outcome(cls, run, now=None, source="worker"):
+        """Count a finished run in its task's failure streak and write the
+        notifications it causes (SPEC §9), in the caller's transaction.
+
+        Only final attempts count: a failed or timed-out attempt with retries
+        left is not the end of its fire, and a retry that later completes makes
+        the fire a success. Cancelled and skipped runs neither count nor break a
+        streak. The task row is locked (FOR UPDATE on PostgreSQL; SQLite has one
+        writer at a time), so two runs of one task finishing at once cannot both
+        start a streak and alert twice, nor both miss the recovery.
+        """
+        now = now or timezone.now()
+        unsuccessful = run.status in (RunStatus.FAILED, RunStatus.TIMEOUT)
+        if run.status != RunStatus.COMPLETED and not unsuccessful:
+            return
+        task = cls.objects.select_for_update().filter(pk=run.task_id).first()
+        if task is None:
+            return
+        rows = []
+        if unsuccessful:
+            if run.retry_count < task.retry_count:
+                return  # the retry step makes the next attempt of this fire
+            task.failure_streak += 1
+            cls.objects.filter(pk=task.pk).update(failure_streak=task.failure_streak)
+            if task.failure_streak == 1:
+                payload = build_payload(
+                    NotifyEvent.FAILURE,
+                    task_id=task.pk,
+                    task_name=task.name,
+                    run=run,
+                    streak=1,
+                    message=f"{task.name} {run.status}: {run.error_message or 'no error message'}"[:500],
+                )
+                rows += task.notifications_for(NotifyEvent.FAILURE, payload, run_id=run.pk, now=now)
+            if (
+                task.pause_after_failures
+                and task.failure_streak >= task.pause_after_failures
+                and task.status == TaskStatus.ACTIVE
+            ):
+                rows += task.auto_pause(run, now, source=source)
+        else:
+            streak = task.failure_streak
+            if streak:
+                cls.objects.filter(pk=task.pk).update(failure_streak=0)
+                task.failure_streak = 0
+                payload = build_payload(
+                    NotifyEvent.RECOVERY,
+                    task_id=task.pk,
+                    task_name=task.name,
+                    run=run,
+                    streak=streak,
+                    message=f"{task.name} recovered after {streak} failed run(s)",
+                )
+                rows += task.notifications_for(NotifyEvent.RECOVERY, payload, run_id=run.pk, now=now)
+            if NotifyEvent.SUCCESS in (task.notify_on or []):
+                payload = build_payload(
+                    NotifyEvent.SUCCESS, task_id=task.pk, task_name=task.name, run=run, message=f"{task.name} completed"
+                )
+                rows += task.notifications_for(NotifyEvent.SUCCESS, payload, run_id=run.pk, now=now)
+        if rows:
+            Notification.objects.bulk_create(rows)
+
+    def auto_pause(self, run, now, source="worker"):
+        """Pause after pause_after_failures consecutive unsuccessful final attempts.
+
+        Through save(), so the change is a version of the task like any other
+        edit; with an audit entry by ``system``, a SystemEvent, and returns the
+        unsaved ``paused`` notifications for the caller to insert.
+        """
+        reason = f"paused after {self.failure_streak} consecutive failed runs"
+        self.status = TaskStatus.PAUSED
+        self.next_run_at = None
+        self.paused_by = SYSTEM_ACTOR
+        self.paused_reason = reason
+        self.save(update_fields=["status", "next_run_at", "paused_by", "paused_reason", "updated_at"])
+        AuditEntry.objects.create(
+            actor=SYSTEM_ACTOR,
+            action="pause",
+            object_type="task",
+            object_id=str(self.pk),
+            object_repr=self.name[:255],
+            changes={"status": TaskStatus.PAUSED.value, "paused_by": SYSTEM_ACTOR, "paused_reason": reason},
+            at=now,
+        )
+        SystemEvent.objects.create(
+            source=source,
+            level=EventLevel.WARNING,
+            message=f"task auto-paused: {self.name}: {reason}",
+            context={"task_id": self.pk, "run_id": run.pk, "streak": self.failure_streak},
+            at=now,
+        )
+        payload = build_payload(
+            NotifyEvent.PAUSED,
+            task_id=self.pk,
+            task_name=self.name,
+            run=run,
+            streak=self.failure_streak,
+            message=f"{self.name} {reason}",
+        )
+        return self.notifications_for(NotifyEvent.PAUSED, payload, run_id=run.pk, now=now)
+
+    @classmethod
+    def record_misfires(cls, misfires, now):
+        """``late`` notifications for missed fires, in the plan step's
+        transaction: ``misfires`` is [(task_id, summary, context)]."""
+        if not misfires:
+            return
+        tasks = {
+            task.pk: task
+            for task in cls.objects.filter(pk__in=[m[0] for m in misfires]).only("pk", "name", "notify_on", "channels")
+        }
+        rows = []
+        for task_id, summary, context in misfires:
+            task = tasks.get(task_id)
+            if task is None or NotifyEvent.LATE not in (task.notify_on or []):
+                continue
+            payload = build_payload(
+                NotifyEvent.LATE, task_id=task.pk, task_name=task.name, message=summary, extra={"misfire": context}
+            )
+            rows += task.notifications_for(NotifyEvent.LATE, payload, now=now)
+        Notification.objects.bulk_create(rows)
 
     def active_runs(self):
         return self.runs.filter(status__in=ACTIVE_RUN_STATUSES)
@@ -335,6 +530,9 @@ class Task(models.Model):
             "p95_execution_time": percentile(durations, 95),
             "last_run": last_run,
         }
+
+
+SYSTEM_ACTOR = "system"
 
 
 def percentile(sorted_values, pct):
@@ -459,6 +657,8 @@ class TaskRun(models.Model):
     # Set once the dispatcher's retry step has looked at this failed or timed-out
     # attempt (created the next attempt, or found no retries left), so it does so once.
     followed_up = models.BooleanField(default=False)
+    # Set once this run has been reported late (max_start_delay_seconds), so it is reported once.
+    late_reported = models.BooleanField(default=False)
 
     objects = TaskRunQuerySet.as_manager()
 
@@ -574,7 +774,54 @@ class TaskRun(models.Model):
         )
         if not claimed:
             return None
-        return cls.objects.select_related("task").get(pk=run_id)
+        run = cls.objects.select_related("task").get(pk=run_id)
+        delay = run.task.max_start_delay_seconds
+        if delay and not run.late_reported and now - run.scheduled_at > timedelta(seconds=delay):
+            # Started late between two checks of the dispatcher: report it now.
+            with transaction.atomic():
+                cls.report_late([run], now, source="worker")
+        return run
+
+    @classmethod
+    def report_late(cls, runs, now, source="dispatcher"):
+        """Report each of ``runs`` (task loaded) as late once: a SystemEvent and,
+        if its task asks, ``late`` notifications, in the caller's transaction.
+
+        Conditional on late_reported, so the dispatcher's check and a worker
+        starting the run at that moment never both report it. Returns how many
+        were reported."""
+        reported = 0
+        rows, events = [], []
+        for run in runs:
+            if not cls.objects.filter(pk=run.pk, late_reported=False).update(late_reported=True):
+                continue
+            run.late_reported = True
+            reported += 1
+            task = run.task
+            delay = task.max_start_delay_seconds
+            waited = int((now - run.scheduled_at).total_seconds())
+            message = f"run late: {task.name} #{run.pk} not started {delay} s after {run.scheduled_at.isoformat()}"
+            events.append(
+                SystemEvent(
+                    source=source,
+                    level=EventLevel.WARNING,
+                    message=message,
+                    context={"task_id": task.pk, "run_id": run.pk, "max_start_delay_seconds": delay, "waited": waited},
+                    at=now,
+                )
+            )
+            payload = build_payload(
+                NotifyEvent.LATE,
+                task_id=task.pk,
+                task_name=task.name,
+                run=run,
+                message=message,
+                extra={"max_start_delay_seconds": delay},
+            )
+            rows += task.notifications_for(NotifyEvent.LATE, payload, run_id=run.pk, now=now)
+        SystemEvent.objects.bulk_create(events)
+        Notification.objects.bulk_create(rows)
+        return reported
 
     @classmethod
     def release(cls, run_id):
@@ -604,16 +851,19 @@ class TaskRun(models.Model):
             "execution_time": outcome.execution_time,
             "completed_at": now,
         }
-        changed = TaskRun.objects.filter(pk=self.pk, status=RunStatus.RUNNING, worker_id=self.worker_id).update(
-            **fields
-        )
-        if not changed:
-            return False
-        for name, value in fields.items():
-            setattr(self, name, value)
-        Task.objects.filter(pk=self.task_id).filter(
-            Q(last_run_at__isnull=True) | Q(last_run_at__lte=self.started_at)
-        ).update(last_run_at=self.started_at, last_run_status=outcome.status)
+        # One transaction with the notifications it causes (the outbox, SPEC §9).
+        with transaction.atomic():
+            changed = TaskRun.objects.filter(pk=self.pk, status=RunStatus.RUNNING, worker_id=self.worker_id).update(
+                **fields
+            )
+            if not changed:
+                return False
+            for name, value in fields.items():
+                setattr(self, name, value)
+            Task.objects.filter(pk=self.task_id).filter(
+                Q(last_run_at__isnull=True) | Q(last_run_at__lte=self.started_at)
+            ).update(last_run_at=self.started_at, last_run_status=outcome.status)
+            Task.record_outcome(self, now)
         return True
 
 

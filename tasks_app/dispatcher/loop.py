@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from system_app import metrics
 from system_app.models import EventLevel
-from tasks_app.dispatcher import enqueueing, gating, planning, recovery, retention, retries
+from tasks_app.dispatcher import enqueueing, gating, notifying, planning, recovery, retention, retries
 from tasks_app.dispatcher.common import event, save_events
 from tasks_app.dispatcher.wakeup import Wakeup
 from tasks_app.models import RunStatus, Task, TaskRun, TaskStatus
@@ -45,6 +45,8 @@ class Dispatcher:
         self._last_error_event = {}
         # Due an hour apart; deletes for a short slice per pass (retention.py).
         self.prune = retention.PruneStep()
+        # Sends the outbox from its own threads; its step only claims and submits.
+        self.notifier = notifying.Notifier(clock=clock)
         size = self.batch_size
         self.steps = {
             "recover_workers": recovery.recover_lost_workers,
@@ -56,6 +58,8 @@ class Dispatcher:
             "gate": lambda now: gating.open_gates(now, size),
             "enqueue": lambda now: enqueueing.enqueue_ready_runs(now, size, self.broker),
             "prune": lambda now: self.prune(now),
+            "detect_late": lambda now: notifying.detect_late_runs(now, size),
+            "notify": lambda now: self.notifier.step(now),
         }
 
     def stop(self):
@@ -90,6 +94,8 @@ class Dispatcher:
         for name in ("trigger_dependents", "gate", "enqueue"):
             done[name] += self._drain(name)
         done["prune"] += self._drain("prune", limit=1)
+        done["detect_late"] += self._drain("detect_late", limit=1)
+        done["notify"] += self._drain("notify", limit=1)
         metrics.DISPATCHER_PASS.observe(time.monotonic() - monotonic)
         return done
 
@@ -158,3 +164,4 @@ class Dispatcher:
                 break
             self.wakeup.wait(self.seconds_until_work(self.clock()))
         self.wakeup.close()
+        self.notifier.close()

@@ -196,6 +196,7 @@ def plan_task(task, now, has_active_run):
             missed=missed,
             caught_up=caught_up,
             skipped_recorded=len(recorded),
+            first_missed=task.next_run_at.isoformat() if late else None,
             latest_missed=late[-1].isoformat() if late else None,
         )
     return plan
@@ -252,6 +253,15 @@ def plan_due_tasks(now, batch_size=None):
             logger.exception("writing a planned batch failed; writing it task by task")
             _write_one_by_one(plans, now)
         save_events([plan.event for _task, plan in plans if plan.event is not None])
+        # Missed fires are a `late` notification (SPEC §9), in this transaction.
+        Task.record_misfires(
+            [
+                (task.id, plan.event.message, plan.event.context)
+                for task, plan in plans
+                if plan.event is not None and plan.event.context.get("missed")
+            ],
+            now,
+        )
     runs = [status for _task, plan in plans for _fire, status, _reason in plan.runs]
     metrics.runs_planned(pending=runs.count(RunStatus.PENDING), skipped=runs.count(RunStatus.SKIPPED))
     return True

@@ -38,6 +38,14 @@ def _record_task_outcomes(runs, status):
         )
 
 
+def _record_alerts(run_ids, status, now):
+    """Failure streaks, auto-pause and notifications of recovered runs (SPEC §9),
+    in the recovery's transaction. Rare path: one run at a time."""
+    runs = TaskRun.objects.filter(pk__in=run_ids, status=status, completed_at=now).defer("stdout", "stderr")
+    for run in runs.order_by("id"):
+        Task.record_outcome(run, now, source="dispatcher")
+
+
 def recover_lost_workers(now):
     """Mark workers without a heartbeat for WORKER_DEAD_AFTER_SECONDS down and
     fail their running runs with "worker lost". Returns True if it did anything.
@@ -73,6 +81,7 @@ def recover_lost_workers(now):
                 status=RunStatus.FAILED, completed_at=now, error_message=WORKER_LOST
             )
             _record_task_outcomes([(row[1], row[3]) for row in lost], RunStatus.FAILED)
+            _record_alerts([row[0] for row in lost], RunStatus.FAILED, now)
             for run_id, task_id, worker_id, _started, name in lost:
                 events.append(
                     event(
@@ -148,6 +157,7 @@ def expire_overdue_runs(now):
             ),
         )
         _record_task_outcomes([(row[1], row[3]) for row in overdue], RunStatus.TIMEOUT)
+        _record_alerts([row[0] for row in overdue], RunStatus.TIMEOUT, now)
         for run_id, task_id, worker_id, _started, timeout, name in overdue:
             events.append(
                 event(
