@@ -11,6 +11,7 @@ from django.db.models.functions import Length, Right
 from django.forms.models import BaseInlineFormSet
 from django.http import JsonResponse
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.text import capfirst
 
@@ -28,6 +29,9 @@ from system_app.admin import (
 )
 from tasks_app import schedules
 from tasks_app.models import FINAL_RUN_STATUSES, Conflict, RunStatus, Task, TaskDependency, TaskRun, TaskStatus
+from tasks_app.notifications import admin as notifications_admin  # noqa: F401  (channels and the outbox)
+from tasks_app.notifications.explain import explain
+from tasks_app.notifications.models import default_notify_on
 from workers_app.models import Worker
 
 RECENT_RUNS = 20
@@ -68,11 +72,21 @@ class TaskAdminForm(forms.ModelForm):
     command (its errors land on those fields); this form adds the bounds the
     database enforces, so they read as messages rather than constraint names."""
 
-    json_defaults = {"arguments": list, "parameters": dict, "tags": list, "metadata": dict}
+    json_defaults = {
+        "arguments": list,
+        "parameters": dict,
+        "tags": list,
+        "metadata": dict,
+        # A form that leaves it out (or empties it) gets the default events.
+        "notify_on": default_notify_on,
+        "channels": list,
+    }
     bounds = {
         "retry_count": (0, 10),
         "retry_backoff_seconds": (1, None),
         "timeout_seconds": (1, 86400),
+        "pause_after_failures": (0, 1000),
+        "max_start_delay_seconds": (1, 2**31 - 1),
     }
 
     class Meta:
@@ -98,10 +112,32 @@ class TaskAdminForm(forms.ModelForm):
             "misfire_grace_seconds",
             "tags",
             "metadata",
+            "notify_on",
+            "channels",
+            "pause_after_failures",
+            "max_start_delay_seconds",
         ]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        if "pause_after_failures" in self.fields:
+            self.fields["pause_after_failures"].required = False
+        if self.is_bound:
+            # A form posted without the alert fields (an older page, a script)
+            # leaves them as they are rather than resetting them.
+            missing = [
+                name
+                for name in ("notify_on", "channels", "pause_after_failures", "max_start_delay_seconds")
+                if name in self.fields and name not in self.data
+            ]
+            if missing:
+                self.data = self.data.copy()
+                for name in missing:
+                    field = self.fields[name]
+                    value = field.prepare_value(self.get_initial_for_field(field, name))
+                    self.data[name] = "" if value is None else value
+                    if field.show_hidden_initial:  # callable model defaults
+                        self.data[self.add_initial_prefix(name)] = self.data[name]
         for name, (low, high) in self.bounds.items():
             field = self.fields.get(name)
             if field is None:
@@ -118,6 +154,8 @@ class TaskAdminForm(forms.ModelForm):
         for name, empty in self.json_defaults.items():
             if name in cleaned and cleaned[name] is None:
                 cleaned[name] = empty()
+        if "pause_after_failures" in cleaned and cleaned["pause_after_failures"] is None:
+            cleaned["pause_after_failures"] = 0
         return cleaned
 
 
@@ -226,6 +264,9 @@ class TaskAdmin(ScopedPermissionsMixin, AuditedAdminMixin, admin.ModelAdmin):
     actions = ["trigger", "pause", "resume"]
     inlines = [TaskDependencyInline, RecentRunsInline]
     readonly_fields = [
+        "explanation",
+        "paused_by",
+        "paused_reason",
         "next_fire_times",
         "next_run_at",
         "last_run_at",
@@ -252,6 +293,20 @@ class TaskAdmin(ScopedPermissionsMixin, AuditedAdminMixin, admin.ModelAdmin):
                 ]
             },
         ),
+        (
+            "Alerts",
+            {
+                "fields": [
+                    "explanation",
+                    "notify_on",
+                    "channels",
+                    "pause_after_failures",
+                    "max_start_delay_seconds",
+                    "paused_by",
+                    "paused_reason",
+                ]
+            },
+        ),
         ("Labels", {"fields": ["tags", "metadata"]}),
         (
             "History",
@@ -274,6 +329,16 @@ class TaskAdmin(ScopedPermissionsMixin, AuditedAdminMixin, admin.ModelAdmin):
     @admin.display(description="last run status")
     def last_run_status_label(self, obj):
         return run_status_label(obj.last_run_status)
+
+    @admin.display(description="why it is or is not running")
+    def explanation(self, obj):
+        """The reasons of GET /api/tasks/{id}/explain, most blocking first."""
+        if obj is None or obj.pk is None:
+            return "Save the task to see why it is or is not running."
+        items = format_html_join(
+            "", "<li><code>{}</code> {}</li>", ((r["code"], r["message"]) for r in explain(obj, timezone.now()))
+        )
+        return format_html('<ul style="margin: 0; padding-left: 1.5em;">{}</ul>', items)
 
     @admin.display(description=f"next {PREVIEW_COUNT} fire times")
     def next_fire_times(self, obj):
@@ -375,7 +440,7 @@ class TaskAdmin(ScopedPermissionsMixin, AuditedAdminMixin, admin.ModelAdmin):
             request,
             queryset,
             "pause",
-            lambda task: {"status": task.status} if task.pause() else None,
+            lambda task: {"status": task.status} if task.pause(by=request.user.get_username()) else None,
             done="Paused {count} task(s).",
             skipped="already paused",
         )

@@ -83,7 +83,7 @@ class DependencyIdsField(serializers.Field):
 
 
 class TaskSerializer(ValidatedModelSerializer):
-    json_list_fields = ("arguments", "tags")
+    json_list_fields = ("arguments", "tags", "notify_on", "channels")
     json_object_fields = ("parameters", "metadata")
 
     dependencies = DependencyIdsField(required=False)
@@ -113,7 +113,13 @@ class TaskSerializer(ValidatedModelSerializer):
             "dependencies",
             "tags",
             "metadata",
+            "notify_on",
+            "channels",
+            "pause_after_failures",
+            "max_start_delay_seconds",
             "status",
+            "paused_by",
+            "paused_reason",
             "next_run_at",
             "last_run_at",
             "last_run_status",
@@ -121,7 +127,15 @@ class TaskSerializer(ValidatedModelSerializer):
             "created_at",
             "updated_at",
         ]
-        read_only_fields = ["next_run_at", "last_run_at", "last_run_status", "created_at", "updated_at"]
+        read_only_fields = [
+            "next_run_at",
+            "last_run_at",
+            "last_run_status",
+            "created_at",
+            "updated_at",
+            "paused_by",
+            "paused_reason",
+        ]
         extra_kwargs = {
             "name": {"min_length": 1, "max_length": 255, "validators": []},
             "task_type": {"min_length": 1, "max_length": 100},
@@ -133,6 +147,8 @@ class TaskSerializer(ValidatedModelSerializer):
             "misfire_grace_seconds": {"min_value": 0, "max_value": 86400},
             "queue": {"min_length": 1, "max_length": 100},
             "timezone": {"max_length": 64},
+            "pause_after_failures": {"min_value": 0, "max_value": 1000},
+            "max_start_delay_seconds": {"min_value": 1, "max_value": 2**31 - 1, "allow_null": True},
         }
 
     def validate_arguments(self, value):
@@ -191,6 +207,15 @@ class TaskSerializer(ValidatedModelSerializer):
             key in validated_data and validated_data[key] != getattr(instance, key)
             for key in ("schedule", "timezone", "status")
         )
+        status = validated_data.get("status")
+        if status is not None and status != instance.status:
+            # Pausing or resuming through PUT/PATCH says who, as pause/resume do.
+            request = self.context.get("request")
+            by = request.user.get_username() if request is not None and request.user.is_authenticated else ""
+            instance.paused_by = by if status == "paused" else ""
+            instance.paused_reason = ""
+            if status == "active":
+                instance.failure_streak = 0
         for key, value in validated_data.items():
             setattr(instance, key, value)
         if reschedule:

@@ -1,13 +1,17 @@
 from django.urls import path
 from rest_framework.routers import SimpleRouter
 
+from tasks_app.api.alerts import ChannelViewSet, ExplainView, NotificationViewSet
 from tasks_app.api.views import SchedulePreviewView, TaskRunViewSet, TaskViewSet
 
 router = SimpleRouter(trailing_slash=False)
 router.register("tasks", TaskViewSet, basename="task")
 router.register("runs", TaskRunViewSet, basename="taskrun")
+router.register("channels", ChannelViewSet, basename="channel")
+router.register("notifications", NotificationViewSet, basename="notification")
 
 urlpatterns = [
     path("schedules/preview", SchedulePreviewView.as_view(), name="schedule-preview"),
+    path("tasks/<str:pk>/explain", ExplainView.as_view(), name="task-explain"),
     *router.urls,
 ]

@@ -111,7 +111,8 @@ class TaskViewSet(AuditedModelViewSet):
     def _change_state(self, request, verb):
         task = self.get_object()
         with transaction.atomic():
-            if getattr(task, verb)():
+            changed = task.pause(by=request.user.get_username()) if verb == "pause" else task.resume()
+            if changed:
                 audit.record(request, verb, task, changes={"status": task.status})
         return Response(self.get_serializer(task).data)
 
