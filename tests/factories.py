@@ -3,6 +3,7 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from tasks_app.models import Task, TaskRun
+from tasks_app.notifications.models import Channel, Notification
 from workers_app.models import Worker
 
 PASSWORD = "correct horse battery staple"
@@ -47,3 +48,21 @@ class WorkerFactory(factory.django.DjangoModelFactory):
     queues = factory.LazyFunction(lambda: ["default"])
     task_types = factory.LazyFunction(lambda: ["shell", "http", "python"])
     last_heartbeat = factory.LazyFunction(timezone.now)
+
+
+class ChannelFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Channel
+
+    name = factory.Sequence(lambda n: f"channel-{n}")
+    kind = "webhook"
+    config = factory.LazyFunction(lambda: {"url": "http://127.0.0.1:9/hook", "secret": "s3cret"})
+
+
+class NotificationFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Notification
+
+    channel = factory.SubFactory(ChannelFactory)
+    event = "failure"
+    payload = factory.LazyFunction(lambda: {"event": "failure", "message": "it failed"})
