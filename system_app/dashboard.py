@@ -1,10 +1,10 @@
 """The admin dashboard (SPEC §6): one page, fed by one JSON endpoint.
 
-``dashboard_data`` computes every figure the page shows in six grouped
+``dashboard_data`` computes every figure the page shows in seven grouped
 queries, however many runs there are: runs per minute by status over 24 h
 (one ``GROUP BY`` minute, status; the success rates are summed from it), a
 bounded sample of dispatch lags, queue depths, worker counts, the workers
-worth listing, and tasks by status. The page embeds the first answer and its
+worth listing, tasks by status, and the alert outbox by status. The page embeds the first answer and its
 script asks ``data.json`` again every REFRESH_SECONDS; the charts are SVG drawn
 by that script (static/scheduler/dashboard.js), so nothing is loaded from
 outside and there is one renderer for the first paint and every refresh.
@@ -32,6 +32,7 @@ from system_app.admin import json_admin_view
 from system_app.models import user_permissions
 from system_app.stats import count_by
 from tasks_app.models import RunStatus, Task, TaskRun, percentile
+from tasks_app.notifications.models import Notification, NotificationStatus
 from workers_app.models import Worker, WorkerStatus
 
 PERMISSION = "system.read"
@@ -102,6 +103,7 @@ def dashboard_data(now=None):
         "queues": _queues(now),
         "workers": workers,
         "tasks": {"total": sum(tasks.values()), "active": tasks.get("active", 0), "paused": tasks.get("paused", 0)},
+        "notifications": _notifications(now),
     }
 
 
@@ -226,6 +228,12 @@ def _queues(now):
         }
         for row in rows
     ]
+
+
+def _notifications(now):
+    """The outbox over the last 24 h: sent, failed and still pending (one query)."""
+    counts = count_by(Notification.objects.filter(created_at__gte=now - timedelta(hours=24)), "status")
+    return {status: counts.get(status, 0) for status in NotificationStatus.values}
 
 
 def _workers(now):

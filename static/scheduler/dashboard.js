@@ -207,6 +207,13 @@
         value: number(data.tasks.active),
         note: number(data.tasks.paused) + " paused",
       },
+      {
+        label: "Alerts sent, 24 h",
+        value: number(data.notifications.sent),
+        note: number(data.notifications.failed) + " failed, " + number(data.notifications.pending) + " pending",
+        tone: data.notifications.failed > 0 ? "bad" : "",
+        href: root.dataset.notificationsUrl,
+      },
     ];
     var box = document.getElementById("dash-kpis");
     box.replaceChildren();

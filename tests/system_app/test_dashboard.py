@@ -138,6 +138,7 @@ def test_it_answers_every_figure_of_the_page(client, boss):
         "queues",
         "workers",
         "tasks",
+        "notifications",
     }
     assert set(data["runs_per_minute"]) == {"start", "end", "minutes", "statuses", "points"}
     assert data["runs_per_minute"]["minutes"] == 1440
@@ -292,7 +293,7 @@ def fill(n):
         WorkerFactory()
 
 
-def test_it_computes_every_figure_in_six_queries_however_many_rows():
+def test_it_computes_every_figure_in_seven_queries_however_many_rows():
     fill(2)
     with CaptureQueriesContext(connection) as few:
         dashboard.dashboard_data(NOW)
@@ -300,7 +301,7 @@ def test_it_computes_every_figure_in_six_queries_however_many_rows():
     with CaptureQueriesContext(connection) as many:
         dashboard.dashboard_data(NOW)
 
-    assert len(few) == len(many) == 6
+    assert len(few) == len(many) == 7
 
 
 def test_it_serves_the_endpoint_in_a_constant_number_of_queries(client, boss):
@@ -308,7 +309,7 @@ def test_it_serves_the_endpoint_in_a_constant_number_of_queries(client, boss):
     with CaptureQueriesContext(connection) as first:
         assert client.get(DATA_URL).status_code == 200
     # The session and the user, then the figures.
-    assert len(first) <= 2 + 6
+    assert len(first) <= 2 + 7
 
 
 def test_it_computes_the_figures_once_for_many_viewers(client, boss):
