@@ -114,6 +114,8 @@ def _task_defaults():
         "tags": Jsonb(["integration"]),
         "metadata": Jsonb({}),
         "status": "active",
+        "notify_on": Jsonb(["failure", "recovery", "paused"]),
+        "channels": Jsonb([]),
         "created_at": moment,
         "updated_at": moment,
     }
