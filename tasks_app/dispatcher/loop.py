@@ -78,7 +78,7 @@ class Dispatcher:
         monotonic = time.monotonic()
         if force_recovery or self._last_recovery is None or monotonic - self._last_recovery >= RECOVERY_EVERY_SECONDS:
             self._last_recovery = monotonic
-            for name in ("recover_workers", "expire_overdue", "redispatch_stuck"):
+            for name in ("recover_workers", "expire_overdue", "redispatch_stuck", "detect_late"):
                 done[name] += self._drain(name)
         done["retry"] += self._drain("retry")
         # Plan only the fires due when the pass began: a dispatcher that falls
@@ -94,7 +94,6 @@ class Dispatcher:
         for name in ("trigger_dependents", "gate", "enqueue"):
             done[name] += self._drain(name)
         done["prune"] += self._drain("prune", limit=1)
-        done["detect_late"] += self._drain("detect_late", limit=1)
         done["notify"] += self._drain("notify", limit=1)
         metrics.DISPATCHER_PASS.observe(time.monotonic() - monotonic)
         return done

@@ -2,7 +2,10 @@
 
 * detect_late_runs: pending or dispatched runs not started
   max_start_delay_seconds after scheduled_at are reported late once (a
-  SystemEvent and ``late`` notifications, in one transaction).
+  SystemEvent and ``late`` notifications, in one transaction). It runs with
+  the recovery steps, every few seconds; a worker that starts a run late
+  reports it itself (TaskRun.claim), so a run that starts between two checks
+  is not missed.
 * Notifier: claims due outbox rows and hands them to a small pool of its own
   threads. The step only claims and submits, so a slow or hanging receiver
   never holds up planning or enqueueing; it claims no more rows than the pool
@@ -18,7 +21,7 @@ from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
 from tasks_app.dispatcher.common import batch_size as default_batch_size
-from tasks_app.models import RunStatus, TaskRun
+from tasks_app.models import RunStatus, Task, TaskRun
 from tasks_app.notifications import delivery
 from tasks_app.notifications.models import Notification
 
@@ -35,11 +38,15 @@ def detect_late_runs(now, batch_size=None):
     oldest first); the comparison with each task's own limit is made here.
     """
     size = default_batch_size(batch_size)
+    # Few tasks set a limit: look at their runs only, not at every waiting run.
+    limited = Task.objects.filter(max_start_delay_seconds__isnull=False)
+    if not limited.exists():
+        return False
     candidates = list(
         TaskRun.objects.filter(
+            task_id__in=limited.values("pk"),
             status__in=(RunStatus.PENDING, RunStatus.DISPATCHED),
             late_reported=False,
-            task__max_start_delay_seconds__isnull=False,
             scheduled_at__lt=now - timedelta(seconds=1),
         )
         .select_related("task")
