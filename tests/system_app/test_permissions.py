@@ -16,12 +16,19 @@ from tests.api_helpers import (
     fast_passwords,  # noqa: F401 (autouse fixture)
 )
 from tests.conftest import jwt_client
-from tests.factories import TaskFactory, TaskRunFactory, UserFactory, WorkerFactory
+from tests.factories import (
+    ChannelFactory,
+    NotificationFactory,
+    TaskFactory,
+    TaskRunFactory,
+    UserFactory,
+    WorkerFactory,
+)
 
 NONE = None  # no authentication needed
 AUTHENTICATED = "authenticated"  # any authenticated caller
 
-# (method, path template, required permission); {task}, {run}, {worker}, {key},
+# (method, path template, required permission); {task}, {run}, {worker}, {key}, {channel}, {notification},
 # {event} and {audit} are filled with the ids of rows made for each test.
 ENDPOINTS = [
     ("post", "/api/auth/login", NONE),
@@ -58,6 +65,16 @@ ENDPOINTS = [
     ("get", "/api/system/logs/{event}", "system.read"),
     ("get", "/api/system/audit", "system.read"),
     ("get", "/api/system/audit/{audit}", "system.read"),
+    ("get", "/api/tasks/{task}/explain", "task.read"),
+    ("get", "/api/channels", "system.read"),
+    ("post", "/api/channels", "system.write"),
+    ("get", "/api/channels/{channel}", "system.read"),
+    ("put", "/api/channels/{channel}", "system.write"),
+    ("patch", "/api/channels/{channel}", "system.write"),
+    ("delete", "/api/channels/{channel}", "system.write"),
+    ("post", "/api/channels/{channel}/test", "system.write"),
+    ("get", "/api/notifications", "system.read"),
+    ("get", "/api/notifications/{notification}", "system.read"),
     ("get", "/api/schema/", NONE),
     ("get", "/api/docs/", NONE),
     ("get", "/health", NONE),
@@ -84,7 +101,11 @@ def rows(admin_user):
     api_key, _raw = ApiKey.issue(name="existing", created_by=admin_user, permissions=["task.read"])
     event = SystemEvent.record("dispatcher", "started")
     audit = AuditEntry.objects.create(actor="alice", action="create", object_type="task", object_id=str(task.pk))
+    channel = ChannelFactory()
+    notification = NotificationFactory(channel=channel, task_id=task.pk, run_id=run.pk)
     return {
+        "channel": channel.pk,
+        "notification": notification.pk,
         "task": task.pk,
         "run": run.pk,
         "worker": worker.pk,
