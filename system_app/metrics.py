@@ -111,6 +111,15 @@ HISTORY_PRUNED = _shared(
     )
 )
 
+NOTIFICATION_ATTEMPTS = _shared(
+    Counter(
+        "scheduler_notification_attempts_total",
+        "Delivery attempts of the alert outbox by the dispatcher: outcome sent, retry (failed, tried again "
+        "later) or failed (given up).",
+        ["kind", "outcome"],
+    )
+)
+
 
 # Recorders: what the dispatcher's steps and the actor call -----------------------
 

@@ -7,7 +7,7 @@ responses, and so audit entries built from them, show them masked.
 from django.db import transaction
 from django.utils import timezone
 from django_filters import rest_framework as filters
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.generics import get_object_or_404
@@ -173,7 +173,10 @@ class ExplainView(APIView):
 
     required_permissions = {"get": "task.read"}
 
-    @extend_schema(responses={200: ExplainSerializer})
+    @extend_schema(
+        parameters=[OpenApiParameter("id", int, OpenApiParameter.PATH, description="task id")],
+        responses={200: ExplainSerializer},
+    )
     def get(self, request, pk):
         task = get_object_or_404(Task.objects.all(), pk=pk)
         return Response({"task": task.pk, "reasons": explain(task, timezone.now())})

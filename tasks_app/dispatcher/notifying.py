@@ -20,6 +20,7 @@ from datetime import timedelta
 from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
+from system_app import metrics
 from tasks_app.dispatcher.common import batch_size as default_batch_size
 from tasks_app.models import RunStatus, Task, TaskRun
 from tasks_app.notifications import delivery
@@ -121,4 +122,6 @@ def send(notification, clock=timezone.now):
             result.error,
         )
     notification.record_attempt(result, clock())
+    outcome = "sent" if result.delivered else "failed" if notification.status == "failed" else "retry"
+    metrics.NOTIFICATION_ATTEMPTS.labels(notification.channel.kind, outcome).inc()
     return result

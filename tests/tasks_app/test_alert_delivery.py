@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from django.core import mail
+from prometheus_client import REGISTRY
 
 from tasks_app.dispatcher import notifying
 from tasks_app.dispatcher.loop import Dispatcher
@@ -125,6 +126,10 @@ def test_it_gives_up_after_five_attempts_without_storing_the_url():
     row.refresh_from_db()
     assert (row.status, row.attempts) == ("failed", MAX_ATTEMPTS)
     assert len(receiver.requests) == MAX_ATTEMPTS
+    assert (
+        REGISTRY.get_sample_value("scheduler_notification_attempts_total", {"kind": "webhook", "outcome": "failed"})
+        >= 1
+    )
 
 
 def test_it_records_a_connection_error_without_the_url():
