@@ -8,6 +8,7 @@ as a traceback or, worse, as a silently ignored setting.
 
 import ipaddress
 import os
+import pwd
 import re
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -102,14 +103,39 @@ def env_choices(name, choices, default, environ=None):
     return items
 
 
-def env_networks(name, environ=None):
+def env_networks(name, environ=None, default=()):
     networks = []
-    for item in env_list(name, (), environ):
+    for item in env_list(name, default, environ):
         try:
             networks.append(ipaddress.ip_network(item, strict=False))
         except ValueError:
             raise ConfigError(name, f"{item!r} is not an IP address or CIDR network") from None
     return networks
+
+
+_DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+def env_modules(name, environ=None):
+    """Comma-separated dotted module prefixes such as ``myproject.jobs``."""
+    modules = env_list(name, (), environ)
+    for module in modules:
+        if not _DOTTED.match(module):
+            raise ConfigError(name, f"{module!r} is not a dotted module name like myproject.jobs")
+    return modules
+
+
+def env_user(name, default, environ=None):
+    """A local user name (or numeric uid) that must exist on this machine."""
+    value = env_str(name, default, environ)
+    try:
+        if value.isdigit():
+            pwd.getpwuid(int(value))
+        else:
+            pwd.getpwnam(value)
+    except (KeyError, OverflowError):
+        raise ConfigError(name, f"no user {value!r} on this machine") from None
+    return value
 
 
 _RATE = re.compile(r"^(\d+)/(s|sec|second|m|min|minute|h|hour|d|day)$")

@@ -20,6 +20,8 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 VERSION = "0.1.0"
 
 EXECUTORS = ("shell", "http", "python")
+# Link-local (cloud metadata at 169.254.169.254) and AWS's IPv6 metadata address.
+HTTP_EXECUTOR_BLOCKED_DEFAULT = ("169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128")
 
 
 def _private_dir(path):
@@ -136,6 +138,11 @@ def _load():
     # Alerts (SPEC §9): links in notifications, and the SMTP server of e-mail channels.
     config["PUBLIC_BASE_URL"] = env.env_base_url("PUBLIC_BASE_URL", "http://127.0.0.1:8000")
     config["EMAIL"] = env.parse_email_url("EMAIL_URL", env.env_str("EMAIL_URL"))
+    config["PYTHON_CALLABLE_MODULES"] = env.env_modules("PYTHON_CALLABLE_MODULES")
+    config["RUN_AS_USER"] = env.env_user("RUN_AS_USER", "nobody")
+    config["HTTP_EXECUTOR_BLOCKED_NETWORKS"] = env.env_networks(
+        "HTTP_EXECUTOR_BLOCKED_NETWORKS", default=HTTP_EXECUTOR_BLOCKED_DEFAULT
+    )
     return config
 
 
@@ -400,6 +407,12 @@ ENABLED_EXECUTORS = _config["ENABLED_EXECUTORS"]
 PUBLIC_BASE_URL = _config["PUBLIC_BASE_URL"]
 # EMAIL_BACKEND, EMAIL_HOST, … from EMAIL_URL (the console backend when unset).
 globals().update(_config["EMAIL"])
+# What a task can reach (SPEC §8, docs/security.md): python callables only from
+# these module prefixes; shell runs of a root worker as this user; no HTTP
+# request to these networks.
+PYTHON_CALLABLE_MODULES = _config["PYTHON_CALLABLE_MODULES"]
+RUN_AS_USER = _config["RUN_AS_USER"]
+HTTP_EXECUTOR_BLOCKED_NETWORKS = _config["HTTP_EXECUTOR_BLOCKED_NETWORKS"]
 # A task's command (shell line, URL or dotted path) may be at most this long.
 TASK_COMMAND_MAX_BYTES = 64 * 1024
 

@@ -9,7 +9,7 @@ from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from system_app.models import AuditEntry, EventLevel, SystemEvent
-from tasks_app import schedules
+from tasks_app import reach, schedules
 from tasks_app.notifications.models import (
     Channel,
     Notification,
@@ -224,8 +224,12 @@ class Task(models.Model):
             errors["command"] = "may not be blank"
         elif self.executor == Executor.PYTHON and not _is_python_target(self.command):
             errors["command"] = "must look like package.module:callable"
+        elif self.executor == Executor.PYTHON and (refused := reach.python_target_error(self.command)):
+            errors["command"] = refused
         elif self.executor == Executor.HTTP and not self.command.startswith(("http://", "https://")):
             errors["command"] = "must be an http:// or https:// URL"
+        elif self.executor == Executor.HTTP and (refused := reach.url_literal_error(self.command)):
+            errors["command"] = refused
         errors.update(self._clean_alerts())
         if errors:
             raise ValidationError(errors)

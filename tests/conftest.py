@@ -11,6 +11,13 @@ from tests import factories
 
 
 @pytest.fixture(autouse=True)
+def _python_callables(settings):
+    # Python tasks are refused unless their module is allowed (SPEC §8); tests
+    # call the targets of tests/callables.py.
+    settings.PYTHON_CALLABLE_MODULES = ["tests.callables"]
+
+
+@pytest.fixture(autouse=True)
 def _fresh_cache():
     # Throttle buckets live in the cache; each test starts with empty ones.
     cache.clear()
