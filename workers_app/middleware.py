@@ -19,6 +19,8 @@ from dramatiq.middleware import Middleware
 from system_app import metrics
 from system_app.logging import log_context
 from workers_app import runtime
+from workers_app.executors import shell
+from workers_app.executors.pool import pool
 from workers_app.executors.process import groups
 
 # No model imports at module level: django_dramatiq builds the broker, and so
@@ -145,6 +147,10 @@ class WorkerLifecycle(Middleware):
         self._thread = threading.Thread(target=self._heartbeat_loop, name="worker-heartbeat", daemon=True)
         self._thread.start()
         logger.info("worker %s registered", self._worker_id)
+        shell.warn_if_root_opt_out()
+        if "python" in settings.ENABLED_EXECUTORS:
+            # Start the python runs' fork server now, not on the first run.
+            pool.warm()
 
     def describe(self, broker, worker):
         declared = {q_name(name) for name in broker.get_declared_queues()}
@@ -216,6 +222,7 @@ class WorkerLifecycle(Middleware):
                 logger.warning("could not mark worker %s down", self._worker_id, exc_info=True)
             finally:
                 runtime.close_connections()
+        pool.shutdown()
         runtime.reset()
 
     def _set_status(self, status):

@@ -261,7 +261,7 @@ def test_it_replaces_a_task_with_put(as_admin):
     body = task_body(
         name="new",
         executor="python",
-        command="app.jobs:run",
+        command="tests.callables:greet",
         schedule="*/10 * * * *",
         tags=["y", "z"],
         priority="critical",

@@ -151,6 +151,15 @@ class ChildPool:
                     return
             fresh.close()
 
+    def warm(self):
+        """Have one idle child ready (and so the fork server up); never raises."""
+        try:
+            child = Child()
+        except Exception:
+            logger.warning("could not start a python run process", exc_info=True)
+            return
+        self.release(child)
+
     def idle_count(self):
         with self._lock:
             return len(self._idle)
