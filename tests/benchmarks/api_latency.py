@@ -697,6 +697,7 @@ def main(argv=None):
             SECRET_KEY=random_secret_key(),
             DEBUG="false",
             API_THROTTLE_RATE="off",
+            PYTHON_CALLABLE_MODULES="tests.callables",
             ALLOWED_HOSTS="127.0.0.1,localhost",
             LOG_LEVEL="warning",
         )

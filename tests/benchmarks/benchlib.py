@@ -368,7 +368,7 @@ TASK_DEFAULTS = {
     "description": "",
     "task_type": "executor",
     "executor": "python",
-    "command": "json:dumps",
+    "command": "tests.callables:noop",
     "arguments": [1],
     "parameters": {},
     "schedule": None,
@@ -506,6 +506,8 @@ class Stack:
             # No fixed metrics ports: several benchmarks (and test runs) share the machine.
             DISPATCHER_METRICS_PORT="0",
             WORKER_METRICS_PORT="0",
+            # The no-op python target of the benchmarks' tasks.
+            PYTHON_CALLABLE_MODULES="tests.callables",
         )
         env.update({key: str(value) for key, value in overrides.items()})
         return env

@@ -5,7 +5,7 @@
 
 Two ``rundispatcher`` processes share the work (SKIP LOCKED) on PostgreSQL +
 RabbitMQ, with ``--workers`` (2) ``rundramatiq --processes 1 --threads N``
-executing the runs (python ``json:dumps``, a no-op). The watched task fires
+executing the runs (python ``tests.callables:noop``, a no-op). The watched task fires
 every second (``* * * * * *``); ``--extra`` (50) more tasks on the same
 schedule keep the dispatchers busy. After ``--warmup`` seconds, ``--kills``
 times: ``kill -9`` one of the two dispatchers (alternately; ``--kill-at work``,

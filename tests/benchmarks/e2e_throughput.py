@@ -9,7 +9,7 @@ A running ``rundispatcher`` and ``--workers`` × ``rundramatiq --processes 1
 one statement and the dispatcher is woken with the NOTIFY a manual trigger
 sends. The clock runs from that commit until the last run is `completed`:
 every run goes through the whole path (pending → enqueue → claim → execute →
-finish). The executor is a no-op: ``python`` ``json:dumps`` with arguments
+finish). The executor is a no-op: ``python`` ``tests.callables:noop`` with arguments
 [1] (the default), or ``--executor shell`` (``true``; a fork and exec per run).
 
 Reported: ``runs_per_s`` (all runs over the whole window, the target figure),
@@ -46,7 +46,7 @@ TARGET_PER_S = 500.0
 log = make_log("e2e_throughput")
 
 EXECUTORS = {
-    "python": {"executor": "python", "command": "json:dumps", "arguments": [1]},
+    "python": {"executor": "python", "command": "tests.callables:noop", "arguments": [1]},
     "shell": {"executor": "shell", "command": "true", "arguments": []},
 }
 

@@ -5,7 +5,7 @@
 
 One running ``rundispatcher`` and ``--workers`` (2) × ``rundramatiq
 --processes 1 --threads N`` on PostgreSQL + RabbitMQ. The executor is a no-op:
-``python`` ``json:dumps`` with arguments [1] (default) or ``--executor shell``
+``python`` ``tests.callables:noop`` with arguments [1] (default) or ``--executor shell``
 (``true``: a fork and exec per run, dearer).
 
 Steady: ``--tasks`` (200) tasks on ``* * * * * *`` (one fire per task per
@@ -50,7 +50,7 @@ FINAL = ("completed", "failed", "timeout", "cancelled", "skipped")
 log = make_log("start_lag")
 
 EXECUTORS = {
-    "python": {"executor": "python", "command": "json:dumps", "arguments": [1]},
+    "python": {"executor": "python", "command": "tests.callables:noop", "arguments": [1]},
     "shell": {"executor": "shell", "command": "true", "arguments": []},
 }
 

@@ -14,7 +14,9 @@ Missing server binaries skip the suite on a developer machine and fail it in CI
 import atexit
 import contextlib
 import os
+import shutil
 import signal
+import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -120,6 +122,17 @@ def spawn(cluster, db):
     yield SimpleNamespace(dispatcher=dispatcher, worker=worker)
     for process in reversed(started):
         cluster.stop(process)
+
+
+@pytest.fixture
+def tmp_path():
+    """A directory the tasks' commands can write to: a worker running as root
+    runs them as RUN_AS_USER (nobody), which pytest's own 0700 directories
+    keep out."""
+    path = Path(tempfile.mkdtemp(prefix="integration-"))
+    path.chmod(0o777)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

@@ -62,6 +62,9 @@ CONFIG_VARIABLES = (
     "LOG_LEVEL",
     "ENABLED_EXECUTORS",
     "METRICS_BIND_ADDRESS",
+    "PYTHON_CALLABLE_MODULES",
+    "RUN_AS_USER",
+    "HTTP_EXECUTOR_BLOCKED_NETWORKS",
 )
 
 
@@ -451,6 +454,7 @@ class Cluster:
                 "WORKER_METRICS_PORT": "0",
                 "DJANGO_SETTINGS_MODULE": "scheduler_site.settings",
                 "PYTHONUNBUFFERED": "1",
+                "PYTHON_CALLABLE_MODULES": "tests.callables",
                 **{key: str(value) for key, value in extra.items()},
             }
         )
