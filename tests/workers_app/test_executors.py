@@ -98,14 +98,14 @@ def test_it_drains_both_pipes_without_deadlocking():
     assert len(outcome.stderr) == 1024
 
 
-def test_it_passes_the_task_env_and_working_directory(tmp_path):
+def test_it_passes_the_task_env_and_working_directory(shared_dir):
     outcome = execute(
         spec(
             command='echo "$GREETING"; pwd',
-            parameters={"env": {"GREETING": "hello"}, "working_directory": str(tmp_path)},
+            parameters={"env": {"GREETING": "hello"}, "working_directory": str(shared_dir)},
         )
     )
-    assert outcome.stdout == f"hello\n{tmp_path}\n"
+    assert outcome.stdout == f"hello\n{shared_dir}\n"
 
 
 def test_it_fails_clearly_when_the_working_directory_is_missing(tmp_path):

@@ -217,6 +217,14 @@ def test_it_runs_as_root_only_when_told_to(settings, caplog):
     assert "shell tasks run as root" in caplog.text
 
 
+@pytest.mark.skipif(not ROOT, reason="switching users needs a root worker")
+def test_it_enters_the_working_directory_with_the_run_users_rights(tmp_path):
+    # pytest's tmp_path sits in a 0700 directory of root's.
+    outcome = execute(spec(command="ls", parameters={"working_directory": str(tmp_path)}))
+    assert outcome.status == "failed"
+    assert outcome.error_message == f"could not start the command: cannot enter {tmp_path} as user nobody"
+
+
 def test_it_runs_in_a_fresh_directory_removed_afterwards():
     first = execute(spec(command="pwd; touch made-here && echo wrote"))
     second = execute(spec(command="pwd"))

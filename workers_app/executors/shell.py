@@ -6,6 +6,7 @@ and, on a worker running as root, the identity of RUN_AS_USER.
 """
 
 import contextlib
+import functools
 import logging
 import os
 import pwd
@@ -108,6 +109,15 @@ def warn_if_root_opt_out():
         )
 
 
+def _enter(cwd):
+    """In the child, after it became the run's user: enter the working directory
+    with that user's rights (Popen's own cwd= would enter it as root, handing a
+    directory the user may not traverse to the command), and adopt orphans so
+    they stay in the run's subtree while the shell lives."""
+    os.chdir(cwd)
+    become_subreaper()
+
+
 def _work_directory(identity):
     """A fresh directory for one run, owned by the user the run becomes."""
     path = tempfile.mkdtemp(prefix="scheduler-run-")
@@ -149,12 +159,19 @@ def run(spec, should_cancel, report_output=None):
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            cwd=cwd,
             env=environment(parameters.get("env"), identity, marker),
             start_new_session=True,  # own session and process group: killable as a whole
             close_fds=True,
-            preexec_fn=become_subreaper,  # orphans stay in its subtree while it lives
+            preexec_fn=functools.partial(_enter, cwd),
             **switch,
+        )
+    except subprocess.SubprocessError:
+        if temporary:
+            shutil.rmtree(temporary, ignore_errors=True)
+        return Outcome(
+            status="failed",
+            error_message=f"could not start the command: cannot enter {cwd} as user {identity.name}",
+            execution_time=0.0,
         )
     except (OSError, ValueError) as error:
         if temporary:
