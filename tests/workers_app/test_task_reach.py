@@ -25,7 +25,7 @@ from workers_app import runtime
 from workers_app.actors import execute_run
 from workers_app.executors import RunSpec, execute
 from workers_app.executors.pool import MAX_IDLE_CHILDREN
-from workers_app.executors.process import descendants
+from workers_app.executors.process import descendants, groups
 from workers_app.executors.shell import environment, run_identity, warn_if_root_opt_out
 
 ROOT = os.geteuid() == 0
@@ -263,6 +263,19 @@ def test_it_kills_a_setsid_grandchild_when_the_command_ends(shared_dir):
     outcome = execute(spec(command=SETSID_SLEEP.format(pidfile=pidfile, linger=0)))
     assert outcome.status == "completed"
     assert gone_soon(wait_for_pid(pidfile)), "the setsid grandchild outlived its run"
+
+
+def test_it_kills_setsid_grandchildren_when_the_worker_exits_at_once(shared_dir):
+    pidfile = shared_dir / "pid"
+    outcomes = []
+    command = SETSID_SLEEP.format(pidfile=pidfile, linger=30)
+    runner = threading.Thread(target=lambda: outcomes.append(execute(spec(command=command, timeout=60))))
+    runner.start()
+    escaped = wait_for_pid(pidfile)
+    groups.kill_all()  # what a second SIGTERM does on the way out
+    runner.join(timeout=10)
+    assert gone_soon(escaped), "the setsid grandchild outlived the worker's forced exit"
+    assert outcomes and outcomes[0].status == "failed"
 
 
 # HTTP: blocked networks -------------------------------------------------------------------

@@ -17,21 +17,22 @@ class GroupRegistry:
     worker (a second SIGTERM) can kill them instead of leaving orphans."""
 
     def __init__(self):
-        self._groups = set()
+        self._groups = {}  # pgid -> the run's marker (see kill_tree)
         self._lock = threading.Lock()
 
-    def add(self, pgid):
+    def add(self, pgid, marker=None):
         with self._lock:
-            self._groups.add(pgid)
+            self._groups[pgid] = marker
 
     def discard(self, pgid):
         with self._lock:
-            self._groups.discard(pgid)
+            self._groups.pop(pgid, None)
 
     def kill_all(self):
         with self._lock:
-            groups = list(self._groups)
-        for pgid in groups:
+            groups = list(self._groups.items())
+        for pgid, marker in groups:
+            kill_tree(pgid, marker=marker)  # what left the group (setsid) too
             signal_group(pgid, signal.SIGKILL)
 
 

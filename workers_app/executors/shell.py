@@ -185,7 +185,7 @@ def run(spec, should_cancel, report_output=None):
 
 
 def _supervise(spec, should_cancel, report_output, process, stdout, stderr, started, marker):
-    groups.add(process.pid)
+    groups.add(process.pid, marker)
     readers = [
         threading.Thread(target=_pump, args=(process.stdout, stdout), daemon=True, name=f"run-{spec.run_id}-out"),
         threading.Thread(target=_pump, args=(process.stderr, stderr), daemon=True, name=f"run-{spec.run_id}-err"),
