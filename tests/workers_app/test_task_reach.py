@@ -7,6 +7,7 @@ import ipaddress
 import os
 import pwd
 import shutil
+import signal
 import socket
 import tempfile
 import threading
@@ -24,7 +25,7 @@ from tests.factories import TaskFactory, TaskRunFactory
 from workers_app import runtime
 from workers_app.actors import execute_run
 from workers_app.executors import RunSpec, execute
-from workers_app.executors.pool import MAX_IDLE_CHILDREN
+from workers_app.executors.pool import MAX_IDLE_CHILDREN, pool
 from workers_app.executors.process import descendants, groups
 from workers_app.executors.shell import environment, run_identity, warn_if_root_opt_out
 
@@ -134,6 +135,16 @@ def test_it_reports_a_python_run_whose_process_died():
     assert outcome.status == "failed"
     assert "exited with code 3" in outcome.error_message
     assert execute(spec(executor="python", command="tests.callables:echo", arguments=[1])).status == "completed"
+
+
+def test_it_replaces_an_idle_python_run_process_killed_from_outside():
+    execute(spec(executor="python", command="tests.callables:noop"))
+    idle = pool.acquire()
+    os.kill(idle.pid, signal.SIGKILL)
+    idle.process.join(timeout=5)
+    pool.release(idle)  # back in the pool, dead
+    outcome = execute(spec(executor="python", command="tests.callables:echo", arguments=[2]))
+    assert (outcome.status, outcome.result) == ("completed", "[[2], {}]")
 
 
 def test_it_leaves_no_thread_or_process_behind_after_100_python_timeouts():

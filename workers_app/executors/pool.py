@@ -118,15 +118,27 @@ class ChildPool:
 
     def acquire(self):
         with self._lock:
-            while self._idle:
-                child = self._idle.pop()
-                if child.alive():
-                    return child
+            if self._idle:
+                return self._idle.pop()
         return Child()
 
+    def submit(self, request):
+        """Send ``request`` to an idle child (or a new one) and return the child.
+        An idle child that died meanwhile (killed from outside) refuses the
+        message at once: it is replaced and the request sent again."""
+        child = self.acquire()
+        try:
+            child.send(request)
+        except OSError:
+            self.discard(child, replace=False)
+            child = Child()
+            child.send(request)
+        return child
+
     def release(self, child):
-        """Back to the pool after a run that ended normally."""
-        if child.calls >= MAX_CALLS_PER_CHILD or not child.alive():
+        """Back to the pool after a run that ended normally (the child answered,
+        so it is alive: no check on this hot path)."""
+        if child.calls >= MAX_CALLS_PER_CHILD:
             self.discard(child)
             return
         with self._lock:

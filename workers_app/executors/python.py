@@ -30,9 +30,8 @@ def run(spec, should_cancel, report_output=None):
         "kwargs": dict((spec.parameters or {}).get("kwargs") or {}),
         "output_limit": spec.output_limit,
     }
-    child = pool.acquire()
+    child = pool.submit(request)
     try:
-        child.send(request)
         how, response = wait(child, spec.timeout_seconds, should_cancel, CANCEL_POLL_SECONDS)
     except ChildDied as error:
         pool.discard(child)
