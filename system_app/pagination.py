@@ -1,59 +1,389 @@
-import json
+"""Listings that never lose a row, at any size (SPEC §5 pagination).
 
-from django.core.paginator import Paginator as DjangoPaginator
+Two ways through a listing, both answering
+``{"count", "count_is_estimate", "next", "previous", "results"}``:
+
+- **Pages** (``?page=&page_size=``): OFFSET/LIMIT. Whether a next page exists
+  is decided by reading one row more than the page, never from ``count``, so a
+  walk by ``next`` reaches the last row whatever the count says, and a page
+  past the end is a 404 because it holds no rows.
+- **Cursors** (``?cursor=``, on listings whose view sets
+  ``cursor_ordering_fields``): keyset pagination. A cursor is the position
+  (the ordering values and id) of the last row shown; the next page is the
+  rows strictly after it in the listing's order, with ``id`` as tiebreaker.
+  Rows inserted or deleted during a walk never make another row appear twice
+  or vanish, and every page costs one index range scan, however deep.
+
+``count`` is exact up to ``EXACT_COUNT_LIMIT`` rows; beyond that it is
+PostgreSQL's row estimate, and ``count_is_estimate`` says so. Counting is only
+for display: nothing above depends on it.
+"""
+
+import base64
+import binascii
+import json
+import re
+from datetime import datetime
+
+from django.core.exceptions import FieldDoesNotExist
 from django.db import connections
-from django.utils.functional import cached_property
+from django.db.models import DateTimeField, Q
+from django.utils import timezone
+from rest_framework.exceptions import NotFound
 from rest_framework.pagination import PageNumberPagination
+from rest_framework.response import Response
+from rest_framework.utils.urls import remove_query_param, replace_query_param
 
 from system_app.exceptions import InvalidQuery
 
 EXACT_COUNT_LIMIT = 10_000
+# OFFSET is a signed 64-bit number in PostgreSQL and SQLite; a page whose
+# offset does not fit lies past the end of any table.
+MAX_OFFSET = 2**62
+MAX_ID = 2**63 - 1
+ASCII_DIGITS = re.compile(r"[0-9]+")
+PK_TERMS = {"id", "-id", "pk", "-pk"}
+NOT_A_CURSOR = "is not a cursor of this listing; take it from a response's next link"
 
 
-class CappedCountPaginator(DjangoPaginator):
-    """Exact counts up to ``EXACT_COUNT_LIMIT``; beyond that PostgreSQL's estimate.
+def parse_whole_number(raw, name, message):
+    """``raw`` as an int, accepting ASCII digits only: ``str.isdigit`` and
+    ``int()`` also take "²" or "٣", which are no page numbers."""
+    if not ASCII_DIGITS.fullmatch(raw) or len(raw) > 30:
+        raise InvalidQuery(name, message)
+    return int(raw)
+
+
+def estimate_count(queryset):
+    """The database's row estimate for ``queryset``, or None where it has none.
+
+    PostgreSQL's comes from the planner and its table statistics: cheap, and
+    wrong after a bulk insert until the next ANALYZE. SQLite has none.
+    """
+    if connections[queryset.db].vendor != "postgresql":
+        return None
+    plan = json.loads(queryset.order_by().explain(format="json"))
+    return int(plan[0]["Plan"]["Plan Rows"])
+
+
+def count_rows(queryset):
+    """(count, is_estimate): exact up to EXACT_COUNT_LIMIT rows, an estimate beyond.
 
     ``SELECT count(*)`` over a million runs costs more than the rest of a list
     request together (an index-only scan of every matching entry, a heap scan
     after churn). Counting at most 10,001 rows is cheap and exact for the lists
-    people page through; a bigger total is the planner's row estimate, which
-    is what "about 100,000 failed runs" needs. SQLite always counts exactly.
+    people page through; a bigger total is the planner's estimate, which is
+    what "about 100,000 failed runs" needs. SQLite, which has no estimate,
+    counts exactly.
     """
+    if not hasattr(queryset, "query"):
+        return len(queryset), False
+    capped = queryset.order_by()[: EXACT_COUNT_LIMIT + 1].count()
+    if capped <= EXACT_COUNT_LIMIT:
+        return capped, False
+    estimate = estimate_count(queryset)
+    if estimate is None:
+        return queryset.order_by().count(), False
+    # Never fewer than counted: the count says "at least this many" when low.
+    return max(estimate, capped), True
 
-    @cached_property
-    def count(self):
-        queryset = self.object_list
-        if not hasattr(queryset, "query") or connections[queryset.db].vendor != "postgresql":
-            return super().count
-        capped = queryset.order_by()[: EXACT_COUNT_LIMIT + 1].count()
-        if capped <= EXACT_COUNT_LIMIT:
-            return capped
-        plan = json.loads(queryset.order_by().explain(format="json"))
-        return max(int(plan[0]["Plan"]["Plan Rows"]), capped)
+
+def ordering_of(queryset):
+    """The ORDER BY terms ``queryset`` will use: its own, else its model's default."""
+    if queryset.query.order_by:
+        return list(queryset.query.order_by)
+    if queryset.query.default_ordering:
+        return list(queryset.query.get_meta().ordering)
+    return []
+
+
+def with_total_order(queryset):
+    """``queryset`` ordered so that no two rows tie: its ordering plus ``pk``.
+
+    OFFSET pages of an ordering with ties (``?ordering=status``) may repeat or
+    skip rows, since the database may order tied rows differently per query.
+    """
+    if not hasattr(queryset, "query"):
+        return queryset
+    terms = ordering_of(queryset)
+    if any(isinstance(term, str) and term in PK_TERMS for term in terms):
+        return queryset if queryset.query.order_by else queryset.order_by(*terms)
+    return queryset.order_by(*terms, "pk")
+
+
+class Keyset:
+    """A total order of string terms, such as ``("-scheduled_at", "-id")``, and
+    the positions of rows in it, encoded as opaque cursors."""
+
+    def __init__(self, model, terms):
+        self.model = model
+        self.terms = tuple(terms)
+
+    @property
+    def fields(self):
+        return [term.lstrip("-") for term in self.terms]
+
+    def reversed(self):
+        return Keyset(self.model, [term[1:] if term.startswith("-") else f"-{term}" for term in self.terms])
+
+    def position_of(self, row):
+        return [getattr(row, field) for field in self.fields]
+
+    def encode(self, position, backwards=False):
+        values = [value.isoformat() if isinstance(value, datetime) else value for value in position]
+        payload = {"o": list(self.terms), "v": values}
+        if backwards:
+            payload["b"] = 1
+        raw = json.dumps(payload, separators=(",", ":")).encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    def decode(self, token):
+        """(position, backwards) of a cursor this keyset made; 400 for any other."""
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+            payload = json.loads(raw)
+        except (binascii.Error, ValueError):
+            raise InvalidQuery("cursor", NOT_A_CURSOR) from None
+        if not isinstance(payload, dict) or not isinstance(payload.get("v"), list):
+            raise InvalidQuery("cursor", NOT_A_CURSOR)
+        if payload.get("o") != list(self.terms):
+            raise InvalidQuery("cursor", f"belongs to another ordering; this walk orders by {','.join(self.terms)}")
+        values = payload["v"]
+        if len(values) != len(self.terms):
+            raise InvalidQuery("cursor", NOT_A_CURSOR)
+        position = [self._parse(field, value) for field, value in zip(self.fields, values, strict=True)]
+        return position, payload.get("b") == 1
+
+    def _parse(self, name, value):
+        field = self.model._meta.pk if name == "pk" else self.model._meta.get_field(name)
+        if isinstance(field, DateTimeField):
+            parsed = None
+            if isinstance(value, str) and "\x00" not in value:
+                try:
+                    parsed = datetime.fromisoformat(value)
+                except ValueError:
+                    parsed = None
+            if parsed is None or timezone.is_naive(parsed):
+                raise InvalidQuery("cursor", "holds an invalid position")
+            return parsed
+        if isinstance(value, bool) or not isinstance(value, int) or not -MAX_ID <= value <= MAX_ID:
+            raise InvalidQuery("cursor", "holds an invalid position")
+        return value
+
+    def after(self, position):
+        """Rows strictly after ``position`` in this order.
+
+        The lexicographic "after" as an OR of prefixes, plus a range on the
+        first term alone, so that the database walks its index from the
+        position instead of filtering the whole table.
+        """
+
+        def beyond(term, value, inclusive=False):
+            field = term.lstrip("-")
+            lookup = ("lt" if term.startswith("-") else "gt") + ("e" if inclusive else "")
+            return Q(**{f"{field}__{lookup}": value})
+
+        condition = Q()
+        for index, term in enumerate(self.terms):
+            prefix = Q(**dict(zip(self.fields[:index], position[:index], strict=True)))
+            condition |= prefix & beyond(term, position[index])
+        return beyond(self.terms[0], position[0], inclusive=True) & condition
 
 
 class PagePagination(PageNumberPagination):
-    """``?page=&page_size=`` (default 20, max 100) with DRF's {count, next, previous, results}."""
+    """``?page=&page_size=`` (default 20, max 100), and ``?cursor=`` where the
+    view allows it, with ``{count, count_is_estimate, next, previous, results}``."""
 
-    django_paginator_class = CappedCountPaginator
     page_size = 20
     page_size_query_param = "page_size"
     max_page_size = 100
+    cursor_query_param = "cursor"
 
     def get_page_size(self, request):
         raw = request.query_params.get(self.page_size_query_param)
         if raw is None:
             return self.page_size
-        try:
-            size = int(raw)
-        except ValueError:
-            raise InvalidQuery("page_size", "must be a whole number between 1 and 100") from None
+        size = parse_whole_number(raw, self.page_size_query_param, "must be a whole number between 1 and 100")
         if not 1 <= size <= self.max_page_size:
-            raise InvalidQuery("page_size", "must be between 1 and 100")
+            raise InvalidQuery(self.page_size_query_param, "must be between 1 and 100")
         return size
 
-    def paginate_queryset(self, queryset, request, view=None):
+    def get_page_number(self, request):
         raw = request.query_params.get(self.page_query_param)
-        if raw is not None and (not raw.isdigit() or int(raw) < 1):
-            raise InvalidQuery("page", "must be a whole number of at least 1")
-        return super().paginate_queryset(queryset, request, view)
+        if raw is None:
+            return 1
+        number = parse_whole_number(raw, self.page_query_param, "must be a whole number of at least 1")
+        if number < 1:
+            raise InvalidQuery(self.page_query_param, "must be a whole number of at least 1")
+        return number
+
+    def paginate_queryset(self, queryset, request, view=None):
+        self.request = request
+        self.page_size_value = self.get_page_size(request)
+        token = request.query_params.get(self.cursor_query_param)
+        if token is not None:
+            return self._paginate_by_cursor(queryset, request, view, token)
+        self.keyset = None
+        number = self.get_page_number(request)
+        offset = (number - 1) * self.page_size_value
+        if offset > MAX_OFFSET:
+            raise NotFound("Invalid page: past the end of the listing.")
+        queryset = with_total_order(queryset)
+        rows = list(queryset[offset : offset + self.page_size_value + 1])
+        self.has_next = len(rows) > self.page_size_value
+        rows = rows[: self.page_size_value]
+        if number > 1 and not rows:
+            raise NotFound("Invalid page: past the end of the listing.")
+        self.page_number = number
+        self.has_previous = number > 1
+        if self.has_next:
+            self.count, self.count_is_estimate = count_rows(queryset)
+            # An estimate never claims fewer rows than this request has seen.
+            self.count = max(self.count, offset + len(rows) + 1)
+        else:
+            self.count, self.count_is_estimate = offset + len(rows), False
+        return rows
+
+    def keyset_for(self, queryset, view):
+        """The keyset of the listing's ordering (its ``?ordering=`` or default,
+        with ``id`` as tiebreaker), or a 400 where the view does not allow it."""
+        allowed = set(getattr(view, "cursor_ordering_fields", None) or ())
+        if not allowed:
+            raise InvalidQuery(self.cursor_query_param, "this listing pages with ?page= only")
+        terms = ordering_of(queryset)
+        if not all(isinstance(term, str) for term in terms):
+            raise InvalidQuery("ordering", f"cursor pagination orders by {', '.join(sorted(allowed | {'id'}))} only")
+        terms = ["id" if term == "pk" else "-id" if term == "-pk" else term for term in terms]
+        for term in terms:
+            try:
+                queryset.model._meta.get_field(term.lstrip("-"))
+            except FieldDoesNotExist:
+                raise InvalidQuery("ordering", "cursor pagination cannot order by this") from None
+            if term.lstrip("-") not in allowed | {"id"}:
+                raise InvalidQuery(
+                    "ordering", f"cursor pagination orders by {', '.join(sorted(allowed | {'id'}))} only"
+                )
+        if "id" in terms or "-id" in terms:
+            terms = terms[: max(terms.index(term) for term in terms if term in ("id", "-id")) + 1]
+        else:
+            terms.append("-id" if terms and terms[0].startswith("-") else "id")
+        return Keyset(queryset.model, terms)
+
+    def _paginate_by_cursor(self, queryset, request, view, token):
+        if self.page_query_param in request.query_params:
+            raise InvalidQuery(self.page_query_param, "use either ?page= or ?cursor=, not both")
+        if not hasattr(queryset, "query"):
+            raise InvalidQuery(self.cursor_query_param, "this listing pages with ?page= only")
+        keyset = self.keyset_for(queryset, view)
+        self.keyset = keyset
+        size = self.page_size_value
+        backwards = False
+        walk = queryset.order_by(*keyset.terms)
+        if token:
+            position, backwards = keyset.decode(token)
+            if backwards:
+                walk = queryset.order_by(*keyset.reversed().terms).filter(keyset.reversed().after(position))
+            else:
+                walk = walk.filter(keyset.after(position))
+        rows = list(walk[: size + 1])
+        more = len(rows) > size
+        rows = rows[:size]
+        if backwards:
+            rows.reverse()
+            self.has_previous, self.has_next = more, True
+        else:
+            self.has_previous, self.has_next = bool(token), more
+        self.first_row = rows[0] if rows else None
+        self.last_row = rows[-1] if rows else None
+        self.count, self.count_is_estimate = count_rows(queryset)
+        return rows
+
+    def _cursor_link(self, token):
+        url = remove_query_param(self.request.build_absolute_uri(), self.page_query_param)
+        return replace_query_param(url, self.cursor_query_param, token)
+
+    def get_next_link(self):
+        if not self.has_next:
+            return None
+        if self.keyset is None:
+            url = self.request.build_absolute_uri()
+            return replace_query_param(url, self.page_query_param, self.page_number + 1)
+        if self.last_row is None:
+            # A backwards page that found nothing before its position: the
+            # rows from there on are the walk from the start.
+            return self._cursor_link("")
+        return self._cursor_link(self.keyset.encode(self.keyset.position_of(self.last_row)))
+
+    def get_previous_link(self):
+        if not self.has_previous:
+            return None
+        if self.keyset is None:
+            url = self.request.build_absolute_uri()
+            if self.page_number == 2:
+                return remove_query_param(url, self.page_query_param)
+            return replace_query_param(url, self.page_query_param, self.page_number - 1)
+        if self.first_row is None:
+            return self._cursor_link("")
+        return self._cursor_link(self.keyset.encode(self.keyset.position_of(self.first_row), backwards=True))
+
+    def get_paginated_response(self, data):
+        return Response(
+            {
+                "count": self.count,
+                "count_is_estimate": self.count_is_estimate,
+                "next": self.get_next_link(),
+                "previous": self.get_previous_link(),
+                "results": data,
+            }
+        )
+
+    def get_paginated_response_schema(self, schema):
+        return {
+            "type": "object",
+            "required": ["count", "count_is_estimate", "next", "previous", "results"],
+            "properties": {
+                "count": {
+                    "type": "integer",
+                    "example": 123,
+                    "description": f"rows in the listing: exact up to {EXACT_COUNT_LIMIT:,}, "
+                    "else an estimate (see count_is_estimate); next and previous never depend on it",
+                },
+                "count_is_estimate": {
+                    "type": "boolean",
+                    "description": "true when count is the database's estimate rather than an exact count",
+                },
+                "next": {
+                    "type": "string",
+                    "nullable": True,
+                    "format": "uri",
+                    "description": "the next page (carrying ?page= or ?cursor=), null on the last page",
+                },
+                "previous": {
+                    "type": "string",
+                    "nullable": True,
+                    "format": "uri",
+                    "description": "the previous page, null on the first page",
+                },
+                "results": schema,
+            },
+        }
+
+    def get_schema_operation_parameters(self, view):
+        parameters = super().get_schema_operation_parameters(view)
+        fields = getattr(view, "cursor_ordering_fields", None)
+        if fields:
+            parameters.append(
+                {
+                    "name": self.cursor_query_param,
+                    "required": False,
+                    "in": "query",
+                    "description": "keyset pagination, stable while rows are added: give it empty to start a "
+                    "walk, then follow next (which carries the cursor); not with page. Works with the "
+                    f"default ordering and ordering by {', '.join([*fields, 'id'])}",
+                    "schema": {"type": "string"},
+                }
+            )
+        return parameters
+
+    def get_html_context(self):  # pragma: no cover - the browsable API is off
+        return {}

@@ -217,6 +217,7 @@ class SystemEventViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = SystemEventSerializer
     filterset_class = SystemEventFilter
     ordering_fields = ["at", "level", "id"]
+    cursor_ordering_fields = ["at"]
     required_permissions = {"list": "system.read", "retrieve": "system.read"}
 
 
@@ -225,6 +226,7 @@ class AuditEntryViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = AuditEntrySerializer
     filterset_class = AuditEntryFilter
     ordering_fields = ["at", "id"]
+    cursor_ordering_fields = ["at"]
     required_permissions = {"list": "system.read", "retrieve": "system.read"}
 
 

@@ -32,6 +32,9 @@ from tasks_app.models import RunStatus, Task, TaskRun
 
 RUN_ORDERING = ["scheduled_at", "created_at", "started_at", "completed_at", "execution_time", "id"]
 NEWEST_RUNS_FIRST = ["-scheduled_at", "-id"]
+# ?cursor= walks run listings by these (and id): the orderings an index serves
+# (run_newest_idx, run_task_newest_idx, run_status_sched_idx).
+RUN_CURSOR_ORDERING = ["scheduled_at"]
 
 
 def run_list_queryset():
@@ -51,6 +54,7 @@ class TaskViewSet(AuditedModelViewSet):
     filter_backends = [ListFilterBackend, TaskOrderingFilter]
     ordering_fields = ["id", "name", "created_at", "updated_at", "next_run_at", "last_run_at", "priority", "status"]
     ordering = ["id"]
+    cursor_ordering_fields = None  # tasks page with ?page=; the runs action walks by cursor too
     required_permissions = {
         "list": "task.read",
         "retrieve": "task.read",
@@ -118,7 +122,12 @@ class TaskViewSet(AuditedModelViewSet):
 
     @extend_schema(responses={200: TaskRunSerializer(many=True)}, filters=False)
     @action(
-        detail=True, methods=["get"], filterset_class=None, ordering_fields=RUN_ORDERING, ordering=NEWEST_RUNS_FIRST
+        detail=True,
+        methods=["get"],
+        filterset_class=None,
+        ordering_fields=RUN_ORDERING,
+        ordering=NEWEST_RUNS_FIRST,
+        cursor_ordering_fields=RUN_CURSOR_ORDERING,
     )
     def runs(self, request, pk=None):
         # DRF's get_object_or_404: a non-numeric id is a 404, not a ValueError.
@@ -144,6 +153,7 @@ class TaskRunViewSet(viewsets.ReadOnlyModelViewSet):
     filterset_class = TaskRunFilter
     ordering_fields = RUN_ORDERING
     ordering = NEWEST_RUNS_FIRST
+    cursor_ordering_fields = RUN_CURSOR_ORDERING
     required_permissions = {
         "list": "task.read",
         "retrieve": "task.read",

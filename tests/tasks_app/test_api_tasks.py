@@ -152,8 +152,8 @@ def test_it_lists_with_the_pagination_shape(as_viewer):
     response = as_viewer.get("/api/tasks")
     assert response.status_code == 200
     data = response.json()
-    assert set(data) == {"count", "next", "previous", "results"}
-    assert data["count"] == 25
+    assert set(data) == {"count", "count_is_estimate", "next", "previous", "results"}
+    assert data["count"] == 25 and data["count_is_estimate"] is False
     assert len(data["results"]) == 20
     assert data["previous"] is None
     assert data["next"].endswith("/api/tasks?page=2")
@@ -467,7 +467,7 @@ def test_it_lists_a_tasks_runs_newest_first(as_viewer):
     response = as_viewer.get(f"/api/tasks/{task.pk}/runs")
     assert response.status_code == 200
     data = response.json()
-    assert set(data) == {"count", "next", "previous", "results"}
+    assert set(data) == {"count", "count_is_estimate", "next", "previous", "results"}
     assert data["count"] == 3
     assert [r["id"] for r in data["results"]] == [r.pk for r in runs]
     assert "stdout" not in data["results"][0] and "stderr" not in data["results"][0]
