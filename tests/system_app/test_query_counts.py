@@ -56,6 +56,11 @@ LISTS = [
     ("/api/system/logs", make_events),
     ("/api/system/audit", make_audit),
     ("/api/auth/api-keys", make_keys),
+    ("/api/runs?cursor=", make_runs),
+    ("/api/runs?status=pending,failed&cursor=", make_runs),
+    ("/api/tasks/{task}/runs?cursor=", make_runs),
+    ("/api/system/logs?cursor=", make_events),
+    ("/api/system/audit?cursor=", make_audit),
 ]
 
 
