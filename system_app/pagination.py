@@ -106,7 +106,9 @@ def with_total_order(queryset):
     OFFSET pages of an ordering with ties (``?ordering=status``) may repeat or
     skip rows, since the database may order tied rows differently per query.
     """
-    if not hasattr(queryset, "query"):
+    query = getattr(queryset, "query", None)
+    if query is None or query.distinct or query.combinator or query.values_select or query.group_by:
+        # Ordering by pk would change what DISTINCT, GROUP BY or a union returns.
         return queryset
     terms = ordering_of(queryset)
     if any(isinstance(term, str) and term in PK_TERMS for term in terms):
