@@ -303,7 +303,10 @@ class PagePagination(PageNumberPagination):
             self.has_previous, self.has_next = bool(token), more
         self.first_row = rows[0] if rows else None
         self.last_row = rows[-1] if rows else None
-        self.count, self.count_is_estimate = count_rows(queryset)
+        if not token and not more:
+            self.count, self.count_is_estimate = len(rows), False  # the whole listing fits the first page
+        else:
+            self.count, self.count_is_estimate = count_rows(queryset)
         return rows
 
     def _cursor_link(self, token):
