@@ -8,6 +8,9 @@ from functools import wraps
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.views.main import ChangeList
+from django.core.exceptions import EmptyResultSet, FullResultSet
 from django.db import models, transaction
 from django.http import JsonResponse
 from django.utils import timezone
@@ -16,6 +19,7 @@ from django.views.decorators.cache import never_cache
 
 from system_app import audit
 from system_app.models import PERMISSIONS, ApiKey, AuditEntry, EventLevel, SystemEvent, user_permissions
+from system_app.validation import StorableJSONFormField
 
 admin.site.site_header = "Task Scheduler"
 admin.site.site_title = "Task Scheduler"
@@ -83,7 +87,38 @@ def json_error(status, code, message):
     return JsonResponse({"error": {"code": code, "message": message, "details": []}}, status=status)
 
 
-class ScopedPermissionsMixin:
+class SafeChangeList(ChangeList):
+    """A change list that turns a filter value the database cannot take into
+    Django's "invalid lookup" answer (a redirect with ``?e=1``), not a 500.
+
+    Django checks the lookups of ``?field__gte=…`` when it builds the queryset,
+    but a value such as ``0001-01-01T00:00:00+14:00`` only fails when the query
+    is compiled for the database (it is before year 1 in UTC); compiling it here
+    brings that failure forward to where Django handles it.
+    """
+
+    def get_queryset(self, request, exclude_parameters=None):
+        queryset = super().get_queryset(request, exclude_parameters)
+        try:
+            queryset.query.get_compiler(queryset.db).as_sql()
+        except (EmptyResultSet, FullResultSet):
+            pass
+        except (OverflowError, ValueError, TypeError) as error:
+            raise IncorrectLookupParameters(error) from error
+        return queryset
+
+
+class SafeInputAdminMixin:
+    """Every admin page of ours: change lists that survive any filter value, and
+    JSON boxes that refuse what the database cannot store (SPEC §8)."""
+
+    formfield_overrides = {models.JSONField: {"form_class": StorableJSONFormField}}
+
+    def get_changelist(self, request, **kwargs):
+        return SafeChangeList
+
+
+class ScopedPermissionsMixin(SafeInputAdminMixin):
     """Opens admin pages to the scheduler's roles (SPEC §5) as well as to
     Django's model permissions, so an operator who is staff sees in the admin
     what the API lets them do, without a second set of grants to keep in step.

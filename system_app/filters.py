@@ -10,6 +10,7 @@ from rest_framework.filters import OrderingFilter
 
 from system_app.exceptions import InvalidQuery
 from system_app.models import AuditEntry, EventLevel, SystemEvent
+from system_app.validation import StrictIsoDateTimeFilter
 
 
 def json_list_contains(field, value):
@@ -59,8 +60,8 @@ class CommaChoiceFilter(django_filters.BaseInFilter, django_filters.CharFilter):
 class SystemEventFilter(django_filters.FilterSet):
     level = django_filters.ChoiceFilter(choices=EventLevel.choices)
     source = django_filters.CharFilter()
-    start_time = django_filters.IsoDateTimeFilter(field_name="at", lookup_expr="gte")
-    end_time = django_filters.IsoDateTimeFilter(field_name="at", lookup_expr="lte")
+    start_time = StrictIsoDateTimeFilter(field_name="at", lookup_expr="gte")
+    end_time = StrictIsoDateTimeFilter(field_name="at", lookup_expr="lte")
 
     class Meta:
         model = SystemEvent
@@ -72,8 +73,8 @@ class AuditEntryFilter(django_filters.FilterSet):
     action = django_filters.CharFilter()
     object_type = django_filters.CharFilter()
     object_id = django_filters.CharFilter()
-    start_time = django_filters.IsoDateTimeFilter(field_name="at", lookup_expr="gte")
-    end_time = django_filters.IsoDateTimeFilter(field_name="at", lookup_expr="lte")
+    start_time = StrictIsoDateTimeFilter(field_name="at", lookup_expr="gte")
+    end_time = StrictIsoDateTimeFilter(field_name="at", lookup_expr="lte")
 
     class Meta:
         model = AuditEntry

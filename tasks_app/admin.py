@@ -2,7 +2,6 @@
 
 from django import forms
 from django.contrib import admin
-from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import transaction
@@ -20,6 +19,7 @@ from system_app.admin import (
     GREY,
     RED,
     AuditedAdminMixin,
+    SafeChangeList,
     ScopedPermissionsMixin,
     coloured,
     json_admin_view,
@@ -348,7 +348,7 @@ class TaskAdmin(ScopedPermissionsMixin, AuditedAdminMixin, admin.ModelAdmin):
             return "No schedule: this task runs only when triggered or by its dependencies."
         try:
             tz = schedules.get_timezone(obj.timezone)
-            fires = [fire.astimezone(tz) for fire in obj.upcoming_fires(PREVIEW_COUNT)]
+            fires = [schedules.localize(fire, tz) for fire in obj.upcoming_fires(PREVIEW_COUNT)]
         except schedules.ScheduleError as error:
             return f"Cannot preview this schedule: {error.message}"
         if not fires:
@@ -476,7 +476,7 @@ class WorkerFilter(admin.SimpleListFilter):
         return queryset
 
 
-class RunChangeList(ChangeList):
+class RunChangeList(SafeChangeList):
     def get_queryset(self, request, exclude_parameters=None):
         return super().get_queryset(request, exclude_parameters).defer(*HEAVY_RUN_FIELDS)
 

@@ -1,17 +1,17 @@
 import django_filters
-from django import forms
 from django.db.models import Case, IntegerField, Q, Value, When
 
 from system_app.filters import CommaChoiceFilter, ListOrderingFilter, json_list_contains
+from system_app.validation import StrictIntegerFormField, StrictIsoDateTimeFilter
 from tasks_app.models import Executor, Priority, RunStatus, Task, TaskRun, TaskStatus, Trigger
 
 
-class IdField(forms.IntegerField):
-    """A primary key: a number beyond 64 bits would make the database driver raise."""
+class IdField(StrictIntegerFormField):
+    """A primary key: ASCII digits (``task=٣`` is no id), and a number beyond
+    64 bits would make the database driver raise."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("min_value", 1)
-        kwargs.setdefault("max_value", 2**63 - 1)
         super().__init__(*args, **kwargs)
 
 
@@ -71,8 +71,8 @@ class TaskRunFilter(django_filters.FilterSet):
     task = IntegerFilter(field_name="task_id")
     worker = django_filters.CharFilter(field_name="worker_id")
     trigger = django_filters.ChoiceFilter(choices=Trigger.choices)
-    scheduled_after = django_filters.IsoDateTimeFilter(field_name="scheduled_at", lookup_expr="gte")
-    scheduled_before = django_filters.IsoDateTimeFilter(field_name="scheduled_at", lookup_expr="lt")
+    scheduled_after = StrictIsoDateTimeFilter(field_name="scheduled_at", lookup_expr="gte")
+    scheduled_before = StrictIsoDateTimeFilter(field_name="scheduled_at", lookup_expr="lt")
 
     class Meta:
         model = TaskRun

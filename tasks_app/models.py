@@ -9,6 +9,7 @@ from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from system_app.models import AuditEntry, EventLevel, SystemEvent
+from system_app.validation import unstorable_fields
 from tasks_app import reach, schedules
 from tasks_app.notifications.models import (
     Channel,
@@ -231,6 +232,15 @@ class Task(models.Model):
         elif self.executor == Executor.HTTP and (refused := reach.url_literal_error(self.command)):
             errors["command"] = refused
         errors.update(self._clean_alerts())
+        if self.schedule and not errors.get("schedule") and not errors.get("timezone") and self._schedule_changed():
+            parsed = schedules.parse_schedule(self.schedule, self.timezone)
+            if parsed.kind == "once" and parsed.at <= timezone.now():
+                # It would be accepted and never fire; say so while the author is here.
+                errors["schedule"] = (
+                    f"@at: {parsed.at.isoformat()} is in the past; a one-off time must be in the future"
+                )
+        for name, message in unstorable_fields(self).items():
+            errors.setdefault(name, message)
         if errors:
             raise ValidationError(errors)
 
@@ -258,6 +268,14 @@ class Task(models.Model):
         if self.max_start_delay_seconds is not None and self.max_start_delay_seconds < 1:
             errors["max_start_delay_seconds"] = "must be at least 1 (or null)"
         return errors
+
+    def _schedule_changed(self):
+        """True for a new task, or when the schedule or its timezone differs from
+        the stored one: an @at already in the past stays valid on later edits."""
+        if self.pk is None:
+            return True
+        stored = Task.objects.filter(pk=self.pk).values_list("schedule", "timezone").first()
+        return stored != (self.schedule, self.timezone)
 
     # Schedule and state ---------------------------------------------------
 

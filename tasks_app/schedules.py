@@ -544,7 +544,7 @@ _MACROS = {
     "@hourly": "0 * * * *",
 }
 _UNSUPPORTED_RE = re.compile(r"^(?:\d*L|LW|\d+W|[A-Za-z]{3}L|.*#.*)$", re.IGNORECASE)
-_INTERVAL_RE = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+_INTERVAL_RE = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$", re.ASCII)
 
 
 def _is_number(text: str) -> bool:
@@ -721,6 +721,16 @@ def next_fire(
     return parse_schedule(expression, timezone).next_after(after, anchor)
 
 
+def localize(moment: datetime, tz: ZoneInfo) -> datetime:
+    """``moment`` in ``tz``, or left in UTC when ``tz``'s offset would carry it
+    past the end of the calendar (``9999-12-31T23:59:59Z`` is year 10000 in
+    Pacific/Kiritimati, which ``datetime`` cannot hold)."""
+    try:
+        return moment.astimezone(tz)
+    except OverflowError:
+        return moment.astimezone(UTC)
+
+
 def preview(
     expression: str,
     timezone: str = "UTC",
@@ -741,7 +751,7 @@ def preview(
         nxt = schedule.next_after(current)
         if nxt is None:
             break
-        result.append(nxt.astimezone(schedule.tz))
+        result.append(localize(nxt, schedule.tz))
         current = nxt
     return result
 

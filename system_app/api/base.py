@@ -2,7 +2,6 @@
 
 import copy
 import math
-import re
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import models, transaction
@@ -11,6 +10,7 @@ from rest_framework import fields, mixins, serializers, viewsets
 from rest_framework.serializers import as_serializer_error
 
 from system_app import audit
+from system_app.validation import storable_json_error
 
 
 class StrictCharField(serializers.CharField):
@@ -49,33 +49,6 @@ class StrictFloatField(serializers.FloatField):
         if isinstance(data, bool) or not isinstance(data, (int, float)) or not math.isfinite(data):
             self.fail("invalid")
         return super().to_internal_value(data)
-
-
-SURROGATES = re.compile("[\ud800-\udfff]")
-
-
-def storable_json_error(value):
-    """Why ``value`` cannot be stored and served back as JSON, or None.
-
-    1e400 parses as infinity, which the strict renderer refuses, so a row
-    holding it would break every later read; PostgreSQL's jsonb refuses the
-    NUL character and lone surrogates (CharField refuses both for plain text).
-    """
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, float) and not math.isfinite(item):
-            return "Numbers must be finite."
-        if isinstance(item, str) and "\x00" in item:
-            return "Null characters are not allowed."
-        if isinstance(item, str) and SURROGATES.search(item):
-            return "Surrogate characters are not allowed."
-        if isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return None
 
 
 class StorableJSONField(serializers.JSONField):

@@ -9,6 +9,7 @@ from system_app.api.base import (
     ValidatedModelSerializer,
 )
 from system_app.exceptions import ConflictError
+from system_app.validation import StrictDateTimeField, StrictIntegerQueryField
 from tasks_app import schedules
 from tasks_app.models import Priority, Task, TaskRun
 
@@ -295,14 +296,14 @@ class TaskStatsSerializer(serializers.Serializer):
 
 
 class StatsQuerySerializer(serializers.Serializer):
-    days = serializers.IntegerField(min_value=1, max_value=3650, default=30)
+    days = StrictIntegerQueryField(min_value=1, max_value=3650, default=30)
 
 
 class SchedulePreviewQuerySerializer(serializers.Serializer):
     schedule = StrictCharField(max_length=255)
     timezone = StrictCharField(max_length=64, default="UTC")
-    count = serializers.IntegerField(min_value=1, max_value=100, default=5)
-    after = serializers.DateTimeField(required=False)
+    count = StrictIntegerQueryField(min_value=1, max_value=100, default=5)
+    after = StrictDateTimeField(required=False)
 
     def validate(self, attrs):
         try:

@@ -1,0 +1,220 @@
+"""Strict parsers for what comes from outside: query parameters, JSON values, text.
+
+SPEC §8 asks for no 500s from any input, on SQLite and PostgreSQL alike. The
+values below are the ones that get past ordinary validation and then break
+the database or the renderer, so every entry point checks them here, once:
+
+* unicode digits: ``int("٣")`` is 3 and ``"²".isdigit()`` is true, yet ``int("²")``
+  raises; a number in a query string is ASCII digits only;
+* numbers past 64 bits, which the database drivers refuse to send;
+* NUL characters and lone surrogates, which PostgreSQL's text and jsonb refuse
+  (and lone surrogates cannot even be encoded as UTF-8);
+* infinities (``1e400`` in JSON), which no JSON renderer can write back;
+* aware date-times whose UTC instant falls outside years 1-9999
+  (``0001-01-01T00:00:00+14:00``), which no database adapter can convert.
+
+No models here: model ``clean()`` methods, serializers, forms and filters all
+import it.
+"""
+
+import math
+import re
+from datetime import UTC, datetime
+
+from django import forms
+from django.core.exceptions import ValidationError
+from django.db import models
+from django_filters import IsoDateTimeFilter
+from django_filters.fields import IsoDateTimeField
+from rest_framework import serializers
+
+MAX_BIGINT = 2**63 - 1
+ASCII_INTEGER = re.compile(r"[+-]?[0-9]+")
+SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def parse_ascii_int(text):
+    """``text`` as an int if it is written with ASCII digits only, else None."""
+    if not isinstance(text, str):
+        return None
+    text = text.strip()
+    if not ASCII_INTEGER.fullmatch(text) or len(text) > 30:
+        return None
+    return int(text)
+
+
+def storable_text_error(text):
+    """Why ``text`` cannot be stored in a database text column, or None."""
+    if "\x00" in text:
+        return "Null characters are not allowed."
+    if SURROGATES.search(text):
+        return "Surrogate characters are not allowed."
+    return None
+
+
+def storable_json_error(value):
+    """Why ``value`` cannot be stored and served back as JSON, or None.
+
+    1e400 parses as infinity, which the strict renderer refuses, so a row
+    holding it would break every later read; PostgreSQL's jsonb refuses the
+    NUL character and lone surrogates; integers past 64 bits cannot be read back
+    by SQLite's JSON functions. Iterative, so a deeply nested value cannot
+    exhaust the stack here.
+    """
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return "Numbers must be finite."
+        if isinstance(item, int) and not isinstance(item, bool) and not -MAX_BIGINT - 1 <= item <= MAX_BIGINT:
+            return "Whole numbers must fit in 64 bits."
+        if isinstance(item, str):
+            problem = storable_text_error(item)
+            if problem:
+                return problem
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return None
+
+
+def validate_storable_json(value):
+    """A model-field validator: the admin's JSON boxes and the API share it."""
+    problem = storable_json_error(value)
+    if problem:
+        raise ValidationError(problem, code="unstorable")
+
+
+def validate_storable_text(value):
+    if isinstance(value, str):
+        problem = storable_text_error(value)
+        if problem:
+            raise ValidationError(problem, code="unstorable")
+
+
+def in_calendar(moment):
+    """True if the aware ``moment`` is an instant between years 1 and 9999 in UTC
+    (and so can be stored, compared and shown in any time zone the database uses)."""
+    if moment.tzinfo is None:
+        return True
+    try:
+        moment.astimezone(UTC)
+    except OverflowError:
+        return False
+    return True
+
+
+OUT_OF_CALENDAR = "The date-time is outside the years 1-9999 once converted to UTC."
+
+
+# Query parameters (django-filter and Django forms) ----------------------------------
+
+
+class StrictIntegerFormField(forms.IntegerField):
+    """An integer written with ASCII digits, within 64 bits unless told otherwise."""
+
+    default_error_messages = {"invalid": "Enter a whole number written with the digits 0-9."}
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("min_value", -MAX_BIGINT - 1)
+        kwargs.setdefault("max_value", MAX_BIGINT)
+        super().__init__(*args, **kwargs)
+
+    def to_python(self, value):
+        if value in self.empty_values:
+            return None
+        number = parse_ascii_int(str(value))
+        if number is None:
+            raise ValidationError(self.error_messages["invalid"], code="invalid")
+        return number
+
+
+class StrictIsoDateTimeField(IsoDateTimeField):
+    """django-filter's ISO 8601 date-time, refusing instants outside the calendar."""
+
+    def to_python(self, value):
+        moment = super().to_python(value)
+        if moment is not None and not in_calendar(moment):
+            raise ValidationError(OUT_OF_CALENDAR, code="invalid")
+        return moment
+
+
+class StrictIsoDateTimeFilter(IsoDateTimeFilter):
+    field_class = StrictIsoDateTimeField
+
+
+class StorableJSONFormField(forms.JSONField):
+    """The admin's JSON box, refusing what the database cannot store.
+
+    A refused value is shown back as it was typed: Django would otherwise
+    re-encode the parsed value with ``ensure_ascii=False``, and a lone surrogate
+    (typed as ``\\ud800``) in the page cannot be encoded as UTF-8, a 500.
+    """
+
+    def to_python(self, value):
+        converted = super().to_python(value)
+        problem = storable_json_error(converted)
+        if problem:
+            raise ValidationError(problem, code="unstorable")
+        return converted
+
+    def bound_data(self, data, initial):
+        value = super().bound_data(data, initial)
+        if isinstance(value, forms.fields.InvalidJSONInput) or self.disabled:
+            return value
+        if storable_json_error(value):
+            return forms.fields.InvalidJSONInput(data)
+        return value
+
+
+# Serializer fields -----------------------------------------------------------------
+
+
+class StrictIntegerQueryField(serializers.IntegerField):
+    """An integer query parameter: ASCII digits only (``days=٣`` and ``days=²`` are errors)."""
+
+    default_error_messages = {"invalid": "A whole number written with the digits 0-9 is required."}
+
+    def to_internal_value(self, data):
+        number = parse_ascii_int(data) if isinstance(data, str) else None
+        if number is None:
+            self.fail("invalid")
+        return super().to_internal_value(number)
+
+
+class StrictDateTimeField(serializers.DateTimeField):
+    """DRF's date-time, refusing instants outside the calendar and text with NUL."""
+
+    def to_internal_value(self, value):
+        if isinstance(value, str) and storable_text_error(value):
+            self.fail("invalid", format="ISO 8601")
+        moment = super().to_internal_value(value)
+        if isinstance(moment, datetime) and not in_calendar(moment):
+            raise serializers.ValidationError(OUT_OF_CALENDAR)
+        return moment
+
+
+def unstorable_fields(instance):
+    """{field name: message} for every text or JSON field of a model instance
+    holding a value its database column cannot store (or the API serve back).
+
+    Model ``clean()`` methods call it, so the admin's forms and the API's
+    serializers refuse the same values with the same messages, and a field
+    added to the model later is covered without another line.
+    """
+    errors = {}
+    for field in instance._meta.concrete_fields:
+        value = getattr(instance, field.attname, None)
+        if value is None:
+            continue
+        if isinstance(field, models.JSONField):
+            problem = storable_json_error(value)
+        elif isinstance(field, (models.CharField, models.TextField)) and isinstance(value, str):
+            problem = storable_text_error(value)
+        else:
+            continue
+        if problem:
+            errors[field.name] = problem
+    return errors
