@@ -17,6 +17,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.serializers import as_serializer_error
 
+from system_app.validation import printable
 from tasks_app.models import Conflict
 
 logger = logging.getLogger("scheduler.api")
@@ -64,11 +65,17 @@ class ConflictError(exceptions.APIException):
 
 
 def envelope(status_code, message=None, details=None):
+    # Messages may quote the input ("'\ud800' is not one of …"); a lone surrogate
+    # cannot be written as UTF-8, so it is shown as U+FFFD rather than crash the answer.
+    details = [
+        {key: printable(value) if isinstance(value, str) else value for key, value in detail.items()}
+        for detail in details or []
+    ]
     return {
         "error": {
             "code": CODES.get(status_code, "INTERNAL_ERROR" if status_code >= 500 else "VALIDATION_ERROR"),
-            "message": message or DEFAULT_MESSAGES.get(status_code, "Error."),
-            "details": details or [],
+            "message": printable(message or DEFAULT_MESSAGES.get(status_code, "Error.")),
+            "details": details,
         }
     }
 

@@ -43,6 +43,12 @@ def parse_ascii_int(text):
     return int(text)
 
 
+def printable(text):
+    """``text`` with lone surrogates replaced by U+FFFD, so it can be encoded as UTF-8
+    (error messages quote the input they refuse)."""
+    return SURROGATES.sub("\ufffd", str(text))
+
+
 def storable_text_error(text):
     """Why ``text`` cannot be stored in a database text column, or None."""
     if "\x00" in text:

@@ -46,7 +46,14 @@ class StrictFloatField(serializers.FloatField):
     default_error_messages = {"invalid": "Must be a number."}
 
     def to_internal_value(self, data):
-        if isinstance(data, bool) or not isinstance(data, (int, float)) or not math.isfinite(data):
+        if isinstance(data, bool) or not isinstance(data, (int, float)):
+            self.fail("invalid")
+        try:
+            # An integer of 400 digits is finite, but no float: float() overflows.
+            data = float(data)
+        except OverflowError:
+            self.fail("invalid")
+        if not math.isfinite(data):
             self.fail("invalid")
         return super().to_internal_value(data)
 
