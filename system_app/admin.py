@@ -8,18 +8,19 @@ from functools import wraps
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import ChangeList
-from django.core.exceptions import EmptyResultSet, FullResultSet
+from django.core.exceptions import EmptyResultSet, FullResultSet, ValidationError
 from django.db import models, transaction
-from django.http import JsonResponse
+from django.http import HttpResponseRedirect, JsonResponse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.views.decorators.cache import never_cache
 
 from system_app import audit
 from system_app.models import PERMISSIONS, ApiKey, AuditEntry, EventLevel, SystemEvent, user_permissions
-from system_app.validation import StorableJSONFormField
+from system_app.validation import MAX_BIGINT, StorableJSONFormField, parse_ascii_int, storable_text_error
 
 admin.site.site_header = "Task Scheduler"
 admin.site.site_title = "Task Scheduler"
@@ -116,6 +117,25 @@ class SafeInputAdminMixin:
 
     def get_changelist(self, request, **kwargs):
         return SafeChangeList
+
+    def response_action(self, request, queryset):
+        """Django filters ``pk__in`` with the posted ids as they come: ``²``, a
+        number past 64 bits or a NUL character there is a 500 in the database
+        driver, so a selection that cannot name a row is refused first."""
+        selected = request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)
+        if not all(self.could_be_pk(value) for value in selected):
+            self.message_user(request, "The selection holds an id that cannot exist.", messages.WARNING)
+            return HttpResponseRedirect(request.get_full_path())
+        return super().response_action(request, queryset)
+
+    def could_be_pk(self, raw):
+        try:
+            value = self.model._meta.pk.to_python(raw)
+        except ValidationError:
+            return False
+        if isinstance(value, int):
+            return parse_ascii_int(raw) is not None and -MAX_BIGINT - 1 <= value <= MAX_BIGINT
+        return not (isinstance(value, str) and storable_text_error(value))
 
 
 class ScopedPermissionsMixin(SafeInputAdminMixin):

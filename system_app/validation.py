@@ -29,6 +29,7 @@ from django_filters.fields import IsoDateTimeField
 from rest_framework import serializers
 
 MAX_BIGINT = 2**63 - 1
+MAX_JSON_DEPTH = 100
 ASCII_INTEGER = re.compile(r"[+-]?[0-9]+")
 SURROGATES = re.compile("[\ud800-\udfff]")
 
@@ -64,12 +65,16 @@ def storable_json_error(value):
     1e400 parses as infinity, which the strict renderer refuses, so a row
     holding it would break every later read; PostgreSQL's jsonb refuses the
     NUL character and lone surrogates; integers past 64 bits cannot be read back
-    by SQLite's JSON functions. Iterative, so a deeply nested value cannot
-    exhaust the stack here.
+    by SQLite's JSON functions, nor values nested 1,000 deep. Iterative, so a
+    deeply nested value cannot exhaust the stack here; the depth limit keeps
+    every later ``json.dumps`` of the value (saving, auditing, rendering) far
+    from Python's recursion limit, whatever the stack depth of the process.
     """
-    stack = [value]
+    stack = [(value, 0)]
     while stack:
-        item = stack.pop()
+        item, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            return f"Values may be nested at most {MAX_JSON_DEPTH} levels deep."
         if isinstance(item, float) and not math.isfinite(item):
             return "Numbers must be finite."
         if isinstance(item, int) and not isinstance(item, bool) and not -MAX_BIGINT - 1 <= item <= MAX_BIGINT:
@@ -79,10 +84,10 @@ def storable_json_error(value):
             if problem:
                 return problem
         elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
+            stack.extend((key, depth + 1) for key in item)
+            stack.extend((child, depth + 1) for child in item.values())
         elif isinstance(item, list):
-            stack.extend(item)
+            stack.extend((child, depth + 1) for child in item)
     return None
 
 
@@ -160,14 +165,20 @@ class StorableJSONFormField(forms.JSONField):
     """
 
     def to_python(self, value):
-        converted = super().to_python(value)
+        try:
+            converted = super().to_python(value)
+        except RecursionError:
+            raise ValidationError(f"Values may be nested at most {MAX_JSON_DEPTH} levels deep.", code="invalid")
         problem = storable_json_error(converted)
         if problem:
             raise ValidationError(problem, code="unstorable")
         return converted
 
     def bound_data(self, data, initial):
-        value = super().bound_data(data, initial)
+        try:
+            value = super().bound_data(data, initial)
+        except RecursionError:
+            return forms.fields.InvalidJSONInput(data)
         if isinstance(value, forms.fields.InvalidJSONInput) or self.disabled:
             return value
         if storable_json_error(value):

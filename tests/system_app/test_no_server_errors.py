@@ -8,6 +8,7 @@ The API must answer it with a 4xx in the error envelope; the admin with a page
 """
 
 import json
+from urllib.parse import quote
 
 import pytest
 from django.urls import reverse
@@ -359,6 +360,9 @@ BAD_ADMIN_TASK_FIELDS = [
     ("arguments", "[-1e400]"),
     ("parameters", '{"env": {"A": "\\u0000"}}'),
     ("tags", '["\\ud800"]'),
+    ("metadata", '{"x": ' + "[" * 101 + "]" * 101 + "}"),
+    ("metadata", "[" * 100_000),
+    ("arguments", "[" * 5000 + "]" * 5000),
     ("name", "a\x00b"),
     ("command", "echo \x00"),
     ("schedule", "@at 2000-01-01T00:00:00Z"),
@@ -449,3 +453,24 @@ def test_it_answers_a_hostile_admin_object_id(boss, name, object_id):
     url = reverse(name, args=["PLACEHOLDER"]).replace("PLACEHOLDER", object_id)
     response = boss.get(url)
     assert response.status_code in (302, 400, 404), (response.status_code, response.content[:300])
+
+
+@pytest.mark.parametrize(
+    ("name", "action"),
+    [
+        ("admin:tasks_app_task_changelist", "trigger"),
+        ("admin:tasks_app_taskrun_changelist", "cancel"),
+        ("admin:workers_app_worker_changelist", "drain"),
+        ("admin:system_app_apikey_changelist", "revoke"),
+    ],
+)
+@pytest.mark.parametrize("selected", ["\x00", "w\x00", "²", "٣", BIG, "\ud800"])
+def test_it_answers_an_admin_action_on_hostile_ids(boss, rows, name, action, selected):
+    data = {"action": action, "_selected_action": [selected], "index": "0"}
+    body = "&".join(
+        f"{k}={quote(v.encode('utf-8', 'surrogatepass'))}"
+        for k, vs in data.items()
+        for v in ([vs] if isinstance(vs, str) else vs)
+    )
+    response = boss.generic("POST", reverse(name), body, content_type="application/x-www-form-urlencoded")
+    assert response.status_code in (200, 302, 400), (response.status_code, response.content[:300])
