@@ -461,3 +461,27 @@ class SystemEventAdmin(ScopedPermissionsMixin, ReadOnlyAdminMixin, admin.ModelAd
 
 # The login lockout and refresh-token families have their admin in their own module.
 from system_app import admin_logins  # noqa: E402, F401
+
+
+def make_admins_safe(site):
+    """Give the admins of Django and of libraries, registered before ours (users,
+    groups, the token blacklist), the same safe change list and action handling.
+
+    Any local field of a listed model may be filtered on (``?date_joined__gte=``),
+    so an out-of-calendar date there was a 500 as well.
+    """
+    for model, model_admin in list(site._registry.items()):
+        admin_class = type(model_admin)
+        if (
+            isinstance(model_admin, SafeInputAdminMixin)
+            or admin_class.get_changelist is not admin.ModelAdmin.get_changelist
+        ):
+            continue
+        site.unregister(model)
+        site.register(
+            model,
+            type(admin_class.__name__, (SafeInputAdminMixin, admin_class), {"__module__": admin_class.__module__}),
+        )
+
+
+make_admins_safe(admin.site)

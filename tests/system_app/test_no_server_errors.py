@@ -410,6 +410,8 @@ ADMIN_LISTS = [
     "admin:system_app_apikey_changelist",
     "admin:system_app_auditentry_changelist",
     "admin:system_app_systemevent_changelist",
+    "admin:auth_user_changelist",
+    "admin:auth_group_changelist",
 ]
 ADMIN_QUERIES = [
     "q=%00",
@@ -428,6 +430,8 @@ ADMIN_QUERIES = [
     "at__year=10000",
     "at__gte=" + EARLY,
     "created_at__year=%00",
+    "date_joined__gte=" + EARLY,
+    "last_login__lte=" + LATE,
 ]
 
 
