@@ -71,6 +71,11 @@ BAD_GETS = [
     ("/api/schedules/preview?schedule=@daily&count=²", 400, "count"),
     ("/api/schedules/preview?schedule=@daily&count=" + BIG, 400, "count"),
     ("/api/schedules/preview?schedule=@daily&count=1e400", 400, "count"),
+    ("/api/notifications?task=٣", 400, "task"),
+    ("/api/notifications?channel=²", 400, "channel"),
+    ("/api/notifications?run=" + BIG, 400, "run"),
+    ("/api/channels/²", 404, None),
+    ("/api/channels?kind=" + NUL, 400, "kind"),
     # NUL bytes in every string parameter and path segment
     ("/api/tasks/" + NUL, 404, None),
     ("/api/runs/1" + NUL, 404, None),
@@ -189,6 +194,15 @@ BAD_WRITES = [
     ("post", "/api/workers/w9/heartbeat", {"max_concurrent_tasks": -(2**64)}, "max_concurrent_tasks"),
     ("post", "/api/workers/w9/heartbeat", {"task_types": ["\ud800"]}, "task_types"),
     ("post", "/api/workers/w9/heartbeat", {"ip_address": "1.2.3.4\x00"}, "ip_address"),
+    ("post", "/api/channels", {"name": "c\x00", "kind": "webhook", "config": {"url": "http://a.example"}}, "name"),
+    ("post", "/api/channels", {"name": "c", "kind": "webhook", "config": {"url": "http://a.example/\x00"}}, "config"),
+    ("post", "/api/channels", {"name": "c", "kind": "webhook", "config": {"url": "http://a.example/\ud800"}}, "config"),
+    ("post", "/api/channels", {"name": "c", "kind": "email", "config": {"to": ["a@b.example", "\ud800"]}}, "config"),
+    ("post", "/api/channels", {"name": "c", "kind": "\ud800", "config": {}}, "kind"),
+    ("post", "/api/tasks", task_body(channels=[2**64]), "channels"),
+    ("post", "/api/tasks", task_body(notify_on=["\ud800"]), "notify_on"),
+    ("post", "/api/tasks", task_body(pause_after_failures=2**64), "pause_after_failures"),
+    ("post", "/api/tasks", task_body(max_start_delay_seconds=2**64), "max_start_delay_seconds"),
     ("post", "/api/auth/login", {"username": "a\x00", "password": "x"}, "username"),
     ("post", "/api/auth/login", {"username": "a", "password": "\ud800"}, "password"),
     ("post", "/api/auth/refresh", {"refresh_token": "\x00"}, "refresh_token"),
@@ -248,6 +262,7 @@ def test_it_ignores_or_refuses_a_hostile_json_key(as_admin, rows, path, key):
         ("post", "/api/tasks/²/pause"),
         ("post", "/api/runs/²/cancel"),
         ("post", "/api/runs/٣/retry"),
+        ("post", "/api/channels/٣/test"),
         ("delete", "/api/tasks/²"),
         ("delete", "/api/auth/api-keys/²"),
         ("delete", "/api/auth/api-keys/%00"),
@@ -478,3 +493,15 @@ def test_it_answers_an_admin_action_on_hostile_ids(boss, rows, name, action, sel
     )
     response = boss.generic("POST", reverse(name), body, content_type="application/x-www-form-urlencoded")
     assert response.status_code in (200, 302, 400), (response.status_code, response.content[:300])
+
+
+@pytest.mark.parametrize(
+    "config",
+    ['{"url": "http://a.example/\\u0000"}', '{"url": "http://a.example/\\ud800"}', '{"url": 1e400}', "[" * 5000],
+)
+def test_it_shows_a_form_error_for_a_hostile_admin_channel_config(boss, config):
+    response = boss.post(
+        reverse("admin:tasks_app_channel_add"), {"name": "hooks", "kind": "webhook", "config": config, "enabled": "on"}
+    )
+    assert response.status_code == 200, response.status_code
+    assert "config" in response.context["adminform"].form.errors
