@@ -6,6 +6,8 @@ message on stderr and exit status 2, so a typo in a deployment never shows up
 as a traceback or, worse, as a silently ignored setting.
 """
 
+import base64
+import binascii
 import ipaddress
 import os
 import pwd
@@ -322,3 +324,21 @@ def parse_email_url(name, url):
         "EMAIL_TIMEOUT": timeout,
         "DEFAULT_FROM_EMAIL": options.get("from") or "scheduler@localhost",
     }
+
+
+def env_fernet_keys(name, environ=None):
+    """Comma-separated Fernet keys (urlsafe base64 of 32 bytes), newest first:
+    the first encrypts, every one decrypts, so a key can be rotated in."""
+    keys = env_list(name, (), environ)
+    for key in keys:
+        try:
+            raw = base64.urlsafe_b64decode(key.encode("ascii"))
+        except (binascii.Error, ValueError, UnicodeEncodeError):
+            raw = b""
+        if len(raw) != 32:
+            raise ConfigError(
+                name,
+                "each key must be a Fernet key: 32 bytes in urlsafe base64 (make one with "
+                '`python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"`)',
+            )
+    return keys

@@ -99,6 +99,8 @@ def _load():
     elif len(secret_key) < 32 and not config["DEBUG"]:
         raise ConfigError("SECRET_KEY", "must be at least 32 characters when DEBUG is off")
     config["SECRET_KEY"] = secret_key
+    # Empty: the secrets' key is derived from SECRET_KEY (system_app.encryption).
+    config["SECRETS_KEYS"] = env.env_fernet_keys("SECRETS_KEY")
     config["ALLOWED_HOSTS"] = env.env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
     config["CORS_ALLOWED_ORIGINS"] = env.env_origins("CORS_ALLOWED_ORIGINS")
     config["API_IP_ALLOWLIST"] = env.env_networks("API_IP_ALLOWLIST")
@@ -155,6 +157,8 @@ except ConfigError as error:
 
 DEBUG = _config["DEBUG"]
 SECRET_KEY = _config["SECRET_KEY"]
+# Fernet keys of the secrets' values, newest first; empty = derived from SECRET_KEY.
+SECRETS_KEYS = _config["SECRETS_KEYS"]
 ALLOWED_HOSTS = _config["ALLOWED_HOSTS"]
 EMBEDDED = _config["DATABASE"]["ENGINE"].endswith("sqlite3") and _config["BROKER_KIND"] == "stub"
 

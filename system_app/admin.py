@@ -19,8 +19,18 @@ from django.utils.html import format_html
 from django.views.decorators.cache import never_cache
 
 from system_app import audit
-from system_app.models import PERMISSIONS, ApiKey, AuditEntry, EventLevel, SystemEvent, user_permissions
+from system_app.models import (
+    PERMISSIONS,
+    ApiKey,
+    AuditEntry,
+    EventLevel,
+    Secret,
+    SystemEvent,
+    secret_value_error,
+    user_permissions,
+)
 from system_app.validation import MAX_BIGINT, StorableJSONFormField, parse_ascii_int, storable_text_error
+from tasks_app.models import Task
 
 admin.site.site_header = "Task Scheduler"
 admin.site.site_title = "Task Scheduler"
@@ -407,6 +417,78 @@ class ApiKeyAdmin(ScopedPermissionsMixin, AuditedAdminMixin, admin.ModelAdmin):
             done="Revoked {count} API key(s).",
             skipped="already revoked",
         )
+
+
+# Secrets --------------------------------------------------------------------
+
+
+class SecretForm(forms.ModelForm):
+    """The value is write-only: a password box that never renders what it holds
+    (not even after a validation error), required to add, optional to change."""
+
+    value = forms.CharField(
+        widget=forms.PasswordInput(render_value=False),
+        strip=False,
+        required=False,
+        help_text="Stored encrypted and never shown again. When changing a secret, leave empty to keep its value.",
+    )
+
+    class Meta:
+        model = Secret
+        fields = ["name", "value", "description"]
+
+    def clean_value(self):
+        value = self.cleaned_data.get("value") or ""
+        if not value and self.instance.pk is None:
+            raise forms.ValidationError("A new secret needs a value.")
+        if value:
+            problem = secret_value_error(value)
+            if problem:
+                raise forms.ValidationError(problem[0].upper() + problem[1:] + ".")
+        return value
+
+
+@admin.register(Secret)
+class SecretAdmin(ScopedPermissionsMixin, AuditedAdminMixin, admin.ModelAdmin):
+    """Tasks refer to secrets as ``{{ secrets.NAME }}``; a secret a task refers
+    to cannot be deleted. Audit entries say the value changed, never what it is."""
+
+    form = SecretForm
+    view_scope = "task.read"
+    write_scope = "system.write"
+    delete_scope = "system.write"
+    audit_ignore = ("value",)
+
+    list_display = ["name", "description", "created_by", "updated_at"]
+    search_fields = ["name", "description"]
+    list_select_related = ["created_by"]
+    readonly_fields = ["created_by", "created_at", "updated_at"]
+
+    def get_readonly_fields(self, request, obj=None):
+        # Tasks refer to a secret by name: a rename would break them.
+        return [*self.readonly_fields, "name"] if obj is not None else self.readonly_fields
+
+    def get_fields(self, request, obj=None):
+        fields = ["name", "value", "description"]
+        return fields if obj is None else [*fields, "created_by", "created_at", "updated_at"]
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            obj.created_by = request.user
+        value = form.cleaned_data.get("value")
+        if value:
+            obj.set_value(value)
+        super().save_model(request, obj, form, change)
+        if value and change:
+            obj._audit_changes["value"] = "changed"
+
+    def get_deleted_objects(self, objs, request):
+        """A secret that tasks refer to is protected: the page names the tasks."""
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        for secret in objs:
+            for task in Task.objects.referring_to_secret(secret.name):
+                protected.append(f"Task {task.name!r} refers to secret {secret.name}")
+        return deleted, counts, perms_needed, protected
 
 
 # Audit log and system events ----------------------------------------------

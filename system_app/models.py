@@ -1,12 +1,16 @@
-"""Access (API keys), the audit log and system events (SPEC §4, §5)."""
+"""Access (API keys), secrets, the audit log and system events (SPEC §4, §5, §8)."""
 
 import hashlib
+import re
 import secrets
 from datetime import timedelta
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
+
+from system_app import encryption
 
 API_KEY_PREFIX = "scheduler_"
 API_KEY_ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
@@ -188,6 +192,74 @@ class SystemEvent(models.Model):
     @classmethod
     def record(cls, source, message, level=EventLevel.INFO, **context):
         return cls.objects.create(source=source, message=message, level=level, context=context)
+
+
+SECRET_NAME = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
+SECRET_VALUE_MAX_CHARS = 64 * 1024
+
+
+def secret_name_error(name):
+    """Why ``name`` is no valid secret name, or None."""
+    if not isinstance(name, str) or not SECRET_NAME.fullmatch(name):
+        return "must be 1-64 characters: an upper-case letter, then upper-case letters, digits or _"
+    return None
+
+
+def secret_value_error(value):
+    """Why ``value`` cannot be a secret's value, or None. It ends up in
+    environment variables and HTTP headers, which cannot hold NUL characters."""
+    if not isinstance(value, str):
+        return "must be a string"
+    if not value:
+        return "may not be empty"
+    if len(value) > SECRET_VALUE_MAX_CHARS:
+        return f"must be at most {SECRET_VALUE_MAX_CHARS} characters"
+    if "\x00" in value:
+        return "may not contain null characters"
+    if re.search("[\ud800-\udfff]", value):
+        return "may not contain surrogate characters"
+    return None
+
+
+class Secret(models.Model):
+    """A named value tasks refer to as ``{{ secrets.NAME }}`` (SPEC §8).
+
+    Only the Fernet token is stored (system_app.encryption); the clear value
+    exists in memory on its way in (set_value) and in a worker that resolves it
+    just before running a task (system_app.secrets.resolve).
+    """
+
+    name = models.CharField(max_length=64, unique=True)
+    encrypted_value = models.TextField(editable=False)
+    description = models.TextField(blank=True, default="")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+    def clean(self):
+        problem = secret_name_error(self.name)
+        if problem:
+            raise ValidationError({"name": problem})
+
+    def set_value(self, value):
+        """Encrypt ``value`` into this (unsaved) row; the clear value is not kept."""
+        problem = secret_value_error(value)
+        if problem:
+            raise ValidationError({"value": problem})
+        self.encrypted_value = encryption.encrypt(value)
+
+    def reveal(self):
+        """The clear value (raises encryption.InvalidToken under a foreign key).
+        For the worker resolving a reference, nothing else."""
+        return encryption.decrypt(self.encrypted_value)
 
 
 # The login lockout and refresh-token families live in their own module;

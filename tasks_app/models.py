@@ -1,13 +1,16 @@
 """Tasks, their dependencies and their runs (SPEC §4)."""
 
+import copy
 from datetime import timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import connection, models, transaction
 from django.db.models import Exists, OuterRef, Q
+from django.db.models.functions import Cast
 from django.utils import timezone
 
+from system_app import secrets
 from system_app.models import AuditEntry, EventLevel, SystemEvent
 from system_app.validation import unstorable_fields
 from tasks_app import reach, schedules
@@ -112,10 +115,79 @@ def _choices_check(field, choices):
     return models.CheckConstraint(condition=Q(**{f"{field}__in": choices.values}), name=f"%(class)s_{field}_valid")
 
 
+# Where the worker resolves ``{{ secrets.NAME }}`` (SPEC §8): these keys of
+# ``parameters`` (env and headers: their values, not their names; body: all of
+# it) and, for http, the command (the URL). A reference anywhere else is refused
+# at create/update, since nothing would resolve it and, in a shell command line
+# or in arguments, the resolved value would be visible to every process on the
+# worker (ps) and in error messages.
+SECRET_PARAMETERS = {"shell": ("env",), "http": ("headers", "body")}
+SECRET_IN_COMMAND = ("http",)
+
+
+def secret_places(executor, command, parameters):
+    """(resolved, elsewhere): the parts of a run definition in which the worker
+    resolves secret references, and the parameters left over."""
+    resolved = {}
+    elsewhere = dict(parameters) if isinstance(parameters, dict) else {}
+    if executor in SECRET_IN_COMMAND:
+        resolved["command"] = command
+    for key in SECRET_PARAMETERS.get(executor, ()):
+        if key not in elsewhere:
+            continue
+        value = elsewhere.pop(key)
+        if key in ("env", "headers") and isinstance(value, dict):
+            resolved[key] = dict(value)
+            elsewhere[key] = list(value)  # the names stay checked: no reference there
+        else:
+            resolved[key] = value
+    return resolved, elsewhere
+
+
+def secret_reference_errors(executor, command, arguments, parameters):
+    """{field: message} for the secret references a task definition (or a
+    manual trigger's overrides) may not hold: one outside the places the worker
+    resolves, or one naming a secret that does not exist."""
+    errors = {}
+    resolved, elsewhere = secret_places(executor, command, parameters)
+    allowed = SECRET_PARAMETERS.get(executor, ())
+    places = " and ".join(f"parameters.{key}" for key in allowed) or "no parameter"
+    if executor not in SECRET_IN_COMMAND and secrets.referenced_names(command or ""):
+        errors["command"] = f"secrets cannot be referred to in a {executor} command; " + (
+            "pass one in parameters.env and use $NAME" if executor == "shell" else f"only in {places}"
+        )
+    if secrets.referenced_names(arguments or []):
+        errors["arguments"] = f"secrets cannot be referred to in arguments; a {executor} task may use them in {places}"
+    if secrets.referenced_names(elsewhere):
+        errors["parameters"] = f"a {executor} task may refer to secrets only in {places}" + (
+            " (values, not names)" if set(allowed) & {"env", "headers"} else ""
+        )
+    used = {
+        "command": secrets.referenced_names(resolved.get("command") or ""),
+        "parameters": secrets.referenced_names({k: v for k, v in resolved.items() if k != "command"}),
+    }
+    missing = secrets.missing_names(used["command"] | used["parameters"])
+    for field, names in used.items():
+        if names & missing:
+            errors.setdefault(field, f"no secret named {', '.join(sorted(names & missing))}")
+    return errors
+
+
 class TaskQuerySet(models.QuerySet):
     def due(self, now):
         """Active scheduled tasks whose next fire is at or before ``now``."""
         return self.filter(status=TaskStatus.ACTIVE, next_run_at__lte=now)
+
+    def referring_to_secret(self, name):
+        """Tasks whose definition refers to secret ``name`` (a text search
+        narrows them down, the reference rule decides)."""
+        text = Q(command__contains=name) | Q(parameters_text__contains=name)
+        candidates = self.annotate(parameters_text=Cast("parameters", models.TextField())).filter(text)
+        return [
+            task
+            for task in candidates.only("id", "name", "executor", "command", "parameters")
+            if name in secrets.referenced_names(secret_places(task.executor, task.command, task.parameters)[0])
+        ]
 
 
 class Task(models.Model):
@@ -241,8 +313,25 @@ class Task(models.Model):
                 )
         for name, message in unstorable_fields(self).items():
             errors.setdefault(name, message)
+
+        if self.executor:
+            for field, message in secret_reference_errors(
+                self.executor, self.command, self.arguments, self.parameters
+            ).items():
+                errors.setdefault(field, message)
         if errors:
             raise ValidationError(errors)
+
+    def check_overrides(self, arguments=None, parameters=None):
+        """Hold a manual trigger's overrides to the rules of the task's own
+        fields (``clean()``: secret references, executor options). Raises
+        ValidationError; the task itself is left as it was."""
+        candidate = copy.copy(self)
+        if arguments is not None:
+            candidate.arguments = arguments
+        if parameters is not None:
+            candidate.parameters = parameters
+        candidate.clean()
 
     def _clean_alerts(self):
         errors = {}

@@ -5,6 +5,7 @@ idempotent: TaskRun.claim is one conditional UPDATE and a second message for
 the same run finds nothing to claim.
 """
 
+import dataclasses
 import logging
 import time
 
@@ -12,9 +13,9 @@ import dramatiq
 from django.db import OperationalError
 from django.utils import timezone
 
-from system_app import metrics
+from system_app import metrics, secrets
 from system_app.logging import log_context
-from tasks_app.models import TaskRun
+from tasks_app.models import SECRET_IN_COMMAND, SECRET_PARAMETERS, TaskRun
 from workers_app import executors, runtime
 
 logger = logging.getLogger(__name__)
@@ -51,17 +52,53 @@ def _execute_run(run_id):
     metrics.run_started(run)
     with log_context(task_id=run.task_id):
         with runtime.running(run_id):
-            outcome = executors.execute(
-                executors.RunSpec.from_run(run),
-                should_cancel=lambda: runtime.cancel_requested(run_id),
-                report_output=lambda stdout, stderr: TaskRun.record_output(run_id, stdout, stderr),
-            )
+            outcome = _execute_with_secrets(run)
         # The run has happened: losing its outcome to a short database outage would
         # only make recovery declare it lost.
         if not _retrying(lambda: run.finish(outcome, timezone.now()), f"record the outcome of run {run_id}"):
             logger.warning("run %s: outcome %s dropped, the run was recovered meanwhile", run_id, outcome.status)
             return
     metrics.run_finished(outcome.status, run.task.executor, outcome.execution_time)
+
+
+def _execute_with_secrets(run):
+    """Execute ``run`` with its secret references resolved at the last moment,
+    and every used value masked out of what it reports (live output included)
+    before anything is saved. The resolved spec lives only in this frame."""
+    spec = executors.RunSpec.from_run(run)
+    try:
+        spec, used = resolve_secrets(spec)
+    except secrets.SecretError as error:
+        return executors.Outcome(status="failed", error_message=str(error), execution_time=0.0)
+
+    def report(stdout, stderr):
+        TaskRun.record_output(run.pk, secrets.mask(stdout, used), secrets.mask(stderr, used))
+
+    outcome = executors.execute(spec, should_cancel=lambda: runtime.cancel_requested(run.pk), report_output=report)
+    return mask_outcome(outcome, used)
+
+
+def resolve_secrets(spec):
+    """(spec with its references resolved, the values used): only where
+    tasks_app.models.secret_places says references live, which is what create,
+    update and trigger validated; a reference anywhere else stays as written."""
+    parts = {key: spec.parameters[key] for key in SECRET_PARAMETERS.get(spec.executor, ()) if key in spec.parameters}
+    if spec.executor in SECRET_IN_COMMAND:
+        parts["command"] = spec.command
+    resolved, used = secrets.resolve(parts)
+    if not used:
+        return spec, []
+    command = resolved.pop("command", spec.command)
+    return dataclasses.replace(spec, command=command, parameters={**spec.parameters, **resolved}), used
+
+
+def mask_outcome(outcome, used):
+    """The outcome with every used secret value replaced by ``***``."""
+    if not used:
+        return outcome
+    for name in ("stdout", "stderr", "result", "error_message"):
+        setattr(outcome, name, secrets.mask(getattr(outcome, name), used))
+    return outcome
 
 
 RETRY_DELAYS = (0.1, 0.5, 1.0, 2.0)

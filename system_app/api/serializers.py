@@ -4,7 +4,16 @@ from django.utils import timezone
 from rest_framework import serializers
 
 from system_app.api.base import StrictCharField, StrictIntegerField
-from system_app.models import PERMISSIONS, ApiKey, AuditEntry, SystemEvent
+from system_app.models import (
+    PERMISSIONS,
+    SECRET_VALUE_MAX_CHARS,
+    ApiKey,
+    AuditEntry,
+    Secret,
+    SystemEvent,
+    secret_name_error,
+    secret_value_error,
+)
 from system_app.permissions import request_permissions
 
 
@@ -97,6 +106,55 @@ class ApiKeyCreatedSerializer(ApiKeySerializer):
 
     class Meta(ApiKeySerializer.Meta):
         fields = ApiKeySerializer.Meta.fields + ["key"]
+
+
+class SecretSerializer(serializers.ModelSerializer):
+    """A named secret; tasks refer to it as ``{{ secrets.NAME }}``. Its value is
+    write-only: no response ever contains it."""
+
+    name = StrictCharField(max_length=64, help_text="an upper-case letter, then upper-case letters, digits or _")
+    value = StrictCharField(
+        write_only=True,
+        trim_whitespace=False,
+        max_length=SECRET_VALUE_MAX_CHARS,
+        style={"input_type": "password"},
+        help_text="write-only; stored encrypted",
+    )
+    description = StrictCharField(required=False, allow_blank=True, max_length=10_000)
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = Secret
+        fields = ["name", "value", "description", "created_by", "created_at", "updated_at"]
+        read_only_fields = ["created_at", "updated_at"]
+
+    def validate_name(self, value):
+        problem = secret_name_error(value)
+        if problem:
+            raise serializers.ValidationError(problem[0].upper() + problem[1:] + ".")
+        if self.instance is not None and value != self.instance.name:
+            raise serializers.ValidationError("A secret cannot be renamed; create one under the new name.")
+        return value
+
+    def validate_value(self, value):
+        problem = secret_value_error(value)
+        if problem:
+            raise serializers.ValidationError(problem[0].upper() + problem[1:] + ".")
+        return value
+
+    def create(self, validated_data):
+        secret = Secret(name=validated_data["name"], description=validated_data.get("description", ""))
+        secret.created_by = validated_data.get("created_by")
+        secret.set_value(validated_data["value"])
+        secret.save()
+        return secret
+
+    def update(self, instance, validated_data):
+        instance.set_value(validated_data["value"])
+        if "description" in validated_data:
+            instance.description = validated_data["description"]
+        instance.save()
+        return instance
 
 
 class SystemEventSerializer(serializers.ModelSerializer):

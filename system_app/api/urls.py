@@ -5,6 +5,7 @@ from system_app.api import views
 
 router = SimpleRouter(trailing_slash=False)
 router.register("auth/api-keys", views.ApiKeyViewSet, basename="apikey")
+router.register("secrets", views.SecretViewSet, basename="secret")
 router.register("system/logs", views.SystemEventViewSet, basename="systemevent")
 router.register("system/audit", views.AuditEntryViewSet, basename="auditentry")
 

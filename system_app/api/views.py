@@ -23,16 +23,19 @@ from system_app.api.serializers import (
     LoginSerializer,
     ReadinessSerializer,
     RefreshSerializer,
+    SecretSerializer,
     SystemEventSerializer,
     SystemStatsSerializer,
     TokenSerializer,
     ValidateResponseSerializer,
 )
+from system_app.exceptions import ConflictError
 from system_app.filters import AuditEntryFilter, SystemEventFilter
 from system_app.logins import LoginFailure, RefreshRefused, RefreshTokenFamily, RevokedReason
-from system_app.models import ApiKey, AuditEntry, SystemEvent, user_permissions, user_role
+from system_app.models import ApiKey, AuditEntry, Secret, SystemEvent, user_permissions, user_role
 from system_app.permissions import request_permissions
 from system_app.stats import system_stats
+from tasks_app.models import Task
 
 
 def user_payload(user, permissions):
@@ -192,6 +195,75 @@ class ApiKeyViewSet(mixins.ListModelMixin, mixins.CreateModelMixin, mixins.Destr
         with transaction.atomic():
             if api_key.revoke():
                 audit.record(request, "revoke", api_key)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class SecretViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.UpdateModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Named secrets (SPEC §8): stored encrypted, referred to by tasks as
+    ``{{ secrets.NAME }}``, resolved only by the worker. The value is
+    write-only, and audit entries record that it changed, never what it is."""
+
+    queryset = Secret.objects.select_related("created_by")
+    serializer_class = SecretSerializer
+    lookup_field = "name"
+    lookup_value_regex = "[^/]+"
+    ordering_fields = ["name", "created_at", "updated_at"]
+    ordering = ["name"]
+    http_method_names = ["get", "post", "put", "delete", "head", "options"]
+    required_permissions = {
+        "list": "task.read",
+        "retrieve": "task.read",
+        "create": "system.write",
+        "update": "system.write",
+        "destroy": "system.write",
+    }
+
+    def create(self, request, *args, **kwargs):
+        """Store a new secret; a name already taken is a 409."""
+        body = self.get_serializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        name = body.validated_data["name"]
+        if Secret.objects.filter(name=name).exists():
+            raise ConflictError(f"A secret named {name!r} already exists.")
+        with transaction.atomic():
+            secret = body.save(created_by=request.user)
+            audit.record(request, "create", secret, changes={"name": secret.name, "description": secret.description})
+        return Response(self.get_serializer(secret).data, status=status.HTTP_201_CREATED)
+
+    def update(self, request, *args, **kwargs):
+        """Replace a secret's value (and, when given, its description)."""
+        secret = self.get_object()
+        if not isinstance(request.data, dict):
+            raise exceptions.ValidationError("The body must be a JSON object.")
+        body = self.get_serializer(secret, data={"name": secret.name, **request.data})
+        body.is_valid(raise_exception=True)
+        before = secret.description
+        with transaction.atomic():
+            secret = body.save()
+            changes = {"value": "changed"}
+            if secret.description != before:
+                changes["description"] = [before, secret.description]
+            audit.record(request, "update", secret, changes=changes)
+        return Response(self.get_serializer(secret).data)
+
+    @extend_schema(responses={204: None})
+    def destroy(self, request, *args, **kwargs):
+        """Delete a secret; a 409 while a task refers to it."""
+        secret = self.get_object()
+        with transaction.atomic():
+            users = Task.objects.referring_to_secret(secret.name)
+            if users:
+                names = ", ".join(repr(task.name) for task in users[:10])
+                raise ConflictError(f"Tasks refer to secret {secret.name}: {names}; change them first.")
+            audit.record(request, "delete", secret)
+            secret.delete()
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

@@ -1,6 +1,8 @@
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.serializers import as_serializer_error
 
 from system_app.api.base import (
     JSONListField,
@@ -279,6 +281,13 @@ class TriggerSerializer(serializers.Serializer):
 
     def validate_parameters(self, value):
         return value if value is None else check_parameters(value)
+
+    def validate(self, attrs):
+        try:
+            self.context["task"].check_overrides(attrs.get("arguments"), attrs.get("parameters"))
+        except DjangoValidationError as error:
+            raise serializers.ValidationError(as_serializer_error(error)) from None
+        return attrs
 
 
 class TaskStatsSerializer(serializers.Serializer):

@@ -5,7 +5,7 @@ from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.filters import OrderingFilter
 from rest_framework.generics import get_object_or_404
 from rest_framework.response import Response
@@ -15,6 +15,7 @@ from system_app import audit
 from system_app.api.base import AuditedModelViewSet
 from system_app.exceptions import ConflictError, InvalidQuery
 from system_app.filters import ListFilterBackend
+from system_app.permissions import request_permissions
 from system_app.schema import ErrorEnvelopeSerializer
 from tasks_app import schedules
 from tasks_app.api.serializers import (
@@ -30,6 +31,8 @@ from tasks_app.api.serializers import (
 from tasks_app.filters import TaskFilter, TaskOrderingFilter, TaskRunFilter
 from tasks_app.models import RunStatus, Task, TaskRun
 
+# A trigger overriding these changes what runs, so it needs task.write too.
+OVERRIDES_NEEDING_WRITE = ("arguments", "parameters")
 RUN_ORDERING = ["scheduled_at", "created_at", "started_at", "completed_at", "execution_time", "id"]
 NEWEST_RUNS_FIRST = ["-scheduled_at", "-id"]
 # ?cursor= walks run listings by these (and id): the orderings an index serves
@@ -91,9 +94,17 @@ class TaskViewSet(AuditedModelViewSet):
     @extend_schema(request=TriggerSerializer(required=False), responses={201: TaskRunDetailSerializer})
     @action(detail=True, methods=["post"])
     def trigger(self, request, pk=None):
+        """Create a manual run now (the dispatcher starts it). The optional
+        ``arguments``, ``parameters`` and ``priority`` override the task's for
+        this run only; overriding ``arguments`` or ``parameters`` changes what
+        runs, so it needs task.write as well as task.execute."""
         task = self.get_object()
         if not isinstance(request.data, dict):
             raise ValidationError("The body must be a JSON object.")
+        overridden = [key for key in OVERRIDES_NEEDING_WRITE if request.data.get(key) is not None]
+        if overridden and "task.write" not in request_permissions(request):
+            # SPEC §8: changing what runs is writing the task, for this run.
+            raise PermissionDenied(f"Overriding {' or '.join(overridden)} needs the task.write permission.")
         body = TriggerSerializer(data=request.data, context={"task": task})
         body.is_valid(raise_exception=True)
         with transaction.atomic():

@@ -1,0 +1,113 @@
+"""References to secrets, ``{{ secrets.NAME }}``: finding, resolving, masking (SPEC §8).
+
+A task stores references, never values. The worker resolves them just before
+it executes a run (``resolve``) and masks every used value out of what the run
+reports (``mask``) before anything is saved; the resolved values are never
+stored, returned, logged or audited. Which fields of a task may hold
+references is the task's rule (tasks_app.models.secret_reference_errors);
+this module only reads and replaces them.
+"""
+
+import re
+
+from system_app import encryption
+from system_app.models import Secret
+
+# {{ secrets.NAME }}, whitespace inside the braces tolerated.
+REFERENCE = re.compile(r"\{\{\s*secrets\.([A-Z][A-Z0-9_]{0,63})\s*\}\}")
+MASK = "***"
+
+
+class SecretError(Exception):
+    """A reference the worker cannot resolve; the run fails with this message."""
+
+    def __init__(self, name, message):
+        self.name = name
+        super().__init__(message)
+
+
+class MissingSecret(SecretError):
+    def __init__(self, name):
+        super().__init__(name, f"secret {name} does not exist")
+
+
+class UnreadableSecret(SecretError):
+    def __init__(self, name):
+        super().__init__(
+            name,
+            f"secret {name} cannot be decrypted: this process's SECRETS_KEY (or SECRET_KEY) "
+            "is not the one it was stored with",
+        )
+
+
+def _strings(value):
+    """Every string inside ``value`` (str, or lists and dicts of them, keys included)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+
+
+def referenced_names(value):
+    """The secret names referred to anywhere inside ``value`` (str, list, dict)."""
+    return {name for text in _strings(value) for name in REFERENCE.findall(text)}
+
+
+def missing_names(names):
+    """Those of ``names`` that no Secret has (one query)."""
+    names = set(names)
+    if not names:
+        return set()
+    return names - set(Secret.objects.filter(name__in=names).values_list("name", flat=True))
+
+
+def resolve(value):
+    """``value`` with every reference replaced by its secret's clear value, and
+    the list of values used (for ``mask``). One query, whatever the count.
+
+    Walks str, list and dict (dict values only: keys stay as written). Raises
+    MissingSecret for a name no Secret has, UnreadableSecret for one stored
+    under a key this process lacks. ``value`` itself is not modified.
+    """
+    names = referenced_names(value)
+    if not names:
+        return value, []
+    values = {}
+    for secret in Secret.objects.filter(name__in=names):
+        try:
+            values[secret.name] = secret.reveal()
+        except encryption.InvalidToken:
+            raise UnreadableSecret(secret.name) from None
+    for name in sorted(names - set(values)):
+        raise MissingSecret(name)
+    used = [values[name] for name in sorted(names)]
+    return _replace(value, values), used
+
+
+def _replace(value, values):
+    if isinstance(value, str):
+        return REFERENCE.sub(lambda match: values[match.group(1)], value)
+    if isinstance(value, dict):
+        return {key: _replace(item, values) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_replace(item, values) for item in value]
+    return value
+
+
+def mask(text, values):
+    """``text`` with every occurrence of each of ``values`` replaced by ``***``.
+
+    Longest first, so a value containing another is masked whole; empty values
+    are ignored (they would match everywhere).
+    """
+    if not text or not values:
+        return text
+    for value in sorted({v for v in values if v}, key=len, reverse=True):
+        text = text.replace(value, MASK)
+    return text
