@@ -8,6 +8,7 @@ from rest_framework_simplejwt.tokens import RefreshToken
 
 from system_app.models import ApiKey
 from tests import factories
+from tests.secret_guard import SecretLeakGuard
 
 
 @pytest.fixture(autouse=True)
@@ -23,6 +24,18 @@ def _fresh_cache():
     cache.clear()
     yield
     cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def secret_guard(monkeypatch):
+    """Every test, whatever it tests, is checked for leaked secret values: no
+    response, log record or database write (audit entry, run output, task,
+    history) may contain the value of a secret the test stored (SPEC §8)."""
+    guard = SecretLeakGuard()
+    guard.install(monkeypatch)
+    yield guard
+    guard.uninstall()
+    assert not guard.leaks, "secret values leaked:\n" + "\n".join(dict.fromkeys(guard.leaks))
 
 
 def _user_in(role, username):

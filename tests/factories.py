@@ -2,6 +2,7 @@ import factory
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
+from system_app.models import Secret
 from tasks_app.models import Task, TaskRun
 from tasks_app.notifications.models import Channel, Notification
 from workers_app.models import Worker
@@ -66,3 +67,20 @@ class NotificationFactory(factory.django.DjangoModelFactory):
     channel = factory.SubFactory(ChannelFactory)
     event = "failure"
     payload = factory.LazyFunction(lambda: {"event": "failure", "message": "it failed"})
+
+
+class SecretFactory(factory.django.DjangoModelFactory):
+    """A stored secret; ``value`` goes through Secret.set_value (encrypted)."""
+
+    class Meta:
+        model = Secret
+
+    name = factory.Sequence(lambda n: f"SECRET_{n}")
+    value = factory.Sequence(lambda n: f"s3cr3t-value-{n:04d}-Zq9")
+
+    @classmethod
+    def _create(cls, model_class, *args, value, **kwargs):
+        secret = model_class(*args, **kwargs)
+        secret.set_value(value)
+        secret.save()
+        return secret

@@ -202,7 +202,6 @@ class SecretViewSet(
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
     mixins.CreateModelMixin,
-    mixins.UpdateModelMixin,
     mixins.DestroyModelMixin,
     viewsets.GenericViewSet,
 ):
@@ -216,7 +215,6 @@ class SecretViewSet(
     lookup_value_regex = "[^/]+"
     ordering_fields = ["name", "created_at", "updated_at"]
     ordering = ["name"]
-    http_method_names = ["get", "post", "put", "delete", "head", "options"]
     required_permissions = {
         "list": "task.read",
         "retrieve": "task.read",

@@ -1,0 +1,163 @@
+"""/api/secrets: write-only values, names, conflicts, permissions, audit (SPEC §5, §8)."""
+
+import pytest
+
+from system_app.models import Secret
+from tests.api_helpers import assert_error, last_audit, task_body
+from tests.factories import SecretFactory, TaskFactory
+
+pytestmark = pytest.mark.django_db
+
+VALUE = "p4ss-w0rd-for-the-api-Zz81"
+
+
+def create(client, **overrides):
+    body = {"name": "DB_PASSWORD", "value": VALUE, "description": "the reporting database"}
+    body.update(overrides)
+    return client.post("/api/secrets", body, format="json")
+
+
+def test_it_creates_a_secret_and_never_returns_its_value(as_admin, admin_user):
+    response = create(as_admin)
+    assert response.status_code == 201, response.content
+    assert set(response.json()) == {"name", "description", "created_by", "created_at", "updated_at"}
+    assert response.json()["name"] == "DB_PASSWORD"
+    assert response.json()["created_by"] == admin_user.username
+    assert Secret.objects.get(name="DB_PASSWORD").reveal() == VALUE
+    entry = last_audit("create", "secret")
+    assert entry.changes == {"name": "DB_PASSWORD", "description": "the reporting database"}
+
+
+def test_it_lists_and_shows_secrets_to_viewers_without_values(as_admin, as_viewer):
+    create(as_admin)
+    listed = as_viewer.get("/api/secrets")
+    assert listed.status_code == 200
+    assert [item["name"] for item in listed.json()["results"]] == ["DB_PASSWORD"]
+    shown = as_viewer.get("/api/secrets/DB_PASSWORD")
+    assert shown.status_code == 200 and "value" not in shown.json()
+    assert VALUE not in listed.content.decode() + shown.content.decode()
+
+
+def test_it_replaces_the_value_with_put_and_audits_without_it(as_admin):
+    create(as_admin)
+    response = as_admin.put("/api/secrets/DB_PASSWORD", {"value": "n3w-value-for-the-api-Qq72"}, format="json")
+    assert response.status_code == 200, response.content
+    assert response.json()["description"] == "the reporting database"
+    assert Secret.objects.get(name="DB_PASSWORD").reveal() == "n3w-value-for-the-api-Qq72"
+    assert last_audit("update", "secret").changes == {"value": "changed"}
+    described = as_admin.put(
+        "/api/secrets/DB_PASSWORD", {"value": "n3w-value-for-the-api-Qq72", "description": "new"}, format="json"
+    )
+    assert described.status_code == 200
+    assert last_audit("update", "secret").changes == {
+        "value": "changed",
+        "description": ["the reporting database", "new"],
+    }
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"value": None},
+        {},
+        {"value": ""},
+        {"value": 123},
+        {"value": "ok-value", "name": "OTHER_NAME"},
+    ],
+)
+def test_it_refuses_a_bad_put(as_admin, body):
+    create(as_admin)
+    assert_error(as_admin.put("/api/secrets/DB_PASSWORD", body, format="json"), 400)
+    assert Secret.objects.get(name="DB_PASSWORD").reveal() == VALUE
+
+
+def test_it_refuses_a_put_whose_body_is_not_an_object(as_admin):
+    create(as_admin)
+    assert_error(as_admin.put("/api/secrets/DB_PASSWORD", ["x"], format="json"), 400)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["", "lower", "1STARTS_WITH_DIGIT", "_UNDERSCORE", "HAS-DASH", "HAS SPACE", "A" * 65, "ÄRGER", 7, None, "X\x00"],
+)
+def test_it_refuses_bad_names(as_admin, name):
+    assert_error(create(as_admin, name=name), 400, field="name")
+    assert not Secret.objects.exists()
+
+
+@pytest.mark.parametrize("value", ["", None, 12, ["x"], "nul\x00inside", "x" * (64 * 1024 + 1)])
+def test_it_refuses_bad_values(as_admin, value):
+    assert_error(create(as_admin, value=value), 400, field="value")
+
+
+def test_it_accepts_the_longest_name(as_admin):
+    assert create(as_admin, name="L" + "0" * 63).status_code == 201
+
+
+def test_it_answers_409_for_a_duplicate_name(as_admin):
+    create(as_admin)
+    assert_error(create(as_admin, value="another-value-Yy55"), 409)
+    assert Secret.objects.get(name="DB_PASSWORD").reveal() == VALUE
+
+
+def test_it_answers_404_for_an_unknown_or_malformed_name(as_admin):
+    assert_error(as_admin.get("/api/secrets/NOPE"), 404)
+    assert_error(as_admin.get("/api/secrets/bad%20name"), 404)
+    assert_error(as_admin.delete("/api/secrets/NOPE"), 404)
+
+
+def test_it_deletes_an_unused_secret(as_admin):
+    create(as_admin)
+    assert as_admin.delete("/api/secrets/DB_PASSWORD").status_code == 204
+    assert not Secret.objects.exists()
+    assert last_audit("delete", "secret").changes == {}
+
+
+def test_it_refuses_to_delete_a_secret_a_task_refers_to(as_admin):
+    create(as_admin)
+    task = as_admin.post(
+        "/api/tasks",
+        task_body(command="psql", parameters={"env": {"PGPASSWORD": "{{ secrets.DB_PASSWORD }}"}}),
+        format="json",
+    )
+    assert task.status_code == 201, task.content
+    error = assert_error(as_admin.delete("/api/secrets/DB_PASSWORD"), 409)
+    assert "nightly-export" in error["message"]
+    assert Secret.objects.filter(name="DB_PASSWORD").exists()
+
+
+def test_it_deletes_a_secret_only_mentioned_outside_references(as_admin):
+    create(as_admin)
+    TaskFactory(name="mentions", command="echo DB_PASSWORD", parameters={"env": {"X": "secrets.DB_PASSWORD"}})
+    assert as_admin.delete("/api/secrets/DB_PASSWORD").status_code == 204
+
+
+def test_it_refuses_writes_without_system_write(as_operator, as_viewer, key_client):
+    SecretFactory(name="EXISTING", value="existing-value-Ww31")
+    for client in (as_operator, as_viewer, key_client("task.read", "task.write")):
+        assert_error(create(client), 403)
+        assert_error(client.put("/api/secrets/EXISTING", {"value": "other-value-Vv22"}, format="json"), 403)
+        assert_error(client.delete("/api/secrets/EXISTING"), 403)
+    assert Secret.objects.get(name="EXISTING").reveal() == "existing-value-Ww31"
+
+
+def test_it_refuses_reads_without_task_read(as_outsider, anon):
+    assert_error(as_outsider.get("/api/secrets"), 403)
+    assert_error(anon.get("/api/secrets"), 401)
+
+
+def test_it_has_no_patch(as_admin):
+    create(as_admin)
+    assert_error(as_admin.patch("/api/secrets/DB_PASSWORD", {"value": "x-value-Uu11"}, format="json"), 405)
+
+
+def test_it_documents_secrets_in_the_schema(anon):
+    schema = anon.get("/api/schema/", HTTP_ACCEPT="application/json").json()
+    assert {"/api/secrets", "/api/secrets/{name}"} <= set(schema["paths"])
+    detail = schema["paths"]["/api/secrets/{name}"]
+    assert set(detail) >= {"get", "put", "delete"} and "patch" not in detail
+    assert {"400", "403", "404", "409"} <= set(detail["delete"]["responses"])
+    secret_schema = schema["components"]["schemas"]["Secret"]
+    assert "value" not in secret_schema["properties"]
+    request_schema = schema["components"]["schemas"]["SecretRequest"]
+    assert "value" in request_schema["properties"]

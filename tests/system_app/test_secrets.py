@@ -1,0 +1,137 @@
+"""Secrets: references, resolution, masking, encryption at rest, the key
+setting, and the suite-wide leak guard itself (SPEC §8)."""
+
+import base64
+import logging
+
+import pytest
+from cryptography.fernet import Fernet
+from django.db import connection
+
+from scheduler_site import env
+from scheduler_site.env import ConfigError
+from system_app import encryption, secrets
+from system_app.models import Secret
+from tests.factories import SecretFactory
+from tests.secret_guard import SecretLeakGuard
+
+
+def test_it_finds_references_with_whitespace_inside_the_braces():
+    text = "a {{secrets.TOKEN}} b {{  secrets.DB_PASS_2 }} c {{ secrets.lower }} {{ secret.X }} {{ secrets.A }}"
+    assert secrets.referenced_names(text) == {"TOKEN", "DB_PASS_2", "A"}
+    assert secrets.REFERENCE.fullmatch("{{ secrets.TOKEN }}").group(1) == "TOKEN"
+
+
+def test_it_finds_references_in_lists_and_objects():
+    value = {"env": {"K": "{{ secrets.ONE }}"}, "body": [1, None, {"x": "pre-{{ secrets.TWO }}"}], "n": 3}
+    assert secrets.referenced_names(value) == {"ONE", "TWO"}
+    assert secrets.referenced_names(None) == set()
+
+
+@pytest.mark.django_db
+def test_it_resolves_references_in_one_query_without_touching_the_input(django_assert_num_queries):
+    SecretFactory(name="ONE", value="first-value-aaaa")
+    SecretFactory(name="TWO", value="second-value-bbbb")
+    value = {"env": {"A": "{{ secrets.ONE }}", "B": "x{{secrets.TWO}}y{{ secrets.ONE }}"}, "keep": 1}
+    with django_assert_num_queries(1):
+        resolved, used = secrets.resolve(value)
+    assert resolved == {"env": {"A": "first-value-aaaa", "B": "xsecond-value-bbbbyfirst-value-aaaa"}, "keep": 1}
+    assert sorted(used) == ["first-value-aaaa", "second-value-bbbb"]
+    assert value["env"]["A"] == "{{ secrets.ONE }}"
+    assert secrets.resolve("no references") == ("no references", [])
+
+
+@pytest.mark.django_db
+def test_it_raises_for_a_missing_secret():
+    with pytest.raises(secrets.MissingSecret) as raised:
+        secrets.resolve(["{{ secrets.NOT_THERE }}"])
+    assert raised.value.name == "NOT_THERE"
+    assert str(raised.value) == "secret NOT_THERE does not exist"
+
+
+@pytest.mark.django_db
+def test_it_raises_for_a_secret_stored_under_another_key(settings):
+    SecretFactory(name="OLD", value="old-value-cccc")
+    settings.SECRETS_KEYS = [Fernet.generate_key().decode()]
+    with pytest.raises(secrets.UnreadableSecret):
+        secrets.resolve("{{ secrets.OLD }}")
+
+
+def test_it_masks_every_occurrence_longest_first():
+    text = "token=abc123xyz; again abc123xyz; prefix abc123"
+    assert secrets.mask(text, ["abc123", "abc123xyz", ""]) == "token=***; again ***; prefix ***"
+    assert secrets.mask("", ["x"]) == ""
+    assert secrets.mask("nothing", []) == "nothing"
+    assert secrets.mask("keep all", [""]) == "keep all"
+
+
+@pytest.mark.django_db
+def test_it_stores_values_encrypted_at_rest():
+    secret = SecretFactory(name="AT_REST", value="clear-text-value-dddd")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT * FROM system_app_secret WHERE id = %s", [secret.pk])
+        row = cursor.fetchone()
+    assert not any("clear-text-value-dddd" in str(column) for column in row)
+    assert Secret.objects.get(pk=secret.pk).reveal() == "clear-text-value-dddd"
+
+
+@pytest.mark.django_db
+def test_it_derives_the_key_from_secret_key_unless_secrets_key_is_set(settings):
+    secret = SecretFactory(name="DERIVED", value="derived-value-eeee")
+    key = encryption.derived_key(settings.SECRET_KEY)
+    assert Fernet(key).decrypt(secret.encrypted_value.encode()) == b"derived-value-eeee"
+    settings.SECRETS_KEYS = [Fernet.generate_key().decode()]
+    assert Secret.objects.get(pk=secret.pk).encrypted_value == secret.encrypted_value
+    with pytest.raises(encryption.InvalidToken):
+        secret.reveal()
+
+
+@pytest.mark.django_db
+def test_it_reads_values_under_an_older_key_and_rotates_them(settings):
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    settings.SECRETS_KEYS = [old]
+    secret = SecretFactory(name="ROTATED", value="rotated-value-ffff")
+    settings.SECRETS_KEYS = [new, old]
+    assert secret.reveal() == "rotated-value-ffff"
+    rotated = encryption.rotate(secret.encrypted_value)
+    settings.SECRETS_KEYS = [new]
+    assert encryption.decrypt(rotated) == "rotated-value-ffff"
+
+
+def test_it_checks_the_secrets_key_setting():
+    good = Fernet.generate_key().decode()
+    assert env.env_fernet_keys("SECRETS_KEY", environ={}) == []
+    assert env.env_fernet_keys("SECRETS_KEY", environ={"SECRETS_KEY": f"{good}, {good}"}) == [good, good]
+    for bad in ("short", base64.urlsafe_b64encode(b"x" * 31).decode(), "!!!not base64!!!" * 3, "é" * 44):
+        with pytest.raises(ConfigError, match="^SECRETS_KEY: each key must be a Fernet key"):
+            env.env_fernet_keys("SECRETS_KEY", environ={"SECRETS_KEY": bad})
+
+
+# The leak guard (tests/secret_guard.py) --------------------------------------
+
+
+def test_the_guard_reports_values_in_responses_logs_and_database_writes():
+    guard = SecretLeakGuard()
+    guard.learn("hunter2-guard-value")
+    guard.learn("")
+    guard.check("response", b'{"ok": true}')
+    guard.check_statement("SELECT 1 WHERE x = %s", ["hunter2-guard-value"])  # reads are not stored
+    assert guard.leaks == []
+    guard.check("response", b'{"token": "hunter2-guard-value"}')
+    guard.check_statement('UPDATE "t" SET "stdout" = %s', ["out: hunter2-guard-value"])
+    guard.check_statement('INSERT INTO "a" VALUES (%s)', [[("nested", {"k": "hunter2-guard-value"})]])
+    assert len(guard.leaks) == 3
+
+
+def test_the_guard_reports_values_in_log_records_and_json_escaped_forms():
+    guard = SecretLeakGuard()
+    guard.learn('quote"value-gggg')
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "got %s", ('{"v": "quote\\"value-gggg"}',), None)
+    guard.emit(record)
+    assert guard.leaks and "log record x:INFO" in guard.leaks[0]
+
+
+@pytest.mark.django_db
+def test_the_suite_guard_learns_each_secret_a_test_stores(secret_guard):
+    SecretFactory(name="LEARNED", value="learned-value-hhhh")
+    assert "learned-value-hhhh" in secret_guard.values
