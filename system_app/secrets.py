@@ -8,7 +8,10 @@ references is the task's rule (tasks_app.models.secret_reference_errors);
 this module only reads and replaces them.
 """
 
+import logging
 import re
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 from system_app import encryption
 from system_app.models import Secret
@@ -111,3 +114,40 @@ def mask(text, values):
     for value in sorted({v for v in values if v}, key=len, reverse=True):
         text = text.replace(value, MASK)
     return text
+
+
+# The values a worker thread has resolved for the run it executes, masked out
+# of every log record that thread writes (an executor's crash report, say).
+_in_use = ContextVar("scheduler_secrets_in_use", default=())
+
+
+@contextmanager
+def masking(values):
+    """Mask ``values`` out of the log records written inside (this thread)."""
+    token = _in_use.set(tuple(_in_use.get()) + tuple(v for v in values if v))
+    try:
+        yield
+    finally:
+        _in_use.reset(token)
+
+
+def install_log_masking():
+    """Wrap the log record factory so every record made inside ``masking``
+    carries its message and traceback already masked, whichever handler or
+    formatter writes it. Idempotent."""
+    factory = logging.getLogRecordFactory()
+    if getattr(factory, "masks_secrets", False):
+        return
+
+    def masked_record(*args, **kwargs):
+        record = factory(*args, **kwargs)
+        values = _in_use.get()
+        if values:
+            record.msg, record.args = mask(record.getMessage(), values), ()
+            if record.exc_info:
+                record.exc_text = mask(logging.Formatter().formatException(record.exc_info), values)
+                record.exc_info = None
+        return record
+
+    masked_record.masks_secrets = True
+    logging.setLogRecordFactory(masked_record)

@@ -74,7 +74,8 @@ def _execute_with_secrets(run):
     def report(stdout, stderr):
         TaskRun.record_output(run.pk, secrets.mask(stdout, used), secrets.mask(stderr, used))
 
-    outcome = executors.execute(spec, should_cancel=lambda: runtime.cancel_requested(run.pk), report_output=report)
+    with secrets.masking(used):
+        outcome = executors.execute(spec, should_cancel=lambda: runtime.cancel_requested(run.pk), report_output=report)
     return mask_outcome(outcome, used)
 
 

@@ -2,6 +2,7 @@
 values out of everything a run reports (SPEC §8)."""
 
 import json
+import logging
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -13,7 +14,7 @@ from tasks_app.models import RunStatus, TaskRun
 from tests.factories import SecretFactory, TaskFactory, TaskRunFactory
 from workers_app import actors, runtime
 from workers_app.actors import execute_run
-from workers_app.executors import Outcome
+from workers_app.executors import Outcome, shell
 
 pytestmark = pytest.mark.django_db
 
@@ -189,3 +190,20 @@ def test_it_resolves_the_url_headers_and_body_of_an_http_task(echo_server, monke
     }
     assert run.status == RunStatus.COMPLETED
     assert json.loads(run.stdout) == {"path": "/hook?key=***", "auth": "Bearer ***", "body": '{"token": "***"}'}
+
+
+def test_it_masks_the_values_out_of_an_executor_crash_and_its_log_record(token, monkeypatch, caplog):
+    def crashing(spec, should_cancel, report_output=None):
+        raise RuntimeError(f"boom with {spec.parameters['env']['T']}")
+
+    monkeypatch.setattr(shell, "run", crashing)
+    run = dispatched(TaskFactory(parameters={"env": {"T": "{{ secrets.TOKEN }}"}}))
+    with caplog.at_level(logging.ERROR):
+        execute_run(run.pk)
+    run.refresh_from_db()
+    assert (run.status, run.error_message) == (RunStatus.FAILED, "executor error: RuntimeError: boom with ***")
+    assert "boom with ***" in run.stderr and VALUE not in run.stderr
+    (record,) = [r for r in caplog.records if "crashed" in r.getMessage()]
+    assert "boom with ***" in record.exc_text and VALUE not in record.exc_text
+    logging.getLogger("outside").error("after the run: %s", VALUE.upper())  # masking ends with the run
+    assert caplog.records[-1].getMessage() == f"after the run: {VALUE.upper()}"
