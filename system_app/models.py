@@ -256,6 +256,14 @@ class Secret(models.Model):
             raise ValidationError({"value": problem})
         self.encrypted_value = encryption.encrypt(value)
 
+    def reencrypt(self):
+        """Encrypt the value again under the newest key of SECRETS_KEY, for a
+        key rotation (manage.py rotatesecrets). Raises encryption.InvalidToken
+        when no configured key opens it."""
+        token = encryption.rotate(self.encrypted_value)
+        Secret.objects.filter(pk=self.pk).update(encrypted_value=token)
+        self.encrypted_value = token
+
     def reveal(self):
         """The clear value (raises encryption.InvalidToken under a foreign key).
         For the worker resolving a reference, nothing else."""

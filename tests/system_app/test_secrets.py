@@ -3,9 +3,11 @@ setting, and the suite-wide leak guard itself (SPEC §8)."""
 
 import base64
 import logging
+from io import StringIO
 
 import pytest
 from cryptography.fernet import Fernet
+from django.core.management import CommandError, call_command
 from django.db import connection
 
 from scheduler_site import env
@@ -135,3 +137,30 @@ def test_the_guard_reports_values_in_log_records_and_json_escaped_forms():
 def test_the_suite_guard_learns_each_secret_a_test_stores(secret_guard):
     SecretFactory(name="LEARNED", value="learned-value-hhhh")
     assert "learned-value-hhhh" in secret_guard.values
+
+
+@pytest.mark.django_db
+def test_rotatesecrets_reencrypts_every_secret_under_the_newest_key(settings):
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    settings.SECRETS_KEYS = [old]
+    SecretFactory(name="FIRST", value="first-rotating-value-11")
+    SecretFactory(name="SECOND", value="second-rotating-value-22")
+    settings.SECRETS_KEYS = [new, old]
+    out = StringIO()
+    call_command("rotatesecrets", stdout=out)
+    assert out.getvalue().strip() == "2 secret(s) re-encrypted under the first key of SECRETS_KEY"
+    settings.SECRETS_KEYS = [new]
+    assert sorted(secret.reveal() for secret in Secret.objects.all()) == [
+        "first-rotating-value-11",
+        "second-rotating-value-22",
+    ]
+
+
+@pytest.mark.django_db
+def test_rotatesecrets_names_a_secret_no_key_opens(settings):
+    settings.SECRETS_KEYS = [Fernet.generate_key().decode()]
+    secret = SecretFactory(name="LOST", value="lost-rotating-value-33")
+    settings.SECRETS_KEYS = [Fernet.generate_key().decode()]
+    with pytest.raises(CommandError, match="no configured key opens: LOST"):
+        call_command("rotatesecrets", stdout=StringIO())
+    assert Secret.objects.get(pk=secret.pk).encrypted_value == secret.encrypted_value
