@@ -3,7 +3,11 @@ setting, and the suite-wide leak guard itself (SPEC §8)."""
 
 import base64
 import logging
+import os
+import subprocess
+import sys
 from io import StringIO
+from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
@@ -16,6 +20,8 @@ from system_app import encryption, secrets
 from system_app.models import Secret
 from tests.factories import SecretFactory
 from tests.secret_guard import SecretLeakGuard
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_it_finds_references_with_whitespace_inside_the_braces():
@@ -164,3 +170,14 @@ def test_rotatesecrets_names_a_secret_no_key_opens(settings):
     with pytest.raises(CommandError, match="no configured key opens: LOST"):
         call_command("rotatesecrets", stdout=StringIO())
     assert Secret.objects.get(pk=secret.pk).encrypted_value == secret.encrypted_value
+
+
+def test_a_bad_secrets_key_stops_the_process_with_one_line():
+    environ = {key: value for key, value in os.environ.items() if key not in ("DATABASE_URL", "BROKER_URL")}
+    environ["SECRETS_KEY"] = "not-a-fernet-key"
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=ROOT, env=environ, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("Configuration error: SECRETS_KEY: each key must be a Fernet key")
+    assert len(result.stderr.strip().splitlines()) == 1
