@@ -212,7 +212,7 @@ class SecretViewSet(
     queryset = Secret.objects.select_related("created_by")
     serializer_class = SecretSerializer
     lookup_field = "name"
-    lookup_value_regex = "[^/]+"
+    lookup_value_regex = "[A-Z][A-Z0-9_]{0,63}"
     ordering_fields = ["name", "created_at", "updated_at"]
     ordering = ["name"]
     required_permissions = {

@@ -161,3 +161,32 @@ def test_it_documents_secrets_in_the_schema(anon):
     assert "value" not in secret_schema["properties"]
     request_schema = schema["components"]["schemas"]["SecretRequest"]
     assert "value" in request_schema["properties"]
+
+
+@pytest.mark.parametrize(
+    ("field", "body"),
+    [
+        ("description", '{"name": "OK_NAME", "value": "fine-value-Tt10", "description": "a\\u0000b"}'),
+        ("description", '{"name": "OK_NAME", "value": "fine-value-Tt10", "description": "\\ud800"}'),
+        ("value", '{"name": "OK_NAME", "value": "\\udfff-lone"}'),
+        ("name", '{"name": "\\ud800", "value": "fine-value-Tt10"}'),
+        ("name", '{"name": "ONE\\u0661", "value": "fine-value-Tt10"}'),
+        ("description", '{"name": "OK_NAME", "value": "fine-value-Tt10", "description": 5}'),
+    ],
+)
+def test_it_refuses_input_that_cannot_be_stored(as_admin, field, body):
+    response = as_admin.generic("POST", "/api/secrets", body, content_type="application/json")
+    assert_error(response, 400, field=field)
+    assert not Secret.objects.exists()
+
+
+@pytest.mark.parametrize("path", ["/api/secrets/%00", "/api/secrets/A%00", "/api/secrets/%ED%A0%80", "/api/secrets/Ä"])
+def test_it_answers_404_for_names_no_secret_can_have(as_admin, path):
+    assert_error(as_admin.get(path), 404)
+    assert_error(as_admin.put(path, {"value": "x-value-Ss20"}, format="json"), 404)
+    assert_error(as_admin.delete(path), 404)
+
+
+@pytest.mark.parametrize("body", ["[]", '"text"', "null", "{bad json"])
+def test_it_refuses_a_body_that_is_not_a_json_object(as_admin, body):
+    assert_error(as_admin.generic("POST", "/api/secrets", body, content_type="application/json"), 400)
