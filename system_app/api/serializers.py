@@ -132,8 +132,6 @@ class SecretSerializer(serializers.ModelSerializer):
         problem = secret_name_error(value)
         if problem:
             raise serializers.ValidationError(problem[0].upper() + problem[1:] + ".")
-        if self.instance is not None and value != self.instance.name:
-            raise serializers.ValidationError("A secret cannot be renamed; create one under the new name.")
         return value
 
     def validate_value(self, value):
@@ -148,6 +146,22 @@ class SecretSerializer(serializers.ModelSerializer):
         secret.set_value(validated_data["value"])
         secret.save()
         return secret
+
+
+class SecretUpdateSerializer(SecretSerializer):
+    """A secret's new value and, optionally, description (its name is in the
+    URL: a secret cannot be renamed, since tasks refer to it by name)."""
+
+    class Meta(SecretSerializer.Meta):
+        read_only_fields = ["name", "created_at", "updated_at"]
+
+    name = serializers.CharField(read_only=True)
+
+    def validate(self, attrs):
+        renamed = self.initial_data.get("name", self.instance.name)
+        if renamed != self.instance.name:
+            raise serializers.ValidationError({"name": ["A secret cannot be renamed; create one under the new name."]})
+        return attrs
 
     def update(self, instance, validated_data):
         instance.set_value(validated_data["value"])

@@ -24,6 +24,7 @@ from system_app.api.serializers import (
     ReadinessSerializer,
     RefreshSerializer,
     SecretSerializer,
+    SecretUpdateSerializer,
     SystemEventSerializer,
     SystemStatsSerializer,
     TokenSerializer,
@@ -205,7 +206,7 @@ class SecretViewSet(
     mixins.DestroyModelMixin,
     viewsets.GenericViewSet,
 ):
-    """Named secrets (SPEC §8): stored encrypted, referred to by tasks as
+    """Named secrets: stored encrypted, referred to by tasks as
     ``{{ secrets.NAME }}``, resolved only by the worker. The value is
     write-only, and audit entries record that it changed, never what it is."""
 
@@ -235,12 +236,13 @@ class SecretViewSet(
             audit.record(request, "create", secret, changes={"name": secret.name, "description": secret.description})
         return Response(self.get_serializer(secret).data, status=status.HTTP_201_CREATED)
 
+    @extend_schema(request=SecretUpdateSerializer, responses={200: SecretSerializer})
     def update(self, request, *args, **kwargs):
         """Replace a secret's value (and, when given, its description)."""
         secret = self.get_object()
         if not isinstance(request.data, dict):
             raise exceptions.ValidationError("The body must be a JSON object.")
-        body = self.get_serializer(secret, data={"name": secret.name, **request.data})
+        body = SecretUpdateSerializer(secret, data=request.data)
         body.is_valid(raise_exception=True)
         before = secret.description
         with transaction.atomic():
