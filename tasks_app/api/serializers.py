@@ -283,6 +283,8 @@ class TriggerSerializer(serializers.Serializer):
         return value if value is None else check_parameters(value)
 
     def validate(self, attrs):
+        if attrs.get("arguments") is None and attrs.get("parameters") is None:
+            return attrs  # the task runs as defined, as it was validated when saved
         try:
             self.context["task"].check_overrides(attrs.get("arguments"), attrs.get("parameters"))
         except DjangoValidationError as error:
