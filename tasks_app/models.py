@@ -151,17 +151,22 @@ def secret_reference_errors(executor, command, arguments, parameters):
     errors = {}
     resolved, elsewhere = secret_places(executor, command, parameters)
     allowed = SECRET_PARAMETERS.get(executor, ())
-    places = " and ".join(f"parameters.{key}" for key in allowed) or "no parameter"
+    where = [f"parameters.{key}" for key in allowed] + (["the URL (command)"] if executor in SECRET_IN_COMMAND else [])
+    if executor == "shell":
+        where[0] += " values (then use $NAME in the command)"
+    elif executor == "http":
+        where[0] += " values"
+    usable = (
+        f"a {executor} task may refer to secrets only in {', '.join(where)}"
+        if where
+        else (f"a {executor} task cannot use secrets")
+    )
     if executor not in SECRET_IN_COMMAND and secrets.referenced_names(command or ""):
-        errors["command"] = f"secrets cannot be referred to in a {executor} command; " + (
-            "pass one in parameters.env and use $NAME" if executor == "shell" else f"only in {places}"
-        )
+        errors["command"] = f"no secrets in a {executor} command: {usable}"
     if secrets.referenced_names(arguments or []):
-        errors["arguments"] = f"secrets cannot be referred to in arguments; a {executor} task may use them in {places}"
+        errors["arguments"] = f"no secrets in arguments: {usable}"
     if secrets.referenced_names(elsewhere):
-        errors["parameters"] = f"a {executor} task may refer to secrets only in {places}" + (
-            " (values, not names)" if set(allowed) & {"env", "headers"} else ""
-        )
+        errors["parameters"] = usable
     used = {
         "command": secrets.referenced_names(resolved.get("command") or ""),
         "parameters": secrets.referenced_names({k: v for k, v in resolved.items() if k != "command"}),
