@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.core.mail import send_mail
 
+from system_app import secrets
 from tasks_app.notifications.models import ChannelKind, run_admin_url
 
 logger = logging.getLogger(__name__)
@@ -38,14 +39,14 @@ class Result:
 
 
 def resolve_channel_url(url):
-    """The URL to call for a channel's configured ``url``.
+    """(the URL to call for a channel's configured ``url``, the secret values in it).
 
-    The one place channel URLs are resolved: once secrets exist (SPEC §8,
-    ``{{ secrets.NAME }}``), this resolves the references, just before the
-    request, and nothing else ever sees the resolved value. Until then it
-    returns the URL unchanged.
+    The one place channel URLs are resolved: ``{{ secrets.NAME }}`` references
+    (SPEC §8) are resolved just before the request, and nothing else ever sees
+    the resolved value. Raises system_app.secrets.SecretError for a missing or
+    unreadable secret (deliver records it as the attempt's error).
     """
-    return url
+    return secrets.resolve(url)
 
 
 def sign(secret, body):
@@ -96,7 +97,7 @@ def text_of(payload):
 
 def deliver(channel, payload):
     """Send ``payload`` to ``channel`` once; never raises, returns a Result."""
-    resolved = None
+    resolved, used = None, []
     try:
         config = channel.config or {}
         headers = {"Content-Type": "application/json", "User-Agent": f"task-scheduler/{settings.VERSION}"}
@@ -104,7 +105,7 @@ def deliver(channel, payload):
             subject = text_of(payload).splitlines()[0][:200]
             send_mail(subject, text_of(payload), None, list(config.get("to") or []), fail_silently=False)
             return Result(True)
-        resolved = resolve_channel_url(config.get("url") or "")
+        resolved, used = resolve_channel_url(config.get("url") or "")
         if channel.kind == ChannelKind.WEBHOOK:
             body = encode(payload)
             if config.get("secret"):
@@ -116,7 +117,7 @@ def deliver(channel, payload):
     except TimeoutError:
         return Result(False, None, f"timed out after {TIMEOUT_SECONDS} s")
     except Exception as error:  # a delivery problem is recorded, never raised
-        return Result(False, None, scrub(f"{type(error).__name__}: {error}", resolved, channel))
+        return Result(False, None, scrub(secrets.mask(f"{type(error).__name__}: {error}", used), resolved, channel))
 
 
 def scrub(text, resolved, channel):
