@@ -618,7 +618,7 @@ def test_it_holds_trigger_overrides_to_the_tasks_rules(as_operator):
     assert_error(response, 400, field="arguments")
     response = as_operator.post(f"/api/tasks/{shell.pk}/trigger", {"parameters": {"env": {"A": 1}}}, format="json")
     assert_error(response, 400, field="parameters")
-    python = TaskFactory(executor="python", command="app.jobs:run")
+    python = TaskFactory(executor="python", command="tests.callables:noop")
     response = as_operator.post(f"/api/tasks/{python.pk}/trigger", {"arguments": [{"a": 1}]}, format="json")
     assert response.status_code == 201
     assert not shell.runs.exists()
