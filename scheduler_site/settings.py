@@ -178,6 +178,7 @@ INSTALLED_APPS = [
     "csp",
     "django_prometheus",
     "django_dramatiq",
+    "simple_history",
     "system_app",
     "tasks_app",
     "workers_app",
@@ -195,6 +196,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Task versions (SPEC §10) name the admin user who saved them.
+    "simple_history.middleware.HistoryRequestMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",

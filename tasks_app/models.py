@@ -8,12 +8,16 @@ from django.core.exceptions import ValidationError
 from django.db import connection, models, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.db.models.functions import Cast
+from django.dispatch import receiver
 from django.utils import timezone
+from simple_history.models import HistoricalRecords
+from simple_history.signals import pre_create_historical_record
 
 from system_app import secrets
 from system_app.models import AuditEntry, EventLevel, SystemEvent
 from system_app.validation import unstorable_fields
 from tasks_app import reach, schedules
+from tasks_app.jitter import MAX_JITTER_SECONDS, jittered
 from tasks_app.notifications.models import (
     Channel,
     Notification,
@@ -22,6 +26,7 @@ from tasks_app.notifications.models import (
     default_notify_on,
     outbox_rows,
 )
+from tasks_app.versions import NOT_RESTORED
 
 
 class Executor(models.TextChoices):
@@ -45,6 +50,7 @@ class ConcurrencyPolicy(models.TextChoices):
     ALLOW = "allow"
     FORBID = "forbid"
     REPLACE = "replace"
+    BUFFER_ONE = "buffer_one"
 
 
 class MisfirePolicy(models.TextChoices):
@@ -85,6 +91,7 @@ class Trigger(models.TextChoices):
     MANUAL = "manual"
     RETRY = "retry"
     DEPENDENCY = "dependency"
+    BACKFILL = "backfill"
 
 
 class Conflict(Exception):
@@ -178,6 +185,25 @@ def secret_reference_errors(executor, command, arguments, parameters):
     return errors
 
 
+# Fields a saved version of a task does not keep: the dispatcher's bookkeeping
+# (written with queryset updates, which make no version anyway) and the save
+# timestamp (a version has its own).
+HISTORY_EXCLUDED_FIELDS = ["next_run_at", "last_run_at", "last_run_status", "failure_streak", "updated_at"]
+
+
+class TaskVersionBase(models.Model):
+    """Columns of a saved version of a task beyond the task's own fields.
+
+    Dependencies live in a through table; a version keeps their ids as they
+    were, so a restore can bring them back (or say which no longer exist).
+    """
+
+    dependency_ids = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        abstract = True
+
+
 class TaskQuerySet(models.QuerySet):
     def due(self, now):
         """Active scheduled tasks whose next fire is at or before ``now``."""
@@ -216,6 +242,12 @@ class Task(models.Model):
     )
     misfire_policy = models.CharField(max_length=16, choices=MisfirePolicy.choices, default=MisfirePolicy.RUN_ONCE)
     misfire_grace_seconds = models.PositiveIntegerField(default=60)
+    # Each scheduled fire is delayed by a pure function of (task, slot) in
+    # [0, jitter_seconds): see tasks_app/jitter.py.
+    jitter_seconds = models.PositiveIntegerField(default=0)
+    # The --source of the `applytasks` run that created the task; empty for
+    # tasks made through the API or the admin (SPEC §10).
+    source = models.CharField(max_length=255, blank=True, default="", editable=False)
     dependencies = models.ManyToManyField(
         "self", through="TaskDependency", symmetrical=False, related_name="dependents", blank=True
     )
@@ -241,6 +273,8 @@ class Task(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     objects = TaskQuerySet.as_manager()
+    # Every save() of a task is a version (SPEC §10); queryset updates are not.
+    history = HistoricalRecords(excluded_fields=HISTORY_EXCLUDED_FIELDS, bases=[TaskVersionBase])
 
     class Meta:
         ordering = ["id"]
@@ -257,6 +291,7 @@ class Task(models.Model):
                 condition=Q(timeout_seconds__gte=1, timeout_seconds__lte=86400), name="task_timeout_range"
             ),
             models.CheckConstraint(condition=~Q(name=""), name="task_name_not_empty"),
+            models.CheckConstraint(condition=Q(jitter_seconds__lte=MAX_JITTER_SECONDS), name="task_jitter_range"),
             _choices_check("executor", Executor),
             _choices_check("priority", Priority),
             _choices_check("concurrency_policy", ConcurrencyPolicy),
@@ -393,6 +428,8 @@ class Task(models.Model):
             updated_at=timezone.now(),
         )
         self.refresh_from_db(fields=["status", "next_run_at", "paused_by", "paused_reason", "updated_at"])
+        if changed:
+            self.record_version()
         return bool(changed)
 
     def resume(self, now=None):
@@ -413,6 +450,8 @@ class Task(models.Model):
         self.refresh_from_db(
             fields=["status", "next_run_at", "paused_by", "paused_reason", "failure_streak", "updated_at"]
         )
+        if changed:
+            self.record_version()
         return bool(changed)
 
     # Alerts (SPEC §9) ---------------------------------------------------------
@@ -550,6 +589,75 @@ class Task(models.Model):
     def active_runs(self):
         return self.runs.filter(status__in=ACTIVE_RUN_STATUSES)
 
+    # Versions (SPEC §10) ------------------------------------------------------
+
+    def record_version(self, user=None, reason=""):
+        """Save a version of the task as it is now, for changes made with a
+        conditional queryset update (pause, resume) rather than save()."""
+        Task.history.bulk_history_create(
+            [self],
+            update=True,
+            default_user=user,
+            default_change_reason=reason,
+            custom_historical_attrs={"dependency_ids": self.current_dependency_ids()},
+        )
+
+    def current_dependency_ids(self):
+        pending = getattr(self, "_version_dependency_ids", None)
+        if pending is not None:
+            return sorted(pending)
+        if self.pk is None:
+            return []
+        return sorted(self.dependency_links.values_list("depends_on_id", flat=True))
+
+    def version(self, number):
+        """The saved version ``number`` (1 = the first) of this task, or None."""
+        if not isinstance(number, int) or number < 1:
+            return None
+        return self.history.order_by("history_date", "history_id")[number - 1 : number].first()
+
+    def restore_version(self, number, user=None):
+        """Bring back the definition of version ``number``, as a new version.
+
+        Not its status (an auto-paused task stays paused), source or creator.
+        Raises ValidationError when a dependency it names no longer exists, or
+        its name now belongs to another task; Task.DoesNotExist for no such version.
+        """
+        record = self.version(number)
+        if record is None:
+            raise Task.DoesNotExist(f"task {self.pk} has no version {number}")
+        dependency_ids = sorted(set(record.dependency_ids or []))
+        existing = set(Task.objects.filter(pk__in=dependency_ids).values_list("pk", flat=True))
+        missing = [str(pk) for pk in dependency_ids if pk not in existing]
+        if missing:
+            raise ValidationError(
+                {"dependencies": f"task {', '.join(missing)} named by version {number} no longer exists"}
+            )
+        if self.pk in dependency_ids or self.has_cycle_with(dependency_ids):
+            raise ValidationError({"dependencies": "these dependencies would now create a cycle"})
+        old_schedule = (self.schedule, self.timezone)
+        for field in type(record).tracked_fields:
+            if field.name not in NOT_RESTORED:
+                setattr(self, field.attname, getattr(record, field.attname))
+        self.full_clean(exclude=["created_by"])
+        if (self.schedule, self.timezone) != old_schedule:
+            self.next_run_at = self.compute_next_run_at()
+        with transaction.atomic():
+            self._version_dependency_ids = dependency_ids
+            if user is not None:
+                self._history_user = user  # else the request's user (HistoryRequestMiddleware)
+            self._change_reason = f"restored version {number}"
+            self.save()
+            self.set_dependencies(dependency_ids)
+            self._version_dependency_ids = None
+            self.__dict__.pop("_history_user", None)
+            del self._change_reason
+        return self
+
+    def jittered(self, slot):
+        """The instant a scheduled fire at ``slot`` runs: slot plus this task's jitter."""
+        return jittered(self.pk, slot, self.jitter_seconds)
+
     def trigger(self, *, arguments=None, parameters=None, priority=None, now=None):
         """Create a pending manual run; the dispatcher picks it up.
 
@@ -561,6 +669,12 @@ class Task(models.Model):
         with transaction.atomic():
             if self.concurrency_policy == ConcurrencyPolicy.FORBID and self.active_runs().exists():
                 raise Conflict("a run of this task is still active and its concurrency policy is forbid")
+            if (
+                self.concurrency_policy == ConcurrencyPolicy.BUFFER_ONE
+                and self.runs.filter(status=RunStatus.PENDING).exists()
+                and self.active_runs().exclude(status=RunStatus.PENDING).exists()
+            ):
+                raise Conflict("a run of this task is active and another is already waiting (policy buffer_one)")
             if self.concurrency_policy == ConcurrencyPolicy.REPLACE:
                 for run in self.active_runs():
                     run.cancel(reason="replaced by a manual trigger", now=now)
@@ -606,7 +720,7 @@ class Task(models.Model):
             current = schedules.next_fire(self.schedule, self.timezone, current, anchor=anchor)
             if current is None:
                 break
-            fires.append(current)
+            fires.append(self.jittered(current))
         return fires
 
     def has_cycle_with(self, dependency_ids):
@@ -649,6 +763,15 @@ class Task(models.Model):
 
 
 SYSTEM_ACTOR = "system"
+
+
+@receiver(pre_create_historical_record)
+def _keep_dependencies_in_version(sender, instance, history_instance, **kwargs):
+    """A version saved by Task.save() keeps the task's dependency ids: the ones
+    about to be set (``_version_dependency_ids``, see TaskSerializer) or the
+    current links."""
+    if isinstance(instance, Task):
+        history_instance.dependency_ids = instance.current_dependency_ids()
 
 
 def percentile(sorted_values, pct):

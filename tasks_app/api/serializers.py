@@ -7,12 +7,15 @@ from rest_framework.serializers import as_serializer_error
 from system_app.api.base import (
     JSONListField,
     JSONObjectField,
+    StrictBooleanField,
     StrictCharField,
+    StrictIntegerField,
     ValidatedModelSerializer,
 )
 from system_app.exceptions import ConflictError
 from system_app.validation import StrictDateTimeField, StrictIntegerQueryField
 from tasks_app import schedules
+from tasks_app.jitter import MAX_JITTER_SECONDS
 from tasks_app.models import Priority, Task, TaskRun
 
 MAX_TAGS = 50
@@ -113,6 +116,7 @@ class TaskSerializer(ValidatedModelSerializer):
             "concurrency_policy",
             "misfire_policy",
             "misfire_grace_seconds",
+            "jitter_seconds",
             "dependencies",
             "tags",
             "metadata",
@@ -123,6 +127,7 @@ class TaskSerializer(ValidatedModelSerializer):
             "status",
             "paused_by",
             "paused_reason",
+            "source",
             "next_run_at",
             "last_run_at",
             "last_run_status",
@@ -138,6 +143,7 @@ class TaskSerializer(ValidatedModelSerializer):
             "updated_at",
             "paused_by",
             "paused_reason",
+            "source",
         ]
         extra_kwargs = {
             "name": {"min_length": 1, "max_length": 255, "validators": []},
@@ -148,6 +154,7 @@ class TaskSerializer(ValidatedModelSerializer):
             "retry_backoff_seconds": {"min_value": 1, "max_value": 3600},
             "timeout_seconds": {"min_value": 1, "max_value": 86400},
             "misfire_grace_seconds": {"min_value": 0, "max_value": 86400},
+            "jitter_seconds": {"min_value": 0, "max_value": MAX_JITTER_SECONDS},
             "queue": {"min_length": 1, "max_length": 100},
             "timezone": {"max_length": 64},
             "pause_after_failures": {"min_value": 0, "max_value": 1000},
@@ -200,8 +207,10 @@ class TaskSerializer(ValidatedModelSerializer):
         validated_data.setdefault("task_type", validated_data["executor"])
         task = Task(**validated_data)
         task.next_run_at = task.compute_next_run_at()
+        task._version_dependency_ids = dependencies  # the version saved below keeps them
         task.save()
         task.set_dependencies(dependencies)
+        task._version_dependency_ids = None
         return task
 
     def update(self, instance, validated_data):
@@ -223,7 +232,9 @@ class TaskSerializer(ValidatedModelSerializer):
             setattr(instance, key, value)
         if reschedule:
             instance.next_run_at = instance.compute_next_run_at()
+        instance._version_dependency_ids = dependencies  # None: the current links
         instance.save()
+        instance._version_dependency_ids = None
         if dependencies is not None:
             instance.set_dependencies(dependencies)
             # The view fetched the links with prefetch_related; drop that stale
@@ -315,6 +326,10 @@ class SchedulePreviewQuerySerializer(serializers.Serializer):
     timezone = StrictCharField(max_length=64, default="UTC")
     count = StrictIntegerQueryField(min_value=1, max_value=100, default=5)
     after = StrictDateTimeField(required=False)
+    # Jitter offsets are a function of the task id: with `task`, the preview
+    # shows that task's delayed instants (its own jitter_seconds unless given).
+    task = StrictIntegerQueryField(min_value=1, max_value=MAX_ID, required=False)
+    jitter_seconds = StrictIntegerQueryField(min_value=0, max_value=MAX_JITTER_SECONDS, required=False)
 
     def validate(self, attrs):
         try:
@@ -334,3 +349,29 @@ class SchedulePreviewSerializer(serializers.Serializer):
     timezone = serializers.CharField()
     description = serializers.CharField()
     next_runs = serializers.ListField(child=serializers.CharField())
+    jitter_seconds = serializers.IntegerField()
+    jittered = serializers.BooleanField(help_text="false when jitter_seconds is set but no task is named")
+
+
+class BackfillSerializer(serializers.Serializer):
+    start = StrictCharField(max_length=64, help_text="ISO 8601; without an offset, in the task's timezone")
+    end = StrictCharField(max_length=64, help_text="ISO 8601; not in the future")
+    dry_run = StrictBooleanField(required=False, default=False)
+
+
+class BackfillResultSerializer(serializers.Serializer):
+    count = serializers.IntegerField()
+    runs = TaskRunSerializer(many=True)
+
+
+class BackfillDryRunSerializer(serializers.Serializer):
+    count = serializers.IntegerField()
+    fire_times = serializers.ListField(child=serializers.DateTimeField())
+
+
+class TaskVersionSerializer(serializers.Serializer):
+    version = StrictIntegerField()
+    at = serializers.DateTimeField()
+    actor = serializers.CharField()
+    reason = serializers.CharField()
+    changes = serializers.DictField(child=serializers.ListField(), help_text="{field: [old, new]}")

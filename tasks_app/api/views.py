@@ -5,7 +5,7 @@ from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
 from rest_framework.filters import OrderingFilter
 from rest_framework.generics import get_object_or_404
 from rest_framework.response import Response
@@ -19,6 +19,9 @@ from system_app.permissions import request_permissions
 from system_app.schema import ErrorEnvelopeSerializer
 from tasks_app import schedules
 from tasks_app.api.serializers import (
+    BackfillDryRunSerializer,
+    BackfillResultSerializer,
+    BackfillSerializer,
     SchedulePreviewQuerySerializer,
     SchedulePreviewSerializer,
     StatsQuerySerializer,
@@ -26,10 +29,14 @@ from tasks_app.api.serializers import (
     TaskRunSerializer,
     TaskSerializer,
     TaskStatsSerializer,
+    TaskVersionSerializer,
     TriggerSerializer,
 )
+from tasks_app.backfill import BackfillError, backfill
 from tasks_app.filters import TaskFilter, TaskOrderingFilter, TaskRunFilter
+from tasks_app.jitter import jittered
 from tasks_app.models import RunStatus, Task, TaskRun
+from tasks_app.versions import list_versions
 
 # A trigger overriding these changes what runs, so it needs task.write too.
 OVERRIDES_NEEDING_WRITE = ("arguments", "parameters")
@@ -70,6 +77,9 @@ class TaskViewSet(AuditedModelViewSet):
         "resume": "task.write",
         "destroy": "task.delete",
         "trigger": "task.execute",
+        "backfill": "task.execute",
+        "history": "task.read",
+        "restore": "task.write",
     }
 
     def perform_create(self, serializer):
@@ -112,6 +122,65 @@ class TaskViewSet(AuditedModelViewSet):
             # The validated overrides, not the raw body: unknown keys are not stored.
             audit.record(request, "trigger", task, changes={"run_id": run.pk, **body.validated_data})
         return Response(TaskRunDetailSerializer(run).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        request=BackfillSerializer,
+        responses={
+            201: BackfillResultSerializer,
+            200: BackfillDryRunSerializer,
+            400: OpenApiResponse(ErrorEnvelopeSerializer, description="bad range, no schedule, over 1,000 fires"),
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def backfill(self, request, pk=None):
+        task = self.get_object()
+        if not isinstance(request.data, dict):
+            raise ValidationError("The body must be a JSON object.")
+        body = BackfillSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        with transaction.atomic():
+            try:
+                result = backfill(task, data["start"], data["end"], dry_run=data["dry_run"])
+            except BackfillError as error:
+                raise ValidationError({error.field: [error.message]}) from None
+            if data["dry_run"]:
+                return Response({"count": result.count, "fire_times": [m.isoformat() for m in result.fire_times]})
+            audit.record(
+                request,
+                "backfill",
+                task,
+                changes={"start": data["start"], "end": data["end"], "count": result.count},
+            )
+        return Response(
+            {"count": result.count, "runs": TaskRunSerializer(result.runs, many=True).data},
+            status=status.HTTP_201_CREATED,
+        )
+
+    @extend_schema(responses={200: TaskVersionSerializer(many=True)}, filters=False)
+    @action(detail=True, methods=["get"], filterset_class=None)
+    def history(self, request, pk=None):
+        task = get_object_or_404(Task.objects.all(), pk=pk)
+        page = self.paginate_queryset(list_versions(task))
+        return self.get_paginated_response(TaskVersionSerializer(page, many=True).data)
+
+    @extend_schema(request=None, responses={200: TaskSerializer})
+    @action(detail=True, methods=["post"], url_path=r"history/(?P<version>[0-9]{1,9})/restore")
+    def restore(self, request, pk=None, version=None):
+        task = self.get_object()
+        before = dict(self.get_serializer(task).data)
+        with transaction.atomic():
+            try:
+                task.restore_version(int(version), user=request.user)
+            except Task.DoesNotExist:
+                raise NotFound(f"Task {task.pk} has no version {version}.") from None
+            task = self.get_queryset().get(pk=task.pk)
+            after = dict(self.get_serializer(task).data)
+            changes = audit.diff(before, after)
+            for key in self.audit_ignore:
+                changes.pop(key, None)
+            audit.record(request, "restore", task, changes={"version": int(version), **changes})
+        return Response(after)
 
     @extend_schema(request=None, responses={200: TaskSerializer})
     @action(detail=True, methods=["post"])
@@ -215,11 +284,19 @@ class SchedulePreviewView(APIView):
         query.is_valid(raise_exception=True)
         data = query.validated_data
         times = schedules.preview(data["schedule"], data["timezone"], data["count"], data["after"])
+        task = None
+        if "task" in data:
+            task = get_object_or_404(Task.objects.only("id", "jitter_seconds"), pk=data["task"])
+        jitter = data.get("jitter_seconds", task.jitter_seconds if task else 0)
+        if task is not None:
+            times = [jittered(task.pk, moment, jitter) for moment in times]
         return Response(
             {
                 "schedule": data["schedule"],
                 "timezone": data["timezone"],
                 "description": schedules.describe(data["schedule"]),
                 "next_runs": [moment.isoformat() for moment in times],
+                "jitter_seconds": jitter,
+                "jittered": task is not None or jitter == 0,
             }
         )

@@ -8,17 +8,21 @@ first, the worst case is a crash between commit and publish: the runs are
 `dispatched` with no message, and the recovery step enqueues them again after
 60 s. A publish that fails is undone at once (the unsent runs go back to
 `pending`).
+
+One after another: runs of a `buffer_one` task, and backfill runs of a task
+whose policy is not `allow`, wait while the task has a dispatched or running
+run or an older pending one, so they start oldest first and never overlap.
 """
 
 import dramatiq
 from django.db import transaction
-from django.db.models import Case, IntegerField, Value, When
+from django.db.models import Case, Exists, IntegerField, OuterRef, Q, Value, When
 from django.db.models.functions import Coalesce
 
 from system_app import metrics
 from tasks_app.dispatcher.common import batch_size as default_batch_size
 from tasks_app.dispatcher.common import claim
-from tasks_app.models import PRIORITY_LEVELS, Priority, RunStatus, TaskRun
+from tasks_app.models import PRIORITY_LEVELS, ConcurrencyPolicy, Priority, RunStatus, TaskRun, Trigger
 
 # workers_app.actors.execute_run; a test keeps the two names in step.
 ACTOR_NAME = "execute_run"
@@ -80,11 +84,23 @@ def select_rows(queryset, size):
     return list(claim(rows)[:size])
 
 
+def waiting_their_turn():
+    """Ready runs that must start one after another and whose turn has not come."""
+    started = TaskRun.objects.filter(task_id=OuterRef("task_id"), status__in=(RunStatus.DISPATCHED, RunStatus.RUNNING))
+    older = TaskRun.objects.filter(task_id=OuterRef("task_id"), status=RunStatus.PENDING).filter(
+        Q(scheduled_at__lt=OuterRef("scheduled_at")) | Q(scheduled_at=OuterRef("scheduled_at"), id__lt=OuterRef("id"))
+    )
+    serial = Q(task__concurrency_policy=ConcurrencyPolicy.BUFFER_ONE) | (
+        Q(trigger=Trigger.BACKFILL) & ~Q(task__concurrency_policy=ConcurrencyPolicy.ALLOW)
+    )
+    return serial & (Exists(started) | Exists(older))
+
+
 def enqueue_ready_runs(now, batch_size=None, broker=None):
     """Mark one batch of ready runs dispatched and publish them. Two queries."""
     size = default_batch_size(batch_size)
     with transaction.atomic():
-        rows = select_rows(TaskRun.objects.ready(now), size)
+        rows = select_rows(TaskRun.objects.ready(now).exclude(waiting_their_turn()), size)
         if not rows:
             return False
         TaskRun.objects.filter(pk__in=[row[0] for row in rows], status=RunStatus.PENDING).update(

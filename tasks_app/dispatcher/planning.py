@@ -23,6 +23,13 @@ Decisions where the SPEC is silent (see also the README):
 * replace: active runs are cancelled and the latest fire runs; earlier fires
   of the same pass are skipped as replaced. The old run is killed within 2 s,
   so the two may overlap for that long.
+* buffer_one: a task holds at most one started (dispatched or running) run
+  and one waiting (pending) run; fires beyond that are skipped. The enqueue
+  step starts the waiting run once the started one ends (enqueueing.py).
+* jitter: fires are planned at their slot (next_run_at stays the undelayed
+  slot, so lateness and misfires are measured as without jitter); each run's
+  scheduled_at is the slot plus its offset (tasks_app/jitter.py), and the
+  enqueue step holds the pending run until then.
 """
 
 import logging
@@ -32,6 +39,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Count
 
 from system_app import metrics
 from system_app.logging import log_context
@@ -40,6 +48,7 @@ from tasks_app import schedules
 from tasks_app.dispatcher import sql
 from tasks_app.dispatcher.common import batch_size as default_batch_size
 from tasks_app.dispatcher.common import claim, event, save_events
+from tasks_app.jitter import jittered
 from tasks_app.models import (
     ACTIVE_RUN_STATUSES,
     ConcurrencyPolicy,
@@ -71,6 +80,7 @@ PLAN_FIELDS = (
     "concurrency_policy",
     "misfire_policy",
     "misfire_grace_seconds",
+    "jitter_seconds",
 )
 
 
@@ -137,11 +147,19 @@ def due_fires(schedule, first, now, anchor=None, keep=MAX_RUNS_PER_PLAN + MAX_SK
         window *= 2
 
 
-def decide_concurrency(policy, has_active_run, fires):
+def decide_concurrency(policy, has_active_run, fires, free=None):
     """Split ``fires`` (ascending) into runs to start and fires to skip, by the
-    task's concurrency policy. Returns (start, skipped [(fire, reason)], replace)."""
+    task's concurrency policy. Returns (start, skipped [(fire, reason)], replace).
+
+    ``free`` (buffer_one only) is how many new pending runs the task may take:
+    one started and one waiting run at most (see buffer_one_free).
+    """
     if not fires:
         return [], [], False
+    if policy == ConcurrencyPolicy.BUFFER_ONE:
+        reason = "a run was active and another already waiting (concurrency policy buffer_one)"
+        free = (1 if has_active_run else 2) if free is None else free
+        return fires[:free], [(fire, reason) for fire in fires[free:]], False
     if policy == ConcurrencyPolicy.FORBID:
         reason = "a previous run was still active (concurrency policy forbid)"
         if has_active_run:
@@ -153,7 +171,14 @@ def decide_concurrency(policy, has_active_run, fires):
     return list(fires), [], False
 
 
-def plan_task(task, now, has_active_run):
+def buffer_one_free(statuses):
+    """New pending runs a buffer_one task may take, given {status: count} of its
+    active runs: room for one started run and one waiting run."""
+    started = statuses.get(RunStatus.DISPATCHED, 0) + statuses.get(RunStatus.RUNNING, 0)
+    return max(0, (1 if started else 2) - statuses.get(RunStatus.PENDING, 0))
+
+
+def plan_task(task, now, has_active_run, free=None):
     """Decide the runs of one due task; pure computation, no queries."""
     if not task.schedule:
         return Plan(next_at=None)  # schedule removed: nothing fires on its own any more
@@ -178,7 +203,7 @@ def plan_task(task, now, has_active_run):
         for fire in fires.recent
         if fire not in chosen_set
     ]
-    start, refused, replace = decide_concurrency(task.concurrency_policy, has_active_run, chosen)
+    start, refused, replace = decide_concurrency(task.concurrency_policy, has_active_run, chosen, free)
     skipped = sorted(not_chosen + refused)
     recorded = skipped[-MAX_SKIPPED_RECORDED:]
     plan = Plan(next_at=fires.next_at, replace_active=replace)
@@ -209,7 +234,7 @@ def _runs_for(task, plan, now):
             "task_name": task.name,
             "trigger": Trigger.SCHEDULE.value,
             "status": status.value,
-            "scheduled_at": fire,
+            "scheduled_at": jittered(task.id, fire, task.jitter_seconds),
             "completed_at": now if status == RunStatus.SKIPPED else None,
             "error_message": reason,
             "created_at": now,
@@ -228,18 +253,22 @@ def plan_due_tasks(now, batch_size=None):
         if not tasks:
             return False
         guarded = [task.id for task in tasks if task.concurrency_policy != ConcurrencyPolicy.ALLOW]
-        active = set()
+        active = {}
         if guarded:
-            active = set(
+            for task_id, status, count in (
                 TaskRun.objects.filter(task_id__in=guarded, status__in=ACTIVE_RUN_STATUSES)
                 .order_by()
-                .values_list("task_id", flat=True)
-                .distinct()
-            )
+                .values_list("task_id", "status")
+                .annotate(count=Count("id"))
+            ):
+                active.setdefault(task_id, {})[status] = count
         plans = []
         for task in tasks:
             try:
-                plan = plan_task(task, now, task.id in active)
+                free = None
+                if task.concurrency_policy == ConcurrencyPolicy.BUFFER_ONE:
+                    free = buffer_one_free(active.get(task.id, {}))
+                plan = plan_task(task, now, task.id in active, free)
             except Exception as error:  # one bad row must not stop the others
                 with log_context(task_id=task.id):
                     logger.exception("planning task %s failed; pushed forward", task.id)
