@@ -22,8 +22,11 @@ def values_of(record):
 
 
 def actor_of(record):
+    """Who saved a version: a user, ``applytasks``, or ``system`` (the dispatcher)."""
     if record.history_user_id is not None and record.history_user is not None:
         return record.history_user.get_username()
+    if (record.history_change_reason or "").startswith("applytasks"):
+        return "applytasks"
     return "system"
 
 
