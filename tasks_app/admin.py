@@ -28,6 +28,7 @@ from system_app.admin import (
     run_action,
 )
 from tasks_app import schedules
+from tasks_app.admin_history import TaskHistoryAdminMixin
 from tasks_app.models import FINAL_RUN_STATUSES, Conflict, RunStatus, Task, TaskDependency, TaskRun, TaskStatus
 from tasks_app.notifications import admin as notifications_admin  # noqa: F401  (channels and the outbox)
 from tasks_app.notifications.explain import explain
@@ -87,6 +88,7 @@ class TaskAdminForm(forms.ModelForm):
         "timeout_seconds": (1, 86400),
         "pause_after_failures": (0, 1000),
         "max_start_delay_seconds": (1, 2**31 - 1),
+        "jitter_seconds": (0, 3600),
     }
 
     class Meta:
@@ -110,6 +112,7 @@ class TaskAdminForm(forms.ModelForm):
             "concurrency_policy",
             "misfire_policy",
             "misfire_grace_seconds",
+            "jitter_seconds",
             "tags",
             "metadata",
             "notify_on",
@@ -150,6 +153,12 @@ class TaskAdminForm(forms.ModelForm):
 
     def clean(self):
         cleaned = super().clean()
+        if (
+            "jitter_seconds" in self.fields
+            and cleaned.get("jitter_seconds") is None
+            and "jitter_seconds" not in self.errors
+        ):
+            cleaned["jitter_seconds"] = 0  # left empty: no jitter
         # An emptied JSON box means "none", not NULL (the columns are NOT NULL).
         for name, empty in self.json_defaults.items():
             if name in cleaned and cleaned[name] is None:
@@ -241,7 +250,7 @@ class RecentRunsInline(ScopedPermissionsMixin, admin.TabularInline):
 
 
 @admin.register(Task)
-class TaskAdmin(ScopedPermissionsMixin, AuditedAdminMixin, admin.ModelAdmin):
+class TaskAdmin(ScopedPermissionsMixin, AuditedAdminMixin, TaskHistoryAdminMixin, admin.ModelAdmin):
     form = TaskAdminForm
     view_scope = "task.read"
     write_scope = "task.write"
@@ -274,10 +283,15 @@ class TaskAdmin(ScopedPermissionsMixin, AuditedAdminMixin, admin.ModelAdmin):
         "created_by",
         "created_at",
         "updated_at",
+        "source",
+        "backfill_link",
     ]
     fieldsets = [
         (None, {"fields": ["name", "description", "task_type", "executor", "command", "arguments", "parameters"]}),
-        ("Schedule", {"fields": ["schedule", "timezone", "next_fire_times", "status", "next_run_at"]}),
+        (
+            "Schedule",
+            {"fields": ["schedule", "timezone", "jitter_seconds", "next_fire_times", "status", "next_run_at"]},
+        ),
         (
             "Execution",
             {
@@ -310,7 +324,17 @@ class TaskAdmin(ScopedPermissionsMixin, AuditedAdminMixin, admin.ModelAdmin):
         ("Labels", {"fields": ["tags", "metadata"]}),
         (
             "History",
-            {"fields": ["last_run_at", "last_run_status_label", "created_by", "created_at", "updated_at"]},
+            {
+                "fields": [
+                    "last_run_at",
+                    "last_run_status_label",
+                    "created_by",
+                    "created_at",
+                    "updated_at",
+                    "source",
+                    "backfill_link",
+                ]
+            },
         ),
     ]
 

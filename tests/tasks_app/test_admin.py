@@ -62,6 +62,7 @@ def task_form(**overrides):
         "concurrency_policy": "allow",
         "misfire_policy": "run_once",
         "misfire_grace_seconds": "60",
+        "jitter_seconds": "0",
         "tags": "[]",
         "metadata": "{}",
         "dependency_links-TOTAL_FORMS": "0",
