@@ -1,8 +1,15 @@
 """Task versions and restore (SPEC §10 History, §5 /history)."""
 
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+
+import dramatiq
 import pytest
 
-from tasks_app.models import Task, TaskStatus
+from tasks_app.dispatcher.enqueueing import enqueue_ready_runs
+from tasks_app.dispatcher.planning import plan_due_tasks
+from tasks_app.dispatcher.retries import schedule_retries
+from tasks_app.models import RunStatus, Task, TaskRun, TaskStatus
 from tests.api_helpers import (
     assert_error,
     fast_passwords,  # noqa: F401 (autouse fixture)
@@ -58,6 +65,28 @@ def test_it_makes_no_version_for_the_dispatchers_bookkeeping():
     assert {"next_run_at", "last_run_at", "last_run_status"}.isdisjoint(
         field.name for field in task.history.model.tracked_fields
     )
+
+
+def test_it_makes_no_version_for_a_whole_dispatcher_cycle():
+    """Planning, enqueueing, a worker's claim and finish, and retries all write
+    with queryset updates, never Task.save()."""
+    broker = dramatiq.get_broker()
+    broker.flush_all()
+    start = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+    task = TaskFactory(schedule="* * * * *", next_run_at=start, retry_count=1, retry_backoff_seconds=1)
+    versions = task.history.count()
+    plan_due_tasks(start + timedelta(seconds=1))
+    enqueue_ready_runs(start + timedelta(seconds=1), broker=broker)
+    run = TaskRun.claim(TaskRun.objects.get(task=task).pk, "w1", now=start + timedelta(seconds=2))
+    outcome = SimpleNamespace(
+        status=RunStatus.FAILED, exit_code=1, result="", error_message="boom", stdout="", stderr="", execution_time=0.1
+    )
+    assert run.finish(outcome, now=start + timedelta(seconds=3))
+    schedule_retries(start + timedelta(seconds=4))
+    task.refresh_from_db()
+    assert task.last_run_status == RunStatus.FAILED and task.next_run_at > start
+    assert task.history.count() == versions
+    broker.flush_all()
 
 
 def test_it_lets_a_viewer_read_history_but_not_restore(as_viewer):
