@@ -21,6 +21,15 @@ def values_of(record):
     return values
 
 
+def restorable_values(record):
+    """{field: value} that restoring ``record`` writes back, dependencies included."""
+    values = {
+        name: getattr(record, attname) for name, attname in tracked_names(type(record)) if name not in NOT_RESTORED
+    }
+    values["dependencies"] = sorted(set(record.dependency_ids or []))
+    return values
+
+
 def actor_of(record):
     """Who saved a version: a user, ``applytasks``, or ``system`` (the dispatcher)."""
     if record.history_user_id is not None and record.history_user is not None:

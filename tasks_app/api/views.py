@@ -36,7 +36,7 @@ from tasks_app.backfill import BackfillError, backfill
 from tasks_app.filters import TaskFilter, TaskOrderingFilter, TaskRunFilter
 from tasks_app.jitter import jittered
 from tasks_app.models import RunStatus, Task, TaskRun
-from tasks_app.versions import list_versions
+from tasks_app.versions import list_versions, restorable_values
 
 # A trigger overriding these changes what runs, so it needs task.write too.
 OVERRIDES_NEEDING_WRITE = ("arguments", "parameters")
@@ -169,11 +169,15 @@ class TaskViewSet(AuditedModelViewSet):
     def restore(self, request, pk=None, version=None):
         task = self.get_object()
         before = dict(self.get_serializer(task).data)
+        record = task.version(int(version))
+        if record is None:
+            raise NotFound(f"Task {task.pk} has no version {version}.")
+        # The API's own rules first (dependencies, executors, secret references…);
+        # a name now taken is the model's 400 below rather than a 409.
+        values = {key: value for key, value in restorable_values(record).items() if key != "name"}
+        TaskSerializer(task, data=values, partial=True).is_valid(raise_exception=True)
         with transaction.atomic():
-            try:
-                task.restore_version(int(version), user=request.user)
-            except Task.DoesNotExist:
-                raise NotFound(f"Task {task.pk} has no version {version}.") from None
+            task.restore_version(int(version), user=request.user)
             task = self.get_queryset().get(pk=task.pk)
             after = dict(self.get_serializer(task).data)
             changes = audit.diff(before, after)

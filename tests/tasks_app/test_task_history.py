@@ -142,3 +142,12 @@ def test_it_restores_through_the_model_method_for_any_caller():
     task.refresh_from_db()
     assert (task.command, task.status) == ("echo one", TaskStatus.PAUSED)
     assert task.history.count() == 4
+
+
+def test_it_refuses_to_restore_what_the_api_would_now_refuse(as_admin, settings):
+    task = as_admin.post("/api/tasks", task_body(executor="http", command="http://127.0.0.1/ping"), format="json")
+    task = task.json()
+    as_admin.patch(f"/api/tasks/{task['id']}", {"executor": "shell", "command": "echo hi"}, format="json")
+    settings.ENABLED_EXECUTORS = ["shell"]
+    assert_error(as_admin.post(f"/api/tasks/{task['id']}/history/1/restore"), 400, field="executor")
+    assert Task.objects.get(pk=task["id"]).executor == "shell"
