@@ -7,7 +7,7 @@ through simple-history's own revert, which would also bring back the status.
 """
 
 from django import forms
-from django.contrib import messages
+from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
@@ -18,7 +18,6 @@ from django.utils.html import format_html
 from simple_history.admin import SimpleHistoryAdmin
 
 from system_app import audit
-from tasks_app.api.serializers import TaskRunSerializer
 from tasks_app.backfill import BackfillError, backfill
 from tasks_app.versions import list_versions
 
@@ -109,8 +108,7 @@ class TaskHistoryAdminMixin(SimpleHistoryAdmin):
                 if data["dry_run"]:
                     fire_times = result.fire_times
                 else:
-                    runs = TaskRunSerializer(result.runs, many=True).data
-                    self.message_user(request, f"Created {len(runs)} backfill run(s).", messages.SUCCESS)
+                    self.message_user(request, f"Created {result.count} backfill run(s).", messages.SUCCESS)
                     return HttpResponseRedirect(reverse("admin:tasks_app_task_change", args=[task.pk]))
         context = {
             **self.admin_site.each_context(request),
@@ -122,6 +120,7 @@ class TaskHistoryAdminMixin(SimpleHistoryAdmin):
         }
         return TemplateResponse(request, "admin/tasks_app/task/backfill.html", context)
 
+    @admin.display(description="backfill and history")
     def backfill_link(self, obj):
         if obj is None or obj.pk is None or not obj.schedule:
             return "—"
@@ -130,5 +129,3 @@ class TaskHistoryAdminMixin(SimpleHistoryAdmin):
         return format_html(
             '<a href="{}">Backfill past fires…</a> · <a href="{}">Version history and restore…</a>', url, history
         )
-
-    backfill_link.short_description = "backfill and history"
