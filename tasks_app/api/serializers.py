@@ -349,8 +349,11 @@ class SchedulePreviewSerializer(serializers.Serializer):
     timezone = serializers.CharField()
     description = serializers.CharField()
     next_runs = serializers.ListField(child=serializers.CharField())
-    jitter_seconds = serializers.IntegerField()
-    jittered = serializers.BooleanField(help_text="false when jitter_seconds is set but no task is named")
+    # Only when the query names a task or a jitter_seconds.
+    jitter_seconds = serializers.IntegerField(required=False)
+    jittered = serializers.BooleanField(
+        required=False, help_text="false when jitter_seconds is above 0 but no task is named"
+    )
 
 
 class BackfillSerializer(serializers.Serializer):

@@ -294,13 +294,12 @@ class SchedulePreviewView(APIView):
         jitter = data.get("jitter_seconds", task.jitter_seconds if task else 0)
         if task is not None:
             times = [jittered(task.pk, moment, jitter) for moment in times]
-        return Response(
-            {
-                "schedule": data["schedule"],
-                "timezone": data["timezone"],
-                "description": schedules.describe(data["schedule"]),
-                "next_runs": [moment.isoformat() for moment in times],
-                "jitter_seconds": jitter,
-                "jittered": task is not None or jitter == 0,
-            }
-        )
+        body = {
+            "schedule": data["schedule"],
+            "timezone": data["timezone"],
+            "description": schedules.describe(data["schedule"]),
+            "next_runs": [moment.isoformat() for moment in times],
+        }
+        if task is not None or "jitter_seconds" in data:
+            body.update(jitter_seconds=jitter, jittered=task is not None or jitter == 0)
+        return Response(body)
