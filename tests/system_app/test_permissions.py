@@ -55,6 +55,9 @@ ENDPOINTS = [
     ("post", "/api/tasks/{task}/resume", "task.write"),
     ("get", "/api/tasks/{task}/runs", "task.read"),
     ("get", "/api/tasks/{task}/stats", "task.read"),
+    ("post", "/api/tasks/{task}/backfill", "task.execute"),
+    ("get", "/api/tasks/{task}/history", "task.read"),
+    ("post", "/api/tasks/{task}/history/{version}/restore", "task.write"),
     ("get", "/api/schedules/preview?schedule=@daily", "task.read"),
     ("get", "/api/runs", "task.read"),
     ("get", "/api/runs/{run}", "task.read"),
@@ -119,6 +122,7 @@ def rows(admin_user):
         "event": event.pk,
         "audit": audit.pk,
         "secret": SecretFactory(name="MATRIX_SECRET").name,
+        "version": 1,
     }
 
 
