@@ -153,12 +153,6 @@ class TaskAdminForm(forms.ModelForm):
 
     def clean(self):
         cleaned = super().clean()
-        if (
-            "jitter_seconds" in self.fields
-            and cleaned.get("jitter_seconds") is None
-            and "jitter_seconds" not in self.errors
-        ):
-            cleaned["jitter_seconds"] = 0  # left empty: no jitter
         # An emptied JSON box means "none", not NULL (the columns are NOT NULL).
         for name, empty in self.json_defaults.items():
             if name in cleaned and cleaned[name] is None:

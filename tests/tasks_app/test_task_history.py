@@ -10,13 +10,14 @@ from tasks_app.dispatcher.enqueueing import enqueue_ready_runs
 from tasks_app.dispatcher.planning import plan_due_tasks
 from tasks_app.dispatcher.retries import schedule_retries
 from tasks_app.models import RunStatus, Task, TaskRun, TaskStatus
+from tasks_app.versions import list_versions
 from tests.api_helpers import (
     assert_error,
     fast_passwords,  # noqa: F401 (autouse fixture)
     last_audit,
     task_body,
 )
-from tests.factories import TaskFactory
+from tests.factories import TaskFactory, TaskRunFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -52,8 +53,8 @@ def test_it_saves_a_version_on_pause_and_resume(as_admin):
     as_admin.post(f"/api/tasks/{task['id']}/resume")
     versions = history_of(as_admin, task["id"])
     assert [v["changes"] for v in versions[:2]] == [
-        {"status": ["paused", "active"]},
-        {"status": ["active", "paused"]},
+        {"status": ["paused", "active"], "paused_by": ["alice", ""]},
+        {"status": ["active", "paused"], "paused_by": ["", "alice"]},
     ]
     assert versions[0]["actor"] == "alice"
 
@@ -151,3 +152,12 @@ def test_it_refuses_to_restore_what_the_api_would_now_refuse(as_admin, settings)
     settings.ENABLED_EXECUTORS = ["shell"]
     assert_error(as_admin.post(f"/api/tasks/{task['id']}/history/1/restore"), 400, field="executor")
     assert Task.objects.get(pk=task["id"]).executor == "shell"
+
+
+def test_it_saves_a_version_by_system_on_auto_pause():
+    task = TaskFactory(schedule="* * * * *", pause_after_failures=1)
+    run = TaskRunFactory(task=task, status=RunStatus.FAILED)
+    task.auto_pause(run, run.scheduled_at)
+    (latest, *_rest) = list_versions(Task.objects.get(pk=task.pk))
+    assert latest["actor"] == "system"
+    assert latest["changes"]["status"] == ["active", "paused"]
