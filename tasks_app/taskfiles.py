@@ -1,7 +1,7 @@
 """Tasks as code (SPEC §10): `manage.py applytasks` and `manage.py exporttasks`.
 
 A task file is YAML or JSON: a list of tasks with the API's writable fields,
-dependencies by name, secrets by reference (``{{ secrets.NAME }}`` strings are
+dependencies by task name, channels by channel name, secrets by reference (``{{ secrets.NAME }}`` strings are
 kept as they are). Every task goes through the API's TaskSerializer, so a file
 obeys exactly the rules a POST /api/tasks does.
 
@@ -34,8 +34,10 @@ from system_app.exceptions import flatten_details
 from system_app.models import AuditEntry
 from tasks_app.api.serializers import TaskSerializer
 from tasks_app.models import Task
+from tasks_app.notifications.models import Channel
 
 REFERENCE_FIELDS = ("dependencies",)  # given by task name in files
+NAMED_FIELDS = ("channels",)  # given by channel name in files (ids in the API)
 ALWAYS_EXPORTED = ("name", "executor", "command")
 ACTOR = "applytasks"
 
@@ -160,7 +162,9 @@ def _apply(entries, source, prune):
     errors, report = [], Report()
     allowed = set(writable_fields()) | set(REFERENCE_FIELDS)
     seen = {}
+    channel_ids = dict(Channel.objects.values_list("name", "pk"))
     for entry in entries:
+        _resolve_channels(entry, channel_ids, errors)
         unknown = sorted(set(entry.data) - allowed)
         for key in unknown:
             errors.append(f"{entry.where(key)}: not a writable task field")
@@ -224,6 +228,21 @@ def _apply(entries, source, prune):
             task.delete()
             report.add("deleted", task.name)
     return report
+
+
+def _resolve_channels(entry, channel_ids, errors):
+    """Replace the entry's channel names by ids (errors name the unknown ones)."""
+    if "channels" not in entry.data:
+        return
+    names = entry.data["channels"]
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        errors.append(f"{entry.where('channels')}: must be a list of channel names")
+        return
+    unknown = [name for name in names if name not in channel_ids]
+    if unknown:
+        errors.append(f"{entry.where('channels')}: no channel named {', '.join(map(repr, unknown))}")
+        return
+    entry.data = {**entry.data, "channels": sorted({channel_ids[name] for name in names})}
 
 
 def _full_data(data):
@@ -322,6 +341,7 @@ def export_tasks(source=None):
     if source is not None:
         tasks = tasks.filter(source=source)
     data = TaskSerializer(tasks, many=True).data
+    channel_names = dict(Channel.objects.values_list("pk", "name"))
     exported = []
     for task, body in zip(tasks, data, strict=True):
         item = {name: body[name] for name in ALWAYS_EXPORTED}
@@ -331,6 +351,8 @@ def export_tasks(source=None):
             default = default_for(name, item)
             if default is missing or body.get(name) != default:
                 item[name] = body.get(name)
+        if item.get("channels"):
+            item["channels"] = sorted(channel_names[pk] for pk in item["channels"] if pk in channel_names)
         dependencies = sorted(link.depends_on.name for link in task.dependency_links.all())
         if dependencies:
             item["dependencies"] = dependencies

@@ -11,6 +11,7 @@ from django.core.management.base import CommandError
 
 from system_app.models import AuditEntry
 from tasks_app.models import RunStatus, Task, TaskRun, TaskStatus
+from tasks_app.notifications.models import Channel
 from tasks_app.versions import list_versions
 from tests.factories import TaskFactory, TaskRunFactory
 
@@ -270,3 +271,17 @@ def test_it_exports_json_and_empty_sets(tmp_path):
     apply(write(tmp_path, "jobs.yaml", [shell("a")]))
     assert json.loads(export("--format", "json", "--source", "jobs")) == [shell("a")]
     assert export("--source", "other") == "[]\n"
+
+
+def test_it_names_channels_by_name_both_ways(tmp_path):
+    ops = Channel.objects.create(name="ops", kind="webhook", config={"url": "http://127.0.0.1:9/hook"})
+    path = write(tmp_path, "jobs.yaml", [shell("a", channels=["ops"])])
+    assert apply(path)[-1] == "1 created, 0 updated, 0 unchanged, 0 deleted"
+    assert Task.objects.get(name="a").channels == [ops.pk]
+    exported = yaml.safe_load(export("--source", "jobs"))
+    assert exported[0]["channels"] == ["ops"]
+    path = tmp_path / "again.yaml"
+    path.write_text(yaml.safe_dump(exported))
+    assert apply(str(path), "--source", "jobs")[-1] == "0 created, 0 updated, 1 unchanged, 0 deleted"
+    errors, _message = apply_failing(write(tmp_path, "jobs.yaml", [shell("a", channels=["nope"])]))
+    assert errors == [f"{tmp_path / 'jobs.yaml'}: task 'a': channels: no channel named 'nope'"]
