@@ -13,11 +13,19 @@ from system_app.models import AuditEntry
 from tasks_app.models import RunStatus, Task, TaskRun, TaskStatus
 from tasks_app.notifications.models import Channel
 from tasks_app.versions import list_versions
-from tests.factories import TaskFactory, TaskRunFactory
+from tests.factories import SecretFactory, TaskFactory, TaskRunFactory
 
 pytestmark = pytest.mark.django_db
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "example-tasks.yaml"
+
+
+@pytest.fixture(autouse=True)
+def referenced_secrets(db):
+    """The secrets the example file and these tests refer to: a reference to a
+    missing secret is refused, by an apply as by the API."""
+    for name in ("RCLONE_PASSWORD", "TOKEN"):
+        SecretFactory(name=name)
 
 
 def write(tmp_path, name, tasks):
