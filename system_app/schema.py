@@ -7,6 +7,7 @@ from drf_spectacular.plumbing import get_doc, get_override
 from rest_framework import serializers
 
 from system_app.exceptions import CODES
+from system_app.operation_docs import OPERATION_DOCS
 
 
 class ErrorDetailSerializer(serializers.Serializer):
@@ -35,7 +36,9 @@ def own_doc(cls):
 class SchedulerAutoSchema(AutoSchema):
     def get_description(self):
         action = getattr(self.view, getattr(self.view, "action", self.method.lower()), None)
-        return get_doc(action) or own_doc(type(self.view))
+        # The action's own docstring, else the table's sentence for this
+        # operation, else the view's docstring (which covers all its operations).
+        return get_doc(action) or OPERATION_DOCS.get(self.get_operation_id(), "") or own_doc(type(self.view))
 
     def _map_basic_serializer(self, serializer, direction):
         schema = super()._map_basic_serializer(serializer, direction)

@@ -17,6 +17,7 @@ from system_app import secrets
 from system_app.models import AuditEntry, EventLevel, SystemEvent
 from system_app.validation import unstorable_fields
 from tasks_app import reach, schedules
+from tasks_app.field_help import RUN_HELP, TASK_HELP
 from tasks_app.jitter import MAX_JITTER_SECONDS, jittered
 from tasks_app.notifications.models import (
     Channel,
@@ -1115,6 +1116,17 @@ def _clean_text(value):
     if not value:
         return ""
     return str(value).replace("\x00", "")
+
+
+def _apply_help(model, texts):
+    """Each field's help_text from tasks_app/field_help.py: one text for the
+    admin's forms and the OpenAPI schema alike."""
+    for name, text in texts.items():
+        model._meta.get_field(name).help_text = text
+
+
+_apply_help(Task, TASK_HELP)
+_apply_help(TaskRun, RUN_HELP)
 
 
 def retry_delay(base_seconds, attempt, jitter):

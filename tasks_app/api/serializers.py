@@ -15,6 +15,7 @@ from system_app.api.base import (
 from system_app.exceptions import ConflictError
 from system_app.validation import StrictDateTimeField, StrictIntegerQueryField
 from tasks_app import schedules
+from tasks_app.field_help import RUN_HELP, TASK_HELP
 from tasks_app.jitter import MAX_JITTER_SECONDS
 from tasks_app.models import Priority, Task, TaskRun
 
@@ -92,8 +93,8 @@ class TaskSerializer(ValidatedModelSerializer):
     json_list_fields = ("arguments", "tags", "notify_on", "channels")
     json_object_fields = ("parameters", "metadata")
 
-    dependencies = DependencyIdsField(required=False)
-    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    dependencies = DependencyIdsField(required=False, help_text=TASK_HELP["dependencies"])
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True, help_text=TASK_HELP["created_by"])
 
     class Meta:
         model = Task
@@ -244,7 +245,7 @@ class TaskSerializer(ValidatedModelSerializer):
 
 
 class TaskRunSerializer(serializers.ModelSerializer):
-    task = serializers.PrimaryKeyRelatedField(read_only=True)
+    task = serializers.PrimaryKeyRelatedField(read_only=True, help_text=RUN_HELP["task"])
 
     class Meta:
         model = TaskRun
@@ -283,9 +284,22 @@ class TriggerSerializer(serializers.Serializer):
     """Overrides for one manual run, held to the rules of the task's own fields
     (the task comes in the context)."""
 
-    arguments = JSONListField(required=False, allow_null=True)
-    parameters = JSONObjectField(required=False, allow_null=True)
-    priority = serializers.ChoiceField(choices=Priority.choices, required=False, allow_null=True)
+    arguments = JSONListField(
+        required=False,
+        allow_null=True,
+        help_text="Replaces the task's arguments for this run only (needs task.write).",
+    )
+    parameters = JSONObjectField(
+        required=False,
+        allow_null=True,
+        help_text="Replaces the task's parameters for this run only (needs task.write).",
+    )
+    priority = serializers.ChoiceField(
+        choices=Priority.choices,
+        required=False,
+        allow_null=True,
+        help_text="Priority of this run only: low, normal, high or critical.",
+    )
 
     def validate_arguments(self, value):
         return value if value is None else check_arguments(value, self.context["task"].executor)
@@ -304,32 +318,50 @@ class TriggerSerializer(serializers.Serializer):
 
 
 class TaskStatsSerializer(serializers.Serializer):
-    days = serializers.IntegerField()
-    total = serializers.IntegerField()
-    completed = serializers.IntegerField()
-    failed = serializers.IntegerField()
-    timeout = serializers.IntegerField()
-    cancelled = serializers.IntegerField()
-    skipped = serializers.IntegerField()
-    success_rate = serializers.FloatField(allow_null=True)
-    avg_execution_time = serializers.FloatField(allow_null=True)
-    p95_execution_time = serializers.FloatField(allow_null=True)
-    last_run = TaskRunSerializer(allow_null=True)
+    days = serializers.IntegerField(help_text="The window counted, in days back from now.")
+    total = serializers.IntegerField(help_text="Runs created in the window.")
+    completed = serializers.IntegerField(help_text="Runs that completed.")
+    failed = serializers.IntegerField(help_text="Runs that failed.")
+    timeout = serializers.IntegerField(help_text="Runs that timed out.")
+    cancelled = serializers.IntegerField(help_text="Runs that were cancelled.")
+    skipped = serializers.IntegerField(help_text="Fires recorded as skipped (concurrency or misfire policy).")
+    success_rate = serializers.FloatField(
+        allow_null=True, help_text="completed / (completed + failed + timeout), 0–1; null without such runs."
+    )
+    avg_execution_time = serializers.FloatField(allow_null=True, help_text="Mean execution time in seconds.")
+    p95_execution_time = serializers.FloatField(allow_null=True, help_text="95th percentile execution time, seconds.")
+    last_run = TaskRunSerializer(allow_null=True, help_text="The newest run, or null.")
 
 
 class StatsQuerySerializer(serializers.Serializer):
-    days = StrictIntegerQueryField(min_value=1, max_value=3650, default=30)
+    days = StrictIntegerQueryField(
+        min_value=1, max_value=3650, default=30, help_text="Days back from now to count, 1–3650. Default 30."
+    )
 
 
 class SchedulePreviewQuerySerializer(serializers.Serializer):
-    schedule = StrictCharField(max_length=255)
-    timezone = StrictCharField(max_length=64, default="UTC")
-    count = StrictIntegerQueryField(min_value=1, max_value=100, default=5)
-    after = StrictDateTimeField(required=False)
+    schedule = StrictCharField(max_length=255, help_text=TASK_HELP["schedule"])
+    timezone = StrictCharField(max_length=64, default="UTC", help_text=TASK_HELP["timezone"])
+    count = StrictIntegerQueryField(
+        min_value=1, max_value=100, default=5, help_text="How many fire times to list, 1–100. Default 5."
+    )
+    after = StrictDateTimeField(
+        required=False, help_text="List fires strictly after this instant (ISO 8601). Default now."
+    )
     # Jitter offsets are a function of the task id: with `task`, the preview
     # shows that task's delayed instants (its own jitter_seconds unless given).
-    task = StrictIntegerQueryField(min_value=1, max_value=MAX_ID, required=False)
-    jitter_seconds = StrictIntegerQueryField(min_value=0, max_value=MAX_JITTER_SECONDS, required=False)
+    task = StrictIntegerQueryField(
+        min_value=1,
+        max_value=MAX_ID,
+        required=False,
+        help_text="A task id: list that task's jittered fire times (its own jitter_seconds unless given).",
+    )
+    jitter_seconds = StrictIntegerQueryField(
+        min_value=0,
+        max_value=MAX_JITTER_SECONDS,
+        required=False,
+        help_text=TASK_HELP["jitter_seconds"] if "jitter_seconds" in TASK_HELP else "Jitter in seconds, 0–3600.",
+    )
 
     def validate(self, attrs):
         try:
@@ -345,12 +377,20 @@ class SchedulePreviewQuerySerializer(serializers.Serializer):
 
 
 class SchedulePreviewSerializer(serializers.Serializer):
-    schedule = serializers.CharField()
-    timezone = serializers.CharField()
-    description = serializers.CharField()
-    next_runs = serializers.ListField(child=serializers.CharField())
+    schedule = serializers.CharField(help_text="The schedule previewed, as given.")
+    timezone = serializers.CharField(help_text="The time zone it was evaluated in.")
+    description = serializers.CharField(help_text="The schedule in words.")
+    warnings = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="What may surprise about this schedule, e.g. a step that does not divide its range.",
+    )
+    next_runs = serializers.ListField(
+        child=serializers.CharField(), help_text="The next fire times, ISO 8601 with the time zone's offset."
+    )
     # Only when the query names a task or a jitter_seconds.
-    jitter_seconds = serializers.IntegerField(required=False)
+    jitter_seconds = serializers.IntegerField(
+        required=False, help_text="The jitter applied, in seconds (only when the query names a task or a jitter)."
+    )
     jittered = serializers.BooleanField(
         required=False, help_text="false when jitter_seconds is above 0 but no task is named"
     )
