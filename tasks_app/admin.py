@@ -377,7 +377,10 @@ class TaskAdmin(ScopedPermissionsMixin, AuditedAdminMixin, TaskHistoryAdminMixin
         note = ""
         if obj.status == TaskStatus.PAUSED:
             note = format_html("<p>{}</p>", "The task is paused: it fires again only once resumed.")
-        return format_html('<ol style="margin: 0; padding-left: 1.5em;">{}</ol>{}', items, note)
+        warned = format_html_join(
+            "", '<p class="schedule-warning">⚠ {}</p>', ((text,) for text in schedules.warnings(obj.schedule))
+        )
+        return format_html('<ol style="margin: 0; padding-left: 1.5em;">{}</ol>{}{}', items, note, warned)
 
     def save_model(self, request, obj, form, change):
         if not change:

@@ -801,6 +801,8 @@ def _named_items(text: str, names: dict, full: list[str]) -> list[str] | None:
                 vals.append(names[end.upper()])
             else:
                 return None
+        if len(vals) == 2 and vals[0] == 0 and vals[1] == 7 and full is _DAY_FULL:
+            vals = [0, 6]  # 0-7 is Sunday through Sunday: the whole week
         words.append(" through ".join(full[v] for v in vals))
     return words
 
@@ -816,26 +818,60 @@ def _unit(n: int, word: str) -> str:
     return f"every {word}" if n == 1 else f"every {n} {word}s"
 
 
+def _star_step(text: str) -> int | None:
+    """1 for ``*``, n for ``*/n``, None for anything else."""
+    if text == "*":
+        return 1
+    match = re.fullmatch(r"\*/(\d+)", text)
+    return int(match.group(1)) if match else None
+
+
+def _every_unit_at(values: tuple[int, ...], unit: str, within: str) -> str | None:
+    """ "every hour at minutes 0 and 45": the honest wording of a step that does
+    not divide its range (``*/45`` fires at :00 and :45, not every 45 minutes)."""
+    if len(values) > 8:
+        return None
+    if values == (0,):
+        return f"every {within}"
+    label = unit if len(values) == 1 else unit + "s"
+    return f"every {within} at {label} " + _join([str(v) for v in values])
+
+
 def _describe_cron(sched: CronSchedule) -> str | None:
     sec, mi, hr, dom, mon, dow = sched.fields
     six = sched.has_seconds
-    # ---- time of day part
+    sec_step, mi_step, hr_step = _star_step(sec), _star_step(mi), _star_step(hr)
+    # ---- time of day part. "every N units" only where N divides the unit's
+    # range, so that consecutive fires are really N units apart.
     if six and sec != "0":
-        if mi == "*" and hr == "*" and (sec == "*" or re.fullmatch(r"\*/\d+", sec)):
-            n = 1 if sec == "*" else int(sec[2:])
-            time_words = _unit(n, "second")
+        if mi == "*" and hr == "*" and sec_step is not None:
+            if 60 % sec_step == 0:
+                time_words = _unit(sec_step, "second")
+            else:
+                time_words = _every_unit_at(sched.seconds, "second", "minute")
+                if time_words is None:
+                    return None
         elif _is_number(sec) and _is_number(mi) and _plain_list(hr):
             time_words = "at " + _join([f"{int(h):02d}:{int(mi):02d}:{int(sec):02d}" for h in _plain_list(hr)])
         else:
             return None
     elif mi == "*" and hr == "*":
         time_words = "every minute"
-    elif re.fullmatch(r"\*/\d+", mi) and hr == "*":
-        time_words = _unit(int(mi[2:]), "minute")
+    elif mi_step is not None and hr == "*":
+        if 60 % mi_step == 0:
+            time_words = _unit(mi_step, "minute")
+        else:
+            time_words = _every_unit_at(sched.minutes, "minute", "hour")
+            if time_words is None:
+                return None
     elif _is_number(mi) and hr == "*":
         time_words = "every hour" + (f" at minute {int(mi)}" if int(mi) else "")
-    elif _is_number(mi) and re.fullmatch(r"\*/\d+", hr):
-        time_words = _unit(int(hr[2:]), "hour") + (f" at minute {int(mi)}" if int(mi) else "")
+    elif _is_number(mi) and hr_step is not None and 24 % hr_step == 0:
+        time_words = _unit(hr_step, "hour") + (f" at minute {int(mi)}" if int(mi) else "")
+    elif _is_number(mi) and hr_step is not None:
+        if len(sched.hours) > 8:
+            return None
+        time_words = "at " + _join([f"{h:02d}:{int(mi):02d}" for h in sched.hours])
     elif _plain_list(mi, 4) and _plain_list(hr):
         hours = _plain_list(hr)
         minutes = _plain_list(mi, 4)
@@ -873,6 +909,64 @@ def _describe_cron(sched: CronSchedule) -> str | None:
     if not day_words and time_words.startswith("at "):
         day_words.append("every day")
     return " ".join([time_words] + day_words)
+
+
+# Per cron field: how many values a step walks through, the unit, what it
+# wraps into, and how to list values ("at minutes 0 and 45", "in June").
+_STEP_RANGES = [
+    (60, "second", "minute", "at seconds", str),
+    (60, "minute", "hour", "at minutes", str),
+    (24, "hour", "day", "at hours", str),
+    (31, "day", "month", "on days", str),
+    (12, "month", "year", "in", lambda v: _MONTH_FULL[v]),
+    (7, "day", "week", "on", lambda v: _DAY_FULL[v]),
+]
+
+
+def warnings(expression: str | None) -> list[str]:
+    """What may surprise about a valid schedule: a step that does not divide
+    its range, so fires are not evenly spaced (``*/45`` in the minute field
+    fires at :00 and :45, 45 then 15 minutes apart). Never raises; an invalid
+    schedule has no warnings (its error says what is wrong)."""
+    if not expression:
+        return []
+    try:
+        sched = parse_schedule(expression, "UTC")
+    except ScheduleError:
+        return []
+    if not isinstance(sched, CronSchedule):
+        return []
+    found = []
+    for idx, text in enumerate(sched.fields):
+        size, unit, wraps, prefix, name = _STEP_RANGES[idx]
+        field, lo = _FIELDS[idx][0], _FIELDS[idx][1]
+        for item in text.split(","):
+            base, slash, step_text = item.partition("/")
+            step = int(step_text) if slash else 1
+            if step == 1 or "-" in base:
+                continue  # no step, or one inside bounds the author wrote out
+            start = lo if base in ("*", "?") else _parse_value(base, idx)
+            values = list(range(start, lo + size, step))
+            if len(values) == 1:
+                found.append(
+                    f"{field} field: '{item}' fires only {prefix.split()[0]} {unit} {name(start)} "
+                    f"of each {wraps}, not every {step} {unit}s"
+                )
+                continue
+            wrap_gap = size - values[-1] + values[0]
+            if idx == 3:
+                then = "then fewer at the month's end"  # months have 28 to 31 days
+            elif wrap_gap == step:
+                continue
+            else:
+                then = f"then {wrap_gap} across the {wraps}'s turn"
+            names = [name(v) for v in values]
+            listed = _join(names) if len(names) <= 6 else ", ".join([*names[:4], "…", names[-1]])
+            found.append(
+                f"{field} field: '{item}' fires {prefix} {listed} of each {wraps} "
+                f"({step} {unit}s apart, {then}), not every {step} {unit}s"
+            )
+    return found
 
 
 def describe(expression: str | None) -> str:

@@ -298,6 +298,7 @@ class SchedulePreviewView(APIView):
             "schedule": data["schedule"],
             "timezone": data["timezone"],
             "description": schedules.describe(data["schedule"]),
+            "warnings": schedules.warnings(data["schedule"]),
             "next_runs": [moment.isoformat() for moment in times],
         }
         if task is not None or "jitter_seconds" in data:
