@@ -235,6 +235,8 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
+# Seconds and a zone label on every date the admin shows (scheduler_site/formats/en).
+FORMAT_MODULE_PATH = ["scheduler_site.formats"]
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "var" / "static"

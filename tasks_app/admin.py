@@ -29,6 +29,7 @@ from system_app.admin import (
 )
 from tasks_app import schedules
 from tasks_app.admin_history import TaskHistoryAdminMixin
+from tasks_app.admin_times import moment, zone_of
 from tasks_app.models import FINAL_RUN_STATUSES, Conflict, RunStatus, Task, TaskDependency, TaskRun, TaskStatus
 from tasks_app.notifications import admin as notifications_admin  # noqa: F401  (channels and the outbox)
 from tasks_app.notifications.explain import explain
@@ -212,9 +213,9 @@ class RecentRunsInline(ScopedPermissionsMixin, admin.TabularInline):
         "trigger",
         "worker_id",
         "retry_count",
-        "scheduled_at",
-        "started_at",
-        "completed_at",
+        "scheduled",
+        "started",
+        "completed",
         "execution_time",
     ]
     readonly_fields = fields
@@ -223,7 +224,26 @@ class RecentRunsInline(ScopedPermissionsMixin, admin.TabularInline):
     view_scope = "task.read"
 
     def get_queryset(self, request):
-        return super().get_queryset(request).defer(*HEAVY_RUN_FIELDS).order_by("-scheduled_at", "-id")
+        # The task comes along (one join) for its timezone.
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("task")
+            .defer(*HEAVY_RUN_FIELDS)
+            .order_by("-scheduled_at", "-id")
+        )
+
+    @admin.display(description="scheduled at")
+    def scheduled(self, obj):
+        return moment(obj.scheduled_at, zone_of(obj.task.timezone))
+
+    @admin.display(description="started at")
+    def started(self, obj):
+        return moment(obj.started_at, zone_of(obj.task.timezone))
+
+    @admin.display(description="completed at")
+    def completed(self, obj):
+        return moment(obj.completed_at, zone_of(obj.task.timezone))
 
     def has_add_permission(self, request, obj=None):
         return False
@@ -256,7 +276,7 @@ class TaskAdmin(ScopedPermissionsMixin, AuditedAdminMixin, TaskHistoryAdminMixin
         "status",
         "schedule_words",
         "schedule",
-        "next_run_at",
+        "next_run",
         "last_run",
         "executor",
         "queue",
@@ -271,8 +291,8 @@ class TaskAdmin(ScopedPermissionsMixin, AuditedAdminMixin, TaskHistoryAdminMixin
         "paused_by",
         "paused_reason",
         "next_fire_times",
-        "next_run_at",
-        "last_run_at",
+        "next_run",
+        "last_run_started",
         "last_run_status_label",
         "created_by",
         "created_at",
@@ -284,7 +304,7 @@ class TaskAdmin(ScopedPermissionsMixin, AuditedAdminMixin, TaskHistoryAdminMixin
         (None, {"fields": ["name", "description", "task_type", "executor", "command", "arguments", "parameters"]}),
         (
             "Schedule",
-            {"fields": ["schedule", "timezone", "jitter_seconds", "next_fire_times", "status", "next_run_at"]},
+            {"fields": ["schedule", "timezone", "jitter_seconds", "next_fire_times", "status", "next_run"]},
         ),
         (
             "Execution",
@@ -320,7 +340,7 @@ class TaskAdmin(ScopedPermissionsMixin, AuditedAdminMixin, TaskHistoryAdminMixin
             "History",
             {
                 "fields": [
-                    "last_run_at",
+                    "last_run_started",
                     "last_run_status_label",
                     "created_by",
                     "created_at",
@@ -339,6 +359,15 @@ class TaskAdmin(ScopedPermissionsMixin, AuditedAdminMixin, TaskHistoryAdminMixin
     @admin.display(description="schedule in words")
     def schedule_words(self, obj):
         return schedules.describe(obj.schedule)
+
+    @admin.display(description="next run", ordering="next_run_at")
+    def next_run(self, obj):
+        """In the task's timezone, the zone its schedule is written in."""
+        return moment(obj.next_run_at, zone_of(obj.timezone))
+
+    @admin.display(description="last run at", ordering="last_run_at")
+    def last_run_started(self, obj):
+        return moment(obj.last_run_at, zone_of(obj.timezone))
 
     @admin.display(description="last run", ordering="last_run_status")
     def last_run(self, obj):
@@ -548,10 +577,10 @@ class TaskRunAdmin(ScopedPermissionsMixin, admin.ModelAdmin):
             "Timing",
             {
                 "fields": [
-                    "scheduled_at",
-                    "dispatched_at",
-                    "started_at",
-                    "completed_at",
+                    "scheduled",
+                    "dispatched",
+                    "started",
+                    "completed",
                     "execution_time",
                     "created_at",
                 ]
@@ -561,7 +590,17 @@ class TaskRunAdmin(ScopedPermissionsMixin, admin.ModelAdmin):
         ("Output", {"fields": ["stdout_block", "stderr_block"]}),
         ("Manual trigger overrides", {"fields": ["arguments", "parameters"]}),
     ]
-    readonly_fields = ["task_link", "status_label", "error_block", "stdout_block", "stderr_block"]
+    readonly_fields = [
+        "task_link",
+        "status_label",
+        "scheduled",
+        "dispatched",
+        "started",
+        "completed",
+        "error_block",
+        "stdout_block",
+        "stderr_block",
+    ]
 
     def get_changelist(self, request, **kwargs):
         return RunChangeList
@@ -646,6 +685,28 @@ class TaskRunAdmin(ScopedPermissionsMixin, admin.ModelAdmin):
     @admin.display(description="status", ordering="status")
     def status_label(self, obj):
         return run_status_label(obj.status)
+
+    def _task_zone(self, obj):
+        """The run's task's timezone, read once per page."""
+        if not hasattr(obj, "_task_zone"):
+            obj._task_zone = zone_of(Task.objects.filter(pk=obj.task_id).values_list("timezone", flat=True).first())
+        return obj._task_zone
+
+    @admin.display(description="scheduled at")
+    def scheduled(self, obj):
+        return moment(obj.scheduled_at, self._task_zone(obj))
+
+    @admin.display(description="dispatched at")
+    def dispatched(self, obj):
+        return moment(obj.dispatched_at, self._task_zone(obj))
+
+    @admin.display(description="started at")
+    def started(self, obj):
+        return moment(obj.started_at, self._task_zone(obj))
+
+    @admin.display(description="completed at")
+    def completed(self, obj):
+        return moment(obj.completed_at, self._task_zone(obj))
 
     @admin.display(description="task")
     def task_link(self, obj):
