@@ -29,6 +29,7 @@ from system_app.admin import (
 )
 from tasks_app import schedules
 from tasks_app.admin_history import TaskHistoryAdminMixin
+from tasks_app.admin_pages import RunPagesMixin, TaskPagesMixin
 from tasks_app.admin_times import moment, zone_of
 from tasks_app.models import FINAL_RUN_STATUSES, Conflict, RunStatus, Task, TaskDependency, TaskRun, TaskStatus
 from tasks_app.notifications import admin as notifications_admin  # noqa: F401  (channels and the outbox)
@@ -264,7 +265,7 @@ class RecentRunsInline(ScopedPermissionsMixin, admin.TabularInline):
 
 
 @admin.register(Task)
-class TaskAdmin(ScopedPermissionsMixin, AuditedAdminMixin, TaskHistoryAdminMixin, admin.ModelAdmin):
+class TaskAdmin(TaskPagesMixin, ScopedPermissionsMixin, AuditedAdminMixin, TaskHistoryAdminMixin, admin.ModelAdmin):
     form = TaskAdminForm
     view_scope = "task.read"
     write_scope = "task.write"
@@ -532,7 +533,7 @@ class RunChangeList(SafeChangeList):
 
 
 @admin.register(TaskRun)
-class TaskRunAdmin(ScopedPermissionsMixin, admin.ModelAdmin):
+class TaskRunAdmin(RunPagesMixin, ScopedPermissionsMixin, admin.ModelAdmin):
     """Runs are written by the dispatcher and the workers: the admin reads
     them, cancels and retries them, and (superusers only) deletes them."""
 
