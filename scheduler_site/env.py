@@ -37,10 +37,12 @@ def env_bool(name, default=False, environ=None):
     value = _raw(name, environ)
     if value in (None, ""):
         return default
-    lowered = value.lower()
-    if lowered in ("1", "true", "yes", "on"):
+    # true/false only, as documented: "yes", "on" or "1" read one way here
+    # and another elsewhere (docker-compose, YAML), so they are refused.
+    lowered = value.strip().lower()
+    if lowered == "true":
         return True
-    if lowered in ("0", "false", "no", "off"):
+    if lowered == "false":
         return False
     raise ConfigError(name, f"{value!r} is not a boolean (use true or false)")
 

@@ -14,9 +14,11 @@ from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import EmptyResultSet, FullResultSet, ValidationError
 from django.db import models, transaction
 from django.http import HttpResponseRedirect, JsonResponse
+from django.urls import reverse_lazy
 from django.utils import timezone
 from django.utils.html import format_html
 from django.views.decorators.cache import never_cache
+from django_dramatiq.models import Task as DramatiqTask
 
 from system_app import audit
 from system_app.models import (
@@ -35,6 +37,8 @@ from tasks_app.models import Task
 admin.site.site_header = "Task Scheduler"
 admin.site.site_title = "Task Scheduler"
 admin.site.index_title = "Administration"
+# "View site" leads to the dashboard: the project has no public site.
+admin.site.site_url = reverse_lazy("admin-dashboard")
 
 GREEN = "#1a7f37"
 RED = "#cf222e"
@@ -543,6 +547,11 @@ class SystemEventAdmin(ScopedPermissionsMixin, ReadOnlyAdminMixin, admin.ModelAd
 
 # The login lockout and refresh-token families have their admin in their own module.
 from system_app import admin_logins  # noqa: E402, F401
+
+# django_dramatiq registers its own message-log model ("Django Dramatiq › Tasks"),
+# which the scheduler does not use (no AdminMiddleware): runs are TaskRuns.
+if admin.site.is_registered(DramatiqTask):
+    admin.site.unregister(DramatiqTask)
 
 
 def make_admins_safe(site):

@@ -4,6 +4,7 @@ from django.apps import AppConfig
 class SystemAppConfig(AppConfig):
     name = "system_app"
     default_auto_field = "django.db.models.BigAutoField"
+    verbose_name = "System"
 
     def ready(self):
         from django.contrib.auth import get_user_model

@@ -10,7 +10,8 @@ Three kinds of process expose them:
   worker process one on WORKER_METRICS_PORT (:func:`serve`). They serve
   ``PROCESS_REGISTRY``: the counters and histograms below plus process stats,
   without the database gauges, which would otherwise be the same rows counted
-  once per process.
+  once per process. The web process's /metrics has none of these counters:
+  it never plans, enqueues or runs anything, so they would always read zero.
 * the embedded setup (a dispatcher with worker threads) serves one endpoint,
   the dispatcher's: a process serves at most one.
 
@@ -44,7 +45,10 @@ GCCollector(registry=PROCESS_REGISTRY)
 
 
 def _shared(metric):
-    """Register a metric (already in the default registry) in PROCESS_REGISTRY too."""
+    """Move a metric from the default registry to PROCESS_REGISTRY: only the
+    dispatcher and the workers count runs, passes and recoveries, so on the web
+    process's /metrics these series would only ever read zero."""
+    REGISTRY.unregister(metric)
     PROCESS_REGISTRY.register(metric)
     return metric
 

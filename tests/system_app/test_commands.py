@@ -99,3 +99,74 @@ def test_it_runs_a_working_scheduler_and_stops_on_sigterm(tmp_path):
     assert process.returncode == 0, output
     assert f"Log in at http://127.0.0.1:{port}/admin/" in output
     assert re.search(r"Created administrator: username 'admin', password \S+", output)
+
+
+def test_it_refuses_a_taken_port_before_creating_the_admin():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(CommandError) as refused:
+            call_command("runscheduler", "--port", str(port), stdout=StringIO())
+    message = str(refused.value)
+    assert f"port {port} on 127.0.0.1 is already in use" in message
+    assert "make run PORT=9000" in message
+    assert "\n" not in message
+    assert not get_user_model().objects.exists()  # the once-shown password was not spent
+
+
+def test_it_prints_a_reset_hint_that_works_from_the_project_directory(monkeypatch):
+    from system_app.management.commands import runscheduler
+
+    monkeypatch.setattr(runscheduler.sys, "executable", str(ROOT / ".venv" / "bin" / "python"))
+    assert runscheduler.python_command() == ".venv/bin/python"
+    monkeypatch.setattr(runscheduler.sys, "executable", "/usr/bin/python3")
+    assert runscheduler.python_command() == "/usr/bin/python3"
+
+
+@pytest.mark.django_db(transaction=False)
+def test_it_names_the_signal_it_got_when_stopping(tmp_path):
+    """A Ctrl-C (SIGINT) is passed on as SIGINT, once: the dispatcher logs it
+    by its name and finishes its batch instead of taking it as a second signal."""
+    import threading
+
+    port = free_port()
+    environ = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "BROKER_URL", "ADMIN_PASSWORD")}
+    environ["DATABASE_URL"] = f"sqlite:///{tmp_path}/run.sqlite3"
+    environ["SECRET_KEY"] = "x" * 50
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "runscheduler", "--port", str(port), "--web-workers", "1"],
+        cwd=ROOT,
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines, started = [], threading.Event()
+
+    def read():
+        for line in process.stdout:
+            lines.append(line)
+            if "dispatcher started" in line:
+                started.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert started.wait(timeout=90), "".join(lines)
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=60)
+        reader.join(timeout=10)
+    output = "".join(lines)
+    assert process.returncode == 0, output
+    assert "SIGINT: finishing the batch in progress" in output
+    assert "SIGTERM" not in output
+    assert "second signal" not in output
+    assert f"{runscheduler_python()} manage.py ensureadmin --reset-password" in output
+
+
+def runscheduler_python():
+    from system_app.management.commands.runscheduler import python_command
+
+    return python_command()

@@ -27,6 +27,7 @@ def manage(*args, **overrides):
     ("name", "value"),
     [
         ("DEBUG", "maybe"),
+        ("DEBUG", "yes"),
         ("DISPATCHER_TICK_SECONDS", "fast"),
         ("DISPATCHER_BATCH_SIZE", "0"),
         ("WORKER_HEARTBEAT_SECONDS", "-1"),
@@ -85,16 +86,15 @@ def test_it_recognises_broker_urls(url, kind):
     assert env.parse_broker_url("BROKER_URL", url) == kind
 
 
-@pytest.mark.parametrize(
-    ("value", "expected"), [("true", True), ("FALSE", False), ("1", True), ("off", False), ("", False)]
-)
+@pytest.mark.parametrize(("value", "expected"), [("true", True), ("FALSE", False), ("True", True), ("", False)])
 def test_it_reads_booleans_strictly(value, expected):
     assert env.env_bool("X", False, environ={"X": value}) is expected
 
 
-def test_it_rejects_a_non_boolean():
-    with pytest.raises(ConfigError, match="X: 'nope' is not a boolean"):
-        env.env_bool("X", False, environ={"X": "nope"})
+@pytest.mark.parametrize("value", ["nope", "yes", "no", "on", "off", "1", "0"])
+def test_it_rejects_a_non_boolean(value):
+    with pytest.raises(ConfigError, match=f"X: '{value}' is not a boolean \\(use true or false\\)"):
+        env.env_bool("X", False, environ={"X": value})
 
 
 def test_it_reads_cidrs():

@@ -121,12 +121,12 @@ def test_it_prunes_events_and_audit_entries_by_their_own_retention():
 
 
 def test_it_counts_the_deleted_rows_in_a_metric():
-    before = metrics.REGISTRY.get_sample_value("scheduler_history_pruned_total", {"kind": "runs"}) or 0
+    before = metrics.PROCESS_REGISTRY.get_sample_value("scheduler_history_pruned_total", {"kind": "runs"}) or 0
     task = TaskFactory()
     for day in range(5):
         finished(task, 40 + day)
     retention.prune(NOW, POLICY)
-    assert metrics.REGISTRY.get_sample_value("scheduler_history_pruned_total", {"kind": "runs"}) == before + 2
+    assert metrics.PROCESS_REGISTRY.get_sample_value("scheduler_history_pruned_total", {"kind": "runs"}) == before + 2
 
 
 # manage.py prunehistory ----------------------------------------------------------

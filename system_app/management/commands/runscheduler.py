@@ -5,7 +5,10 @@ gunicorn and ``rundispatcher`` as child processes until interrupted. If either
 child dies, the other is stopped too, so a supervisor sees the failure.
 """
 
+import errno
+import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -27,6 +30,9 @@ class Command(BaseCommand):
     def handle(self, *args, host, port, web_workers, embedded_workers, **options):
         if not 1 <= port <= 65535:
             raise CommandError("--port must be between 1 and 65535")
+        # Before the admin is created: its random password is shown only once,
+        # and a server that cannot start would spend it for nothing.
+        check_port_free(host, port)
         call_command("migrate", interactive=False, verbosity=0)
         call_command("collectstatic", interactive=False, verbosity=0)
         call_command("ensureadmin", stdout=self.stdout)
@@ -34,13 +40,13 @@ class Command(BaseCommand):
         self.stdout.write(
             self.style.SUCCESS(f"Scheduler starting. Log in at {base}/admin/ (API docs at {base}/api/docs/).")
         )
-        self.stdout.write("Forgot the password? manage.py ensureadmin --reset-password --username admin")
+        self.stdout.write(f"Forgot the password? {python_command()} manage.py ensureadmin --reset-password")
         children = [self._spawn_web(host, port, web_workers)]
         if "rundispatcher" in get_commands():
             command = [sys.executable, "manage.py", "rundispatcher"]
             if settings.EMBEDDED:
                 command += ["--embedded-workers", str(embedded_workers)]
-            children.append(subprocess.Popen(command, cwd=settings.BASE_DIR))
+            children.append(subprocess.Popen(command, cwd=settings.BASE_DIR, process_group=0))
         self._supervise(children)
 
     def _spawn_web(self, host, port, workers):
@@ -63,6 +69,9 @@ class Command(BaseCommand):
                 "--no-control-socket",
             ],
             cwd=settings.BASE_DIR,
+            # Its own process group, as the dispatcher's: a Ctrl-C in the
+            # terminal reaches this process only, which passes it on once.
+            process_group=0,
         )
 
     def _supervise(self, children):
@@ -75,9 +84,11 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, stop)
         while not stopping and all(child.poll() is None for child in children):
             time.sleep(0.2)
+        # The signal received (SIGINT for Ctrl-C), so the children's logs name it.
+        forward = stopping[0] if stopping else signal.SIGTERM
         for child in children:
             if child.poll() is None:
-                child.terminate()
+                child.send_signal(forward)
         deadline = time.monotonic() + 30
         for child in children:
             try:
@@ -86,3 +97,31 @@ class Command(BaseCommand):
                 child.kill()
         if not stopping and any(child.returncode for child in children):
             raise CommandError("a scheduler process stopped unexpectedly; see its output above")
+
+
+def check_port_free(host, port):
+    """Refuse, with how to choose another port, when ``host:port`` is taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # As gunicorn binds: a port in TIME_WAIT is free for it.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host.strip("[]"), port))
+        except OSError as error:
+            reason = "is already in use" if error.errno == errno.EADDRINUSE else f"cannot be used ({error.strerror})"
+            raise CommandError(
+                f"port {port} on {host} {reason}; choose another, e.g. make run PORT=9000 "
+                f"(or {python_command()} manage.py runscheduler --port 9000)"
+            ) from None
+
+
+def python_command():
+    """How to run this project's Python from its directory: .venv/bin/python
+    when that is the interpreter in use (``manage.py`` alone needs the venv
+    activated)."""
+    executable = sys.executable
+    try:
+        relative = os.path.relpath(executable, settings.BASE_DIR)
+    except ValueError:
+        return executable
+    return executable if relative.startswith("..") else relative
