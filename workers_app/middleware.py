@@ -103,6 +103,8 @@ class WorkerLifecycle(Middleware):
         self._thread = None
         self._worker = None
         self._worker_id = None
+        self._broker = None
+        self._reported_queues = None
         self._cpu = CpuMeter()
 
     # Boot -----------------------------------------------------------------
@@ -129,6 +131,7 @@ class WorkerLifecycle(Middleware):
         runtime.reset()
         runtime.attach(worker)
         self._worker = worker
+        self._broker = broker
         self._worker_id = runtime.worker_id()
         self._stop.clear()
         self._shutting_down = False
@@ -152,9 +155,17 @@ class WorkerLifecycle(Middleware):
             # Start the python runs' fork server now, not on the first run.
             pool.warm()
 
-    def describe(self, broker, worker):
+    def served_queues(self, broker, worker):
+        """The queues this worker consumes: those named with --queues, else
+        every queue declared on its broker. Dramatiq's worker starts consuming
+        a queue as soon as it is declared, so a dispatcher's embedded workers,
+        which share its broker, serve each queue the dispatcher publishes to."""
         declared = {q_name(name) for name in broker.get_declared_queues()}
-        queues = sorted(worker.consumer_whitelist or declared)
+        return sorted(worker.consumer_whitelist or declared)
+
+    def describe(self, broker, worker):
+        queues = self.served_queues(broker, worker)
+        self._reported_queues = queues
         return {
             "hostname": socket.gethostname(),
             "ip_address": ip_address(),
@@ -179,11 +190,17 @@ class WorkerLifecycle(Middleware):
         """One heartbeat; follows a drain request found on the row."""
         from workers_app.models import Worker, WorkerStatus
 
+        queues = None
+        if self._worker is not None and self._broker is not None:
+            served = self.served_queues(self._broker, self._worker)
+            if served != self._reported_queues:
+                queues = served  # a queue declared since the last report
         try:
             runtime.close_stale_connections()
             row, _created = Worker.record_heartbeat(
                 self._worker_id,
                 now=now,
+                queues=queues,
                 current_task_count=runtime.running_count(),
                 max_concurrent_tasks=self._worker.worker_threads if self._worker else None,
                 load_average=load_average(),
@@ -193,6 +210,8 @@ class WorkerLifecycle(Middleware):
         except Exception:
             logger.warning("heartbeat of worker %s failed", self._worker_id, exc_info=True)
             return None
+        if queues is not None:
+            self._reported_queues = queues
         if row.status == WorkerStatus.DRAINING and not runtime.draining():
             logger.info("worker %s draining: finishing its runs, taking no new ones", self._worker_id)
             runtime.start_draining()

@@ -18,6 +18,7 @@ from tasks_app.dispatcher.wakeup import Wakeup
 from tasks_app.models import PRIORITY_LEVELS, RunStatus, Task, TaskRun, Trigger, retry_delay
 from tests.factories import TaskFactory, TaskRunFactory, WorkerFactory
 from workers_app.actors import execute_run
+from workers_app.models import Worker
 
 pytestmark = pytest.mark.django_db
 
@@ -457,6 +458,13 @@ def test_it_executes_runs_with_embedded_workers(broker, tmp_path):
     task = Task.objects.get(pk=task.pk)
     assert task.last_run_status == RunStatus.COMPLETED
     assert task.last_run_at == run.started_at
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_reports_the_queues_its_embedded_workers_really_serve(broker):
+    TaskFactory(queue="reports")
+    call_command("rundispatcher", "--once", "--embedded-workers", "1", stdout=StringIO())
+    assert {"default", "reports"} <= set(Worker.objects.get().queues)
 
 
 class StopOnWait(Wakeup):

@@ -231,3 +231,32 @@ def test_it_reads_the_cancel_requests_of_all_its_runs_in_one_query(django_assert
     with runtime.running(first.pk), runtime.running(second.pk), django_assert_num_queries(1):
         assert runtime.cancel_requested(first.pk) is False
         assert runtime.cancel_requested(second.pk) is True
+
+
+def test_it_reports_queues_declared_after_it_booted(settings):
+    """A worker without --queues consumes every queue declared on its broker
+    (embedded workers share the dispatcher's): the heartbeat says so."""
+    broker = dramatiq.get_broker()
+    middleware, worker = WorkerLifecycle(), fake_worker()
+    middleware.after_worker_boot(broker, worker)
+    try:
+        row = Worker.objects.get()
+        assert "reports-late" not in row.queues
+        broker.declare_queue("reports-late")
+        middleware.beat()
+        assert "reports-late" in Worker.objects.get().queues
+    finally:
+        middleware.after_worker_shutdown(broker, worker)
+
+
+def test_it_keeps_reporting_the_queues_named_on_the_command_line():
+    broker = dramatiq.get_broker()
+    middleware, worker = WorkerLifecycle(), fake_worker(queues={"nightly"})
+    middleware.before_worker_boot(broker, worker)
+    middleware.after_worker_boot(broker, worker)
+    try:
+        broker.declare_queue("elsewhere")
+        middleware.beat()
+        assert Worker.objects.get().queues == ["nightly"]
+    finally:
+        middleware.after_worker_shutdown(broker, worker)

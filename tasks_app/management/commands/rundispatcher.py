@@ -24,6 +24,7 @@ from system_app import metrics
 from tasks_app.dispatcher.loop import Dispatcher
 from tasks_app.dispatcher.recovery import release_lost_in_memory_runs
 from tasks_app.dispatcher.wakeup import make_wakeup
+from tasks_app.models import Task
 from workers_app import runtime
 from workers_app.executors.process import groups
 from workers_app.middleware import WorkerLifecycle
@@ -128,6 +129,12 @@ def start_embedded_workers(broker, threads):
     the in-memory broker, the only way to reach the queues)."""
     if not any(isinstance(middleware, WorkerLifecycle) for middleware in broker.middleware):
         broker.add_middleware(WorkerLifecycle(application_name="scheduler-dispatcher"))
+    # The queues of today's tasks, declared before the threads start: they
+    # consume (and the worker row reports) every declared queue, not only
+    # the actors' "default". Later queues are declared when first published
+    # to, and the next heartbeat reports them.
+    for queue_name in Task.objects.order_by().values_list("queue", flat=True).distinct():
+        broker.declare_queue(queue_name)
     # A short idle timeout: threads notice a stop within it (the default is 1 s).
     worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=EMBEDDED_IDLE_MS)
     worker.start()
