@@ -23,7 +23,8 @@
   var MINUTE = 60000;
 
   var root = document.getElementById("content-main");
-  var state = { data: null, rangeMinutes: 1440, timer: null, stopped: false };
+  // The last hour first: over 24 h the minutes of today are a sliver.
+  var state = { data: null, rangeMinutes: 60, timer: null, stopped: false };
 
   // Small helpers -----------------------------------------------------------
 

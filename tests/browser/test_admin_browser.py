@@ -69,8 +69,9 @@ def test_it_creates_triggers_follows_and_charts_a_task(page, scheduler_server, s
     expect(page.locator("#dash-kpis .dash-kpi").first).to_contain_text("1")
     expect(page.locator("#chart-lag svg circle").first).to_be_visible()
     expect(page.locator("#dash-workers tbody tr").first).to_contain_text("active")
+    expect(page.locator(".dash-range button.selected")).to_have_text("1 h")  # it opens on the last hour
     screenshot(page, "06-dashboard")
-    page.click(".dash-range button[data-minutes='60']")
-    expect(page.locator(".dash-range button.selected")).to_have_text("1 h")
+    page.click(".dash-range button[data-minutes='1440']")
+    expect(page.locator(".dash-range button.selected")).to_have_text("24 h")
     expect(page.locator("#chart-runs svg path.bars-completed")).to_have_count(1)
-    screenshot(page, "07-dashboard-last-hour")
+    screenshot(page, "07-dashboard-last-day")

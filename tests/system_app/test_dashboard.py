@@ -321,3 +321,9 @@ def test_it_computes_the_figures_once_for_many_viewers(client, boss):
 
     figure_queries = [q for q in again.captured_queries if "tasks_app_taskrun" in q["sql"]]
     assert figure_queries == []
+
+
+def test_it_opens_on_the_last_hour_with_6_and_24_hours_a_click_away(client, boss):
+    page = client.get(PAGE_URL).content.decode()
+    assert '<button type="button" data-minutes="60" class="selected">1 h</button>' in page
+    assert 'data-minutes="360">6 h</button>' in page and 'data-minutes="1440">24 h</button>' in page
