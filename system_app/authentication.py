@@ -58,3 +58,29 @@ class BearerJWTAuthenticationScheme(OpenApiAuthenticationExtension):
 
     def get_security_definition(self, auto_schema):
         return {"type": "http", "scheme": "bearer", "bearerFormat": "JWT or API key"}
+
+
+class StaffSessionAuthentication(authentication.SessionAuthentication):
+    """The admin's session, for the few read-only endpoints the admin's own
+    pages call (the task form's live schedule preview). Staff only: a session
+    of a user who may not use the admin authenticates nothing here. DRF checks
+    the CSRF token on unsafe methods; the endpoints using this are GET-only."""
+
+    def authenticate(self, request):
+        result = super().authenticate(request)
+        if result is None or not result[0].is_staff:
+            return None
+        return result
+
+
+class StaffSessionAuthenticationScheme(OpenApiAuthenticationExtension):
+    target_class = "system_app.authentication.StaffSessionAuthentication"
+    name = "adminSession"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "apiKey",
+            "in": "cookie",
+            "name": "sessionid",
+            "description": "The Django admin's session of a staff user (used by the admin's own pages).",
+        }

@@ -390,8 +390,18 @@ class TaskAdmin(TaskPagesMixin, ScopedPermissionsMixin, AuditedAdminMixin, TaskH
 
     @admin.display(description=f"next {PREVIEW_COUNT} fire times")
     def next_fire_times(self, obj):
+        """The preview, in a box that static/scheduler/schedule_preview.js
+        refreshes from /api/schedules/preview as the schedule or timezone is
+        edited."""
+        return format_html(
+            '<div class="schedule-preview" data-url="{}" aria-live="polite">{}</div>',
+            reverse("schedule-preview"),
+            self._saved_fire_times(obj),
+        )
+
+    def _saved_fire_times(self, obj):
         if obj is None or obj.pk is None:
-            return "Save the task to preview its next fire times."
+            return "Type a schedule to preview its next fire times."
         if not obj.schedule:
             return "No schedule: this task runs only when triggered or by its dependencies."
         try:

@@ -76,7 +76,13 @@ class TriggerForm(forms.Form):
 
 
 class TaskPagesMixin:
-    """The Trigger page of a task (/admin/tasks_app/task/<id>/trigger/)."""
+    """The Trigger page of a task (/admin/tasks_app/task/<id>/trigger/), and
+    the task form's live schedule preview (a static script: the admin's
+    Content-Security-Policy allows no inline script)."""
+
+    class Media:
+        css = {"all": ["scheduler/admin_ux.css"]}
+        js = ["scheduler/schedule_preview.js"]
 
     def get_urls(self):
         urls = [

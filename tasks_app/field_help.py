@@ -100,7 +100,8 @@ RUN_HELP = {
     "started_at": "When a worker started it (UTC).",
     "completed_at": "When it finished (UTC).",
     "exit_code": "shell: the command's exit status; null for other executors.",
-    "result": 'Short summary: http "HTTP <code>", python the return value\'s repr (shortened).',
+    # The admin renders help texts as HTML: no angle brackets here.
+    "result": 'Short summary: http "HTTP 200" (its status code), python the return value\'s repr (shortened).',
     "error_message": "Why the run did not complete, if it did not.",
     "stdout": "The tail of standard output (at most RUN_OUTPUT_LIMIT_BYTES); http: the response body.",
     "stderr": "The tail of standard error (at most RUN_OUTPUT_LIMIT_BYTES).",

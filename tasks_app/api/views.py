@@ -9,10 +9,12 @@ from rest_framework.exceptions import NotFound, PermissionDenied, ValidationErro
 from rest_framework.filters import OrderingFilter
 from rest_framework.generics import get_object_or_404
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from system_app import audit
 from system_app.api.base import AuditedModelViewSet
+from system_app.authentication import StaffSessionAuthentication
 from system_app.exceptions import ConflictError, InvalidQuery
 from system_app.filters import ListFilterBackend
 from system_app.permissions import request_permissions
@@ -272,6 +274,9 @@ class TaskRunViewSet(viewsets.ReadOnlyModelViewSet):
 
 
 class SchedulePreviewView(APIView):
+    # The admin's task form calls it as the operator types (static/scheduler/
+    # schedule_preview.js), with the admin session.
+    authentication_classes = [*api_settings.DEFAULT_AUTHENTICATION_CLASSES, StaffSessionAuthentication]
     required_permissions = {"get": "task.read"}
 
     @extend_schema(

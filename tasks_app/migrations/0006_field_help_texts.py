@@ -414,7 +414,7 @@ class Migration(migrations.Migration):
             field=models.TextField(
                 blank=True,
                 default="",
-                help_text='Short summary: http "HTTP <code>", python the return value\'s repr (shortened).',
+                help_text='Short summary: http "HTTP 200" (its status code), python the return value\'s repr (shortened).',
             ),
         ),
         migrations.AlterField(

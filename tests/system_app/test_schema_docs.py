@@ -63,3 +63,8 @@ def test_it_names_units_and_defaults():
     assert "module:callable" in TASK_HELP["command"] and "PYTHON_CALLABLE_MODULES" in TASK_HELP["command"]
     for option in ("env", "working_directory", "method", "headers", "body", "expected_status", "kwargs"):
         assert option in TASK_HELP["parameters"]
+
+
+def test_it_keeps_help_texts_free_of_html():
+    """The admin renders help_text unescaped: a '<code>' would become a tag."""
+    assert [name for name, text in {**TASK_HELP, **RUN_HELP}.items() if "<" in text or ">" in text] == []
