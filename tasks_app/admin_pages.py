@@ -9,6 +9,7 @@ parameters (SPEC §8). The bulk actions of the list pages stay as they were.
 """
 
 import json
+from urllib.parse import urlencode
 
 from django import forms
 from django.contrib import messages
@@ -20,8 +21,18 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
 from system_app import audit
+from system_app.filters import json_list_contains
+from tasks_app import admin_graph
 from tasks_app.api.serializers import TriggerSerializer
-from tasks_app.models import ACTIVE_RUN_STATUSES, RETRYABLE_RUN_STATUSES, Conflict, Priority, Task, TaskRun
+from tasks_app.models import (
+    ACTIVE_RUN_STATUSES,
+    RETRYABLE_RUN_STATUSES,
+    Conflict,
+    Priority,
+    RunStatus,
+    Task,
+    TaskRun,
+)
 
 
 def _flatten(errors):
@@ -86,6 +97,7 @@ class TaskPagesMixin:
 
     def get_urls(self):
         urls = [
+            path("grid/", self.admin_site.admin_view(self.grid_view), name="tasks_app_task_grid"),
             path(
                 "<path:object_id>/trigger/",
                 self.admin_site.admin_view(self.trigger_view),
@@ -96,7 +108,59 @@ class TaskPagesMixin:
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         context["can_trigger"] = obj is not None and self.has_execute_permission(request)
+        if obj is not None:
+            context["dependency_graph"] = admin_graph.render_graph(obj)
+            context["grid_url"] = f"{reverse('admin:tasks_app_task_grid')}?{urlencode({'queue': obj.queue})}"
         return super().render_change_form(request, context, add=add, change=change, form_url=form_url, obj=obj)
+
+    def changelist_view(self, request, extra_context=None):
+        extra_context = {**(extra_context or {}), "grid_url": reverse("admin:tasks_app_task_grid")}
+        return super().changelist_view(request, extra_context=extra_context)
+
+    def grid_view(self, request):
+        """Tasks × their last N runs, coloured by status, for a tag or a queue."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        tag, queue = request.GET.get("tag", "").strip(), request.GET.get("queue", "").strip()
+        errors = []
+        for name, value in (("tag", tag), ("queue", queue)):
+            if "\x00" in value or len(value) > 255:
+                errors.append(f"{name}: not a valid {name}.")
+        count = admin_graph.GRID_DEFAULT_RUNS
+        runs_text = request.GET.get("runs", "").strip()
+        if runs_text:
+            if runs_text.isascii() and runs_text.isdigit() and 1 <= int(runs_text) <= admin_graph.GRID_MAX_RUNS:
+                count = int(runs_text)
+            else:
+                errors.append(f"runs: a whole number from 1 to {admin_graph.GRID_MAX_RUNS}.")
+        rows, truncated = [], False
+        if not errors:
+            tasks = Task.objects.order_by("name").only("id", "name", "status", "queue")
+            if tag:
+                tasks = tasks.filter(json_list_contains("tags", tag))
+            if queue:
+                tasks = tasks.filter(queue=queue)
+            tasks = list(tasks[: admin_graph.GRID_MAX_TASKS + 1])
+            truncated = len(tasks) > admin_graph.GRID_MAX_TASKS
+            rows = admin_graph.run_grid(tasks[: admin_graph.GRID_MAX_TASKS], count)
+        for row in rows:
+            row["cells_html"] = [admin_graph.grid_cell(run) for run in row["cells"]]
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Run grid",
+            "opts": self.model._meta,
+            "rows": rows,
+            "errors": errors,
+            "truncated": truncated,
+            "max_tasks": admin_graph.GRID_MAX_TASKS,
+            "tag": tag,
+            "queue": queue,
+            "runs": count,
+            "max_runs": admin_graph.GRID_MAX_RUNS,
+            "queues": Task.objects.order_by("queue").values_list("queue", flat=True).distinct(),
+            "statuses": [(status.value, status.label) for status in RunStatus],
+        }
+        return TemplateResponse(request, "admin/tasks_app/task/grid.html", context)
 
     def trigger_view(self, request, object_id):
         task = get_object_or_404(Task, pk=object_id) if str(object_id).isdigit() else None

@@ -146,3 +146,64 @@ def test_it_fits_the_task_list_in_1280_pixels(logged_in, screenshot, sync_api):
     screenshot(page, "ux-09-task-list-1280")
     overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
     assert overflow <= 0
+
+
+def api(server, method, path, body=None, token=None):
+    """A call to the scheduler's REST API (the browser tests' server)."""
+    import json
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"{server.url}{path}",
+        data=None if body is None else json.dumps(body).encode(),
+        method=method,
+        headers={"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read() or b"null")
+
+
+def test_it_draws_the_dependency_graph_and_the_run_grid(logged_in, scheduler_server, screenshot, sync_api):
+    page, expect, server = logged_in, sync_api.expect, scheduler_server
+    token = api(server, "POST", "/api/auth/login", {"username": ADMIN_USERNAME, "password": server.password})[
+        "access_token"
+    ]
+
+    def task(name, command, dependencies=()):
+        body = {"name": name, "executor": "shell", "command": command, "queue": "etl", "tags": ["etl"]}
+        return api(server, "POST", "/api/tasks", {**body, "dependencies": list(dependencies)}, token)["id"]
+
+    extract = task("etl-extract", "true")
+    transform = task("etl-transform", "exit 1", [extract])
+    load = task("etl-load", "true", [transform])
+    task("etl-report", "true", [load])
+    for task_id in (extract, transform, extract, transform):
+        api(server, "POST", f"/api/tasks/{task_id}/trigger", {}, token)
+
+    page.goto(f"/admin/tasks_app/task/{transform}/change/")
+    graph = page.locator("#dependency-graph svg.dependency-graph")
+    expect(graph).to_be_visible()
+    expect(graph.locator("a.graph-node")).to_have_count(4)
+    expect(graph.locator("path.graph-edge")).to_have_count(3)
+    # The runs finish within seconds: the graph shows each task's latest one.
+    for _ in range(60):
+        page.reload()
+        if (
+            page.locator(f'a.graph-node[data-task="{transform}"][data-status="failed"]').count()
+            and page.locator(f'a.graph-node[data-task="{extract}"][data-status="completed"]').count()
+        ):
+            break
+        page.wait_for_timeout(500)
+    expect(page.locator(f'a.graph-node[data-task="{transform}"]')).to_have_attribute("data-status", "failed")
+    expect(page.locator(f'a.graph-node[data-task="{extract}"]')).to_have_attribute("data-status", "completed")
+    page.locator("#dependency-graph").scroll_into_view_if_needed()
+    screenshot(page, "ux-10-dependency-graph")
+
+    page.click("#dependency-graph a:has-text('Run grid of the queue etl')")
+    grid = page.locator("#run-grid")
+    expect(grid.locator("tbody tr")).to_have_count(4)
+    expect(grid.locator(f'tr[data-task="{transform}"] a.grid-cell.run-failed')).to_have_count(2)
+    expect(grid.locator(f'tr[data-task="{extract}"] a.grid-cell.run-completed')).to_have_count(2)
+    screenshot(page, "ux-11-run-grid")
+    page.goto("/admin/tasks_app/task/grid/?tag=etl&runs=500")  # past the form's own max
+    expect(page.locator(".errorlist")).to_contain_text("runs: a whole number from 1 to 50")
