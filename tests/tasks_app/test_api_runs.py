@@ -220,7 +220,8 @@ def preview(client, **query):
 
 def test_it_previews_the_next_five_fire_times_by_default(as_viewer):
     data = preview(as_viewer, schedule="*/15 * * * *")
-    assert set(data) == {"schedule", "timezone", "description", "next_runs"}
+    assert set(data) == {"schedule", "timezone", "description", "warnings", "next_runs"}
+    assert data["warnings"] == []
     assert data["schedule"] == "*/15 * * * *" and data["timezone"] == "UTC"
     assert len(data["next_runs"]) == 5
     times = [datetime.fromisoformat(value) for value in data["next_runs"]]
