@@ -41,6 +41,12 @@ OPERATION_DOCS = {
     "system_logs_retrieve": "One system event with its context.",
     "system_audit_list": "List audit entries: who changed what, when and from where.",
     "system_audit_retrieve": "One audit entry with its changes.",
+    "channels_list": "List notification channels (webhook, Slack, e-mail); credentials are never shown.",
+    "channels_create": "Create a notification channel; its credentials are write-only.",
+    "channels_retrieve": "One notification channel, without its credentials.",
+    "channels_update": "Replace a notification channel's definition.",
+    "channels_partial_update": "Change some fields of a notification channel.",
+    "channels_destroy": "Delete a notification channel (409 while a task still sends to it).",
     "health_retrieve": "Liveness of this process and its dependencies; no authentication.",
     "ready_retrieve": "Whether this process can serve: database reachable and migrated, broker reachable.",
 }
