@@ -12,6 +12,7 @@ Outside CI a machine without Chromium or Playwright skips these tests; in CI
 
 import contextlib
 import os
+import re
 import secrets
 import signal
 import string
@@ -41,6 +42,9 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 ADMIN_USERNAME = "admin"
+# The task form's live preview answers a bad schedule with a 400 that the form
+# shows; Chromium logs every 4xx fetch as a console error, expected here alone.
+EXPECTED_CONSOLE_ERROR = re.compile(r"status of 400 .*/api/schedules/preview\?")
 START_TIMEOUT_SECONDS = 120
 STOP_TIMEOUT_SECONDS = 30
 
@@ -178,7 +182,14 @@ def page(browser, scheduler_server):
     tab = context.new_page()
     errors = []
     tab.on("pageerror", lambda error: errors.append(str(error)))
-    tab.on("console", lambda message: message.type == "error" and errors.append(f"{message.text} {message.location}"))
+    tab.on(
+        "console",
+        lambda message: (
+            message.type == "error"
+            and not EXPECTED_CONSOLE_ERROR.search(f"{message.text} {message.location}")
+            and errors.append(f"{message.text} {message.location}")
+        ),
+    )
     yield tab
     context.close()
     assert not errors, f"JavaScript errors in the browser: {errors}"

@@ -9,29 +9,6 @@ import pytest
 from tests.browser.conftest import ADMIN_USERNAME
 
 RUN_TIMEOUT_MS = 60_000
-# The preview answers a bad schedule with a 400 that the form shows; Chromium
-# logs every 4xx fetch as a console error, which is expected here alone.
-EXPECTED_CONSOLE = re.compile(r"status of 400 .*/api/schedules/preview\?")
-
-
-@pytest.fixture
-def page(browser, scheduler_server):
-    """As tests/browser/conftest.py's page, but the preview's own 400s are not errors."""
-    context = browser.new_context(viewport={"width": 1440, "height": 900}, base_url=scheduler_server.url)
-    context.set_default_timeout(15_000)
-    tab = context.new_page()
-    errors = []
-    tab.on("pageerror", lambda error: errors.append(str(error)))
-
-    def on_console(message):
-        text = f"{message.text} {message.location}"
-        if message.type == "error" and not EXPECTED_CONSOLE.search(text):
-            errors.append(text)
-
-    tab.on("console", on_console)
-    yield tab
-    context.close()
-    assert not errors, f"JavaScript errors in the browser: {errors}"
 
 
 @pytest.fixture
