@@ -49,7 +49,8 @@ TASK_HELP = {
     "timeout_seconds": "Seconds, 1–86400: the worker stops a run after this long and marks it timeout. Default 3600.",
     "concurrency_policy": (
         "When a run is still active at the next fire: allow (run both), forbid (skip the new "
-        "one, recorded as skipped), replace (cancel the old one, start the new one). Default allow."
+        "one, recorded as skipped), replace (cancel the old one, start the new one), buffer_one (keep at "
+        "most one fire waiting and start it when the active run ends; later fires are skipped). Default allow."
     ),
     "misfire_policy": (
         "Fires missed by more than the misfire grace while no dispatcher ran: run_once (one "
@@ -84,6 +85,14 @@ TASK_HELP = {
     "created_by": "Read-only: username of who created the task.",
     "created_at": "Read-only: when the task was created (UTC).",
     "updated_at": "Read-only: when the task was last changed (UTC).",
+    "jitter_seconds": (
+        "Seconds, 0–3600. Default 0. Each scheduled fire is delayed by an offset in [0, jitter) that depends "
+        "only on the task and the slot, to spread tasks that share a schedule."
+    ),
+    "source": (
+        "Read-only: the --source of the manage.py applytasks that manages this task; empty for tasks made "
+        "in the API or the admin."
+    ),
 }
 
 RUN_HELP = {
@@ -91,7 +100,7 @@ RUN_HELP = {
     "task": "Id of the task this run belongs to.",
     "task_name": "The task's name when the run was created.",
     "status": "pending, dispatched, running, completed, failed, timeout, cancelled or skipped.",
-    "trigger": "What created the run: schedule, manual, retry or dependency.",
+    "trigger": "What created the run: schedule, manual, retry, dependency or backfill.",
     "priority": "The priority given by a manual trigger's override; null: the task's own.",
     "worker_id": "Id of the worker that ran it.",
     "retry_count": "Attempt number of this fire: 0 is the first attempt, 1 the first retry.",

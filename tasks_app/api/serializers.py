@@ -360,7 +360,7 @@ class SchedulePreviewQuerySerializer(serializers.Serializer):
         min_value=0,
         max_value=MAX_JITTER_SECONDS,
         required=False,
-        help_text=TASK_HELP["jitter_seconds"] if "jitter_seconds" in TASK_HELP else "Jitter in seconds, 0–3600.",
+        help_text=TASK_HELP["jitter_seconds"],
     )
 
     def validate(self, attrs):
