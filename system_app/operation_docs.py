@@ -22,6 +22,14 @@ OPERATION_DOCS = {
     "tasks_destroy": "Delete a task and its run history (409 while runs are in flight, unless force=true).",
     "tasks_pause_create": "Stop a task firing on its schedule; active runs finish and it can still be triggered.",
     "tasks_resume_create": "Let a paused task fire again, from now on (missed fires are not caught up).",
+    "tasks_backfill_create": (
+        "Create one run per past fire of the schedule in [start, end] that has no run yet (at most 1,000); "
+        "dry_run lists the fire times only."
+    ),
+    "tasks_history_list": "Every saved version of the task's definition, newest first, with who changed what.",
+    "tasks_history_restore_create": (
+        "Bring back the task's definition as it was in that version (not its status), saved as a new version."
+    ),
     "tasks_trigger_create": "Create a manual run now, optionally overriding arguments, parameters or priority.",
     "tasks_runs_list": "List a task's runs, newest first.",
     "tasks_stats_retrieve": "Counts, success rate and execution times of a task's runs over the last days.",
