@@ -27,7 +27,7 @@ def moment_text(value, zone=UTC):
     """'2026-11-30 09:00:00 CET', or '—' for no time."""
     if value is None:
         return "—"
-    return value.astimezone(zone).strftime(FORMAT)
+    return schedules.localize(value, zone).strftime(FORMAT)
 
 
 def moment(value, zone=UTC):
