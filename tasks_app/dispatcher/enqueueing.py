@@ -22,7 +22,10 @@ from django.db.models.functions import Coalesce
 from system_app import metrics
 from tasks_app.dispatcher.common import batch_size as default_batch_size
 from tasks_app.dispatcher.common import claim
+from tasks_app.dispatcher.publishing import PublishError, publish_messages
 from tasks_app.models import PRIORITY_LEVELS, ConcurrencyPolicy, Priority, RunStatus, TaskRun, Trigger
+
+__all__ = ["PublishError", "enqueue_ready_runs", "publish", "select_rows"]
 
 # workers_app.actors.execute_run; a test keeps the two names in step.
 ACTOR_NAME = "execute_run"
@@ -51,24 +54,10 @@ def build_message(run_id, queue_name, level):
 
 
 def publish(broker, rows):
-    """Send one message per (run_id, queue, level); returns how many were sent
-    before an error (re-raised as PublishError carrying that count)."""
-    sent = 0
-    try:
-        for queue_name in sorted({queue for _run_id, queue, _level in rows}):
-            broker.declare_queue(queue_name)  # a no-op once declared
-        for run_id, queue_name, level in rows:
-            broker.enqueue(build_message(run_id, queue_name, level))
-            sent += 1
-    except Exception as error:
-        raise PublishError(sent) from error
-    return sent
-
-
-class PublishError(Exception):
-    def __init__(self, sent):
-        super().__init__(f"publishing stopped after {sent} message(s)")
-        self.sent = sent
+    """Send one message per (run_id, queue, level), flushed per chunk rather than
+    per message (publishing.py); returns how many were sent before an error
+    (re-raised as PublishError carrying that count)."""
+    return publish_messages(broker, [build_message(run_id, queue_name, level) for run_id, queue_name, level in rows])
 
 
 def select_rows(queryset, size):
