@@ -16,7 +16,7 @@ from simple_history.signals import pre_create_historical_record
 from system_app import secrets
 from system_app.models import AuditEntry, EventLevel, SystemEvent
 from system_app.validation import unstorable_fields
-from tasks_app import reach, schedules
+from tasks_app import reach, run_sql, schedules
 from tasks_app.field_help import RUN_HELP, TASK_HELP
 from tasks_app.jitter import MAX_JITTER_SECONDS, jittered
 from tasks_app.notifications.models import (
@@ -1009,12 +1009,10 @@ class TaskRun(models.Model):
         acknowledges the message and does nothing.
         """
         now = now or timezone.now()
-        claimed = cls.objects.filter(pk=run_id, status=RunStatus.DISPATCHED).update(
-            status=RunStatus.RUNNING, worker_id=worker_id, started_at=now
-        )
-        if not claimed:
+        # Plain SQL (run_sql.py): this is every run's hot path.
+        run = run_sql.claim_run(cls, Task, run_id, worker_id, now, RunStatus.DISPATCHED, RunStatus.RUNNING)
+        if run is None:
             return None
-        run = cls.objects.select_related("task").get(pk=run_id)
         delay = run.task.max_start_delay_seconds
         if delay and not run.late_reported and now - run.scheduled_at > timedelta(seconds=delay):
             # Started late between two checks of the dispatcher: report it now.
@@ -1092,19 +1090,28 @@ class TaskRun(models.Model):
             "completed_at": now,
         }
         # One transaction with the notifications it causes (the outbox, SPEC §9).
+        # Plain SQL (run_sql.py): this is every run's hot path. A completed run
+        # of a task with no failure streak that notifies nothing on success
+        # (the common case) costs the two UPDATEs and nothing more.
         with transaction.atomic():
-            changed = TaskRun.objects.filter(pk=self.pk, status=RunStatus.RUNNING, worker_id=self.worker_id).update(
-                **fields
-            )
-            if not changed:
+            if not run_sql.finish_run(TaskRun, self.pk, self.worker_id, RunStatus.RUNNING, fields):
                 return False
             for name, value in fields.items():
                 setattr(self, name, value)
-            Task.objects.filter(pk=self.task_id).filter(
-                Q(last_run_at__isnull=True) | Q(last_run_at__lte=self.started_at)
-            ).update(last_run_at=self.started_at, last_run_status=outcome.status)
-            Task.record_outcome(self, now)
+            task = run_sql.record_last_run(Task, self.task_id, self.started_at, outcome.status)
+            if task is not None and self._outcome_matters(*task):
+                Task.record_outcome(self, now)
         return True
+
+    def _outcome_matters(self, failure_streak, notify_on, retry_count):
+        """Whether Task.record_outcome has anything to do for this finished run,
+        from the task's values read under its row lock: a success ends a streak
+        or notifies; a final unsuccessful attempt counts in the streak."""
+        if self.status == RunStatus.COMPLETED:
+            return bool(failure_streak) or NotifyEvent.SUCCESS in (notify_on or [])
+        if self.status in (RunStatus.FAILED, RunStatus.TIMEOUT):
+            return self.retry_count >= retry_count
+        return False
 
 
 RESULT_MAX_CHARS = 1000

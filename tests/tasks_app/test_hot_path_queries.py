@@ -1,0 +1,234 @@
+"""The statements of the hot paths (SPEC §7): a worker's claim and finish, a
+plan batch's writes, an enqueue batch's publishing. Counts, not timings; the
+behaviour itself is covered by the tests of each feature."""
+
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+
+import pytest
+from django.db import connection
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
+
+from tasks_app.dispatcher import enqueueing, publishing, sql
+from tasks_app.dispatcher.planning import plan_due_tasks
+from tasks_app.models import RunStatus, Task, TaskRun
+from tasks_app.notifications.models import Notification
+from tests.factories import ChannelFactory, TaskFactory, TaskRunFactory
+
+pytestmark = pytest.mark.django_db
+
+NOW = datetime(2026, 1, 5, 12, 0, 30, tzinfo=UTC)
+POSTGRESQL = connection.vendor == "postgresql"
+
+
+def dispatched(**task_fields):
+    task = TaskFactory(**task_fields)
+    return TaskRunFactory(task=task, status=RunStatus.DISPATCHED, dispatched_at=NOW, scheduled_at=NOW)
+
+
+def outcome(status=RunStatus.COMPLETED, **fields):
+    values = {"exit_code": 0, "result": "ok", "error_message": "", "stdout": "out", "stderr": "", "execution_time": 0.1}
+    return SimpleNamespace(status=status, **{**values, **fields})
+
+
+# Worker: claim ------------------------------------------------------------------
+
+
+def test_it_claims_a_run_with_its_task_in_one_statement_on_postgresql(django_assert_num_queries):
+    run = dispatched(arguments=["a", 1], parameters={"k": "v"})
+    with django_assert_num_queries(1 if POSTGRESQL else 2):  # SQLite: UPDATE … RETURNING, then the task
+        claimed = TaskRun.claim(run.pk, "worker-1", NOW + timedelta(seconds=1))
+    with django_assert_num_queries(0):
+        assert claimed.task.command == run.task.command
+        assert claimed.task.arguments == ["a", 1]
+        assert claimed.task.parameters == {"k": "v"}
+    assert (claimed.status, claimed.worker_id, claimed.started_at) == (
+        RunStatus.RUNNING,
+        "worker-1",
+        NOW + timedelta(seconds=1),
+    )
+    assert claimed.scheduled_at == NOW and claimed.scheduled_at.tzinfo is not None
+    assert claimed.cancel_requested is False and claimed.late_reported is False
+    run.refresh_from_db()
+    assert (run.status, run.worker_id) == (RunStatus.RUNNING, "worker-1")
+
+
+def test_it_returns_a_claimed_run_equal_to_the_one_the_orm_loads():
+    run = dispatched()
+    TaskRun.objects.filter(pk=run.pk).update(arguments={"x": [1, 2]}, parameters=None, priority="high")
+    claimed = TaskRun.claim(run.pk, "worker-1", NOW)
+    loaded = TaskRun.objects.select_related("task").get(pk=run.pk)
+    for field in TaskRun._meta.concrete_fields:
+        assert getattr(claimed, field.attname) == getattr(loaded, field.attname), field.name
+    for field in Task._meta.concrete_fields:
+        assert getattr(claimed.task, field.attname) == getattr(loaded.task, field.attname), field.name
+    assert claimed._state.adding is False
+
+
+def test_it_claims_nothing_twice_nor_a_run_not_dispatched(django_assert_num_queries):
+    run = dispatched()
+    assert TaskRun.claim(run.pk, "worker-1", NOW) is not None
+    with django_assert_num_queries(1):
+        assert TaskRun.claim(run.pk, "worker-2", NOW) is None
+    assert TaskRun.claim(999_999, "worker-2", NOW) is None
+    run.refresh_from_db()
+    assert run.worker_id == "worker-1"
+
+
+# Worker: finish -----------------------------------------------------------------
+
+
+def test_it_finishes_a_successful_run_in_two_updates(django_assert_num_queries):
+    run = TaskRun.claim(dispatched().pk, "worker-1", NOW)
+    # savepoint, the run's UPDATE, the task's UPDATE … RETURNING, release
+    with django_assert_num_queries(4):
+        assert run.finish(outcome(), NOW + timedelta(seconds=2))
+    run.refresh_from_db()
+    assert (run.status, run.stdout, run.completed_at) == (RunStatus.COMPLETED, "out", NOW + timedelta(seconds=2))
+    task = Task.objects.get(pk=run.task_id)
+    assert (task.last_run_at, task.last_run_status) == (NOW, RunStatus.COMPLETED)
+
+
+def test_it_finishes_a_failed_attempt_with_retries_left_in_two_updates(django_assert_num_queries):
+    run = TaskRun.claim(dispatched(retry_count=2).pk, "worker-1", NOW)
+    with django_assert_num_queries(4):
+        assert run.finish(outcome(RunStatus.FAILED, exit_code=1), NOW)
+    assert Task.objects.get(pk=run.task_id).failure_streak == 0
+
+
+def test_it_still_counts_streaks_and_notifies_when_the_outcome_matters():
+    channel = ChannelFactory()
+    run = TaskRun.claim(dispatched(notify_on=["failure", "recovery"], channels=[channel.pk]).pk, "worker-1", NOW)
+    assert run.finish(outcome(RunStatus.FAILED, exit_code=1), NOW)
+    assert Task.objects.get(pk=run.task_id).failure_streak == 1
+    second = TaskRunFactory(task=run.task, status=RunStatus.DISPATCHED, scheduled_at=NOW + timedelta(minutes=1))
+    second = TaskRun.claim(second.pk, "worker-1", NOW + timedelta(minutes=1))
+    assert second.finish(outcome(), NOW + timedelta(minutes=1))
+    assert Task.objects.get(pk=run.task_id).failure_streak == 0
+    assert sorted(Notification.objects.values_list("event", flat=True)) == ["failure", "recovery"]
+
+
+def test_it_notifies_a_success_when_the_task_asks():
+    channel = ChannelFactory()
+    run = TaskRun.claim(dispatched(notify_on=["success"], channels=[channel.pk]).pk, "worker-1", NOW)
+    assert run.finish(outcome(), NOW)
+    assert list(Notification.objects.values_list("event", flat=True)) == ["success"]
+
+
+def test_it_drops_the_outcome_of_a_run_no_longer_running_on_this_worker(django_assert_num_queries):
+    run = TaskRun.claim(dispatched().pk, "worker-1", NOW)
+    TaskRun.objects.filter(pk=run.pk).update(status=RunStatus.FAILED, error_message="worker lost")
+    with django_assert_num_queries(3):  # savepoint, the UPDATE that matches nothing, rollback
+        assert run.finish(outcome(), NOW) is False
+    run.refresh_from_db()
+    assert (run.status, run.error_message) == (RunStatus.FAILED, "worker lost")
+
+
+def test_it_keeps_nul_characters_out_of_the_stored_output():
+    run = TaskRun.claim(dispatched().pk, "worker-1", NOW)
+    assert run.finish(outcome(stdout="a\x00b", result="r\x00"), NOW)
+    run.refresh_from_db()
+    assert (run.stdout, run.result) == ("ab", "r")
+
+
+# Dispatcher: a plan batch ----------------------------------------------------------
+
+
+def plan_queries(django_assert_max_num_queries, count):
+    for _ in range(count):
+        TaskFactory(schedule="* * * * *", next_run_at=NOW - timedelta(seconds=30))
+    with django_assert_max_num_queries(100) as captured:
+        assert plan_due_tasks(NOW, batch_size=1000)
+    return captured.captured_queries
+
+
+def test_it_writes_a_plan_batch_in_the_same_statements_whatever_its_size(django_assert_max_num_queries):
+    small = plan_queries(django_assert_max_num_queries, 3)
+    Task.objects.all().delete()
+    large = plan_queries(django_assert_max_num_queries, 60)
+    assert len(small) == len(large)
+    assert TaskRun.objects.filter(scheduled_at=NOW - timedelta(seconds=30)).count() == 60
+    if POSTGRESQL:  # set-based: one array per column, whatever the number of rows
+        statements = [query["sql"] for query in large]
+        assert any("INSERT" in sql and "unnest" in sql for sql in statements)
+        assert any(sql.startswith("UPDATE") and "unnest" in sql for sql in statements)
+
+
+def test_it_inserts_runs_ignoring_planned_slots_with_every_kind_of_value():
+    task = TaskFactory()
+    TaskRunFactory(task=task, scheduled_at=NOW, error_message="first")
+    rows = [
+        {"task_id": task.pk, "task_name": task.name, "scheduled_at": NOW, "error_message": "duplicate"},
+        {
+            "task_id": task.pk,
+            "task_name": task.name,
+            "scheduled_at": NOW + timedelta(minutes=1),
+            "status": RunStatus.SKIPPED.value,
+            "completed_at": NOW,
+            "arguments": ["a", {"b": None}],
+            "parameters": {"p": 1},
+            "error_message": "skipped",
+        },
+        {"task_id": task.pk, "task_name": task.name, "scheduled_at": NOW + timedelta(minutes=2)},
+    ]
+    sql.insert_ignoring_conflicts(TaskRun, rows)
+    runs = list(TaskRun.objects.filter(task=task).order_by("scheduled_at"))
+    assert [run.error_message for run in runs] == ["first", "skipped", ""]
+    assert runs[1].arguments == ["a", {"b": None}] and runs[1].parameters == {"p": 1}
+    assert runs[2].arguments is None and runs[2].completed_at is None
+    assert (runs[2].status, runs[2].cancel_requested) == (RunStatus.PENDING, False)
+
+
+def test_it_sets_next_run_at_of_many_tasks_at_once_none_included():
+    first, second = TaskFactory(next_run_at=NOW), TaskFactory(next_run_at=NOW)
+    sql.set_next_run_at([(first.pk, NOW + timedelta(hours=1)), (second.pk, None)])
+    assert Task.objects.get(pk=first.pk).next_run_at == NOW + timedelta(hours=1)
+    assert Task.objects.get(pk=second.pk).next_run_at is None
+
+
+# Dispatcher: an enqueue batch's publishing ----------------------------------------
+
+
+class FakeChannel:
+    """Stands for pika's BlockingChannel: records frames and flushes."""
+
+    def __init__(self, fail_on_publish=None):
+        self.published, self.flushes, self.fail_on_publish = [], 0, fail_on_publish
+        self._impl = self
+
+    def basic_publish(self, exchange, routing_key, body, properties):
+        if self.fail_on_publish is not None and len(self.published) == self.fail_on_publish:
+            raise RuntimeError("encoding failed")
+        self.published.append((routing_key, body, properties.priority))
+
+    def _flush_output(self):
+        self.flushes += 1
+
+
+@pytest.fixture
+def rabbitmq(monkeypatch):
+    broker = RabbitmqBroker(url="amqp://127.0.0.1:9/%2F")  # never connected: the channel is fake
+    monkeypatch.setattr(broker, "_ensure_queue", lambda name: None)
+    channel = FakeChannel()
+    broker.state.channel = channel
+    return broker, channel
+
+
+def test_it_publishes_to_rabbitmq_with_one_flush_per_thousand_messages(rabbitmq):
+    broker, channel = rabbitmq
+    rows = [(run_id, "default" if run_id % 2 else "reports", run_id % 10) for run_id in range(2500)]
+    assert enqueueing.publish(broker, rows) == 2500
+    assert channel.flushes == 3
+    assert [(queue, priority) for queue, _body, priority in channel.published] == [
+        (queue, level) for _run_id, queue, level in rows
+    ]
+    first = enqueueing.build_message(0, "default", 0).decode(channel.published[0][1])
+    assert (first.actor_name, first.args) == (enqueueing.ACTOR_NAME, (0,))
+
+
+def test_it_counts_the_chunks_sent_before_a_publishing_error(rabbitmq):
+    broker, channel = rabbitmq
+    channel.fail_on_publish = publishing.FLUSH_EVERY + 5
+    with pytest.raises(enqueueing.PublishError) as raised:
+        enqueueing.publish(broker, [(run_id, "default", 5) for run_id in range(1500)])
+    assert raised.value.sent == publishing.FLUSH_EVERY
