@@ -392,7 +392,7 @@ DRAMATIQ_BROKER = {
     "MIDDLEWARE": [
         "dramatiq.middleware.AgeLimit",
         "dramatiq.middleware.ShutdownNotifications",
-        "django_dramatiq.middleware.DbConnectionsMiddleware",
+        "workers_app.db_health.DbConnectionHealth",
         "workers_app.middleware.WorkerLifecycle",
     ],
 }
