@@ -8,10 +8,9 @@ in psycopg 3's pipeline mode on PostgreSQL.
 
 On PostgreSQL both are set-based instead: one statement whose parameters
 are one array per column, unnested into rows (`INSERT … SELECT … FROM
-unnest(…) ON CONFLICT DO NOTHING`, `UPDATE … FROM unnest(…)`). Its text does
-not depend on the batch size, so psycopg prepares it once per connection, and
-PostgreSQL plans and executes one statement per batch rather than one per
-row: measured at a quarter of PostgreSQL's time for the plan writes.
+unnest(…) ON CONFLICT DO NOTHING`, `UPDATE … FROM unnest(…)`): PostgreSQL
+parses, plans and executes one statement per batch rather than one per row,
+measured at a quarter of PostgreSQL's time for the plan writes.
 
 The column list comes from the model and the defaults from an unsaved
 instance, so a field added to TaskRun later needs no change here.
