@@ -30,6 +30,7 @@ from system_app.admin import (
 from tasks_app import schedules
 from tasks_app.admin_history import TaskHistoryAdminMixin
 from tasks_app.admin_pages import RunPagesMixin, TaskPagesMixin
+from tasks_app.admin_pagination import EstimatedCountPaginator
 from tasks_app.admin_times import moment, zone_of
 from tasks_app.models import FINAL_RUN_STATUSES, Conflict, RunStatus, Task, TaskDependency, TaskRun, TaskStatus
 from tasks_app.notifications import admin as notifications_admin  # noqa: F401  (channels and the outbox)
@@ -284,6 +285,8 @@ class TaskAdmin(TaskPagesMixin, ScopedPermissionsMixin, AuditedAdminMixin, TaskH
         "priority",
     ]
     list_filter = ["status", "executor", "priority", "queue", "last_run_status"]
+    paginator = EstimatedCountPaginator
+    show_full_result_count = False
     search_fields = ["name", "description", "command"]
     actions = ["trigger", "pause", "resume"]
     inlines = [TaskDependencyInline, RecentRunsInline]
@@ -566,6 +569,7 @@ class TaskRunAdmin(RunPagesMixin, ScopedPermissionsMixin, admin.ModelAdmin):
     search_help_text = "Search by task name."
     date_hierarchy = "scheduled_at"
     list_select_related = False
+    paginator = EstimatedCountPaginator
     show_full_result_count = False
     actions = ["cancel", "retry"]
     fieldsets = [

@@ -19,6 +19,7 @@ from django.utils import timezone
 from system_app import metrics
 from system_app.models import EventLevel
 from tasks_app.dispatcher import enqueueing, gating, notifying, planning, recovery, retention, retries
+from tasks_app.dispatcher.backoff import BrokerBackoff
 from tasks_app.dispatcher.common import event, save_events
 from tasks_app.dispatcher.wakeup import Wakeup
 from tasks_app.models import RunStatus, Task, TaskRun, TaskStatus
@@ -31,6 +32,8 @@ logger = logging.getLogger(__name__)
 RECOVERY_EVERY_SECONDS = 5.0
 # The same failing step is reported as a SystemEvent at most this often.
 ERROR_EVENT_EVERY_SECONDS = 60.0
+# Steps that talk to the broker: skipped while it is down (backoff.py).
+BROKER_STEPS = frozenset({"enqueue", "redispatch_stuck"})
 
 
 class Dispatcher:
@@ -43,6 +46,7 @@ class Dispatcher:
         self.stopping = False
         self._last_recovery = None
         self._last_error_event = {}
+        self.broker_backoff = BrokerBackoff()
         # Due an hour apart; deletes for a short slice per pass (retention.py).
         self.prune = retention.PruneStep()
         # Sends the outbox from its own threads; its step only claims and submits.
@@ -78,8 +82,11 @@ class Dispatcher:
         monotonic = time.monotonic()
         if force_recovery or self._last_recovery is None or monotonic - self._last_recovery >= RECOVERY_EVERY_SECONDS:
             self._last_recovery = monotonic
-            for name in ("recover_workers", "expire_overdue", "redispatch_stuck", "detect_late"):
+            for name in ("recover_workers", "expire_overdue", "detect_late"):
                 done[name] += self._drain(name)
+            # Once per round: it compares the queues' message counts with the
+            # dispatched runs, and a count read right after publishing may lag.
+            done["redispatch_stuck"] += self._drain("redispatch_stuck", limit=1)
         done["retry"] += self._drain("retry")
         # Plan only the fires due when the pass began: a dispatcher that falls
         # behind a flood of fires still ends its pass and gets to recovery,
@@ -101,19 +108,34 @@ class Dispatcher:
     def _drain(self, name, limit=None, now=None):
         """Run step ``name`` until it finds no work (or ``limit`` batches)."""
         batches = 0
+        publishes = name in BROKER_STEPS
+        if publishes and not self.broker_backoff.ready():
+            return 0
         while not self.stopping and (limit is None or batches < limit):
             try:
-                if not self.steps[name](now or self.clock()):
-                    break
+                found = self.steps[name](now or self.clock())
+            except enqueueing.PublishError as error:
+                self.broker_backoff.failed(name, error)
+                self._report(name, error, log=False)
+                close_stale_connections()
+                break
             except Exception as error:
                 self._report(name, error)
                 close_stale_connections()
                 break
+            if not found:
+                break
+            if publishes:
+                self.broker_backoff.succeeded()
             batches += 1
         return batches
 
-    def _report(self, name, error):
-        logger.exception("dispatcher step %s failed", name)
+    def _report(self, name, error, log=True):
+        """Log the failure of a step with its traceback (unless the caller
+        logged it already) and record it as a SystemEvent, at most once a
+        minute per step."""
+        if log:
+            logger.exception("dispatcher step %s failed", name)
         now = time.monotonic()
         if now - self._last_error_event.get(name, -ERROR_EVENT_EVERY_SECONDS) < ERROR_EVENT_EVERY_SECONDS:
             return
@@ -122,7 +144,7 @@ class Dispatcher:
             save_events(
                 [
                     event(
-                        f"dispatcher step {name} failed: {type(error).__name__}: {error}"[:1000],
+                        f"dispatcher step {name} failed: {type(error).__name__}: {error}{self._cause(error)}"[:1000],
                         level=EventLevel.ERROR,
                         step=name,
                     )
@@ -130,6 +152,11 @@ class Dispatcher:
             )
         except Exception:
             logger.warning("could not record the failure of step %s", name, exc_info=True)
+
+    @staticmethod
+    def _cause(error):
+        cause = error.__cause__
+        return f" ({type(cause).__name__}: {cause})" if cause is not None else ""
 
     def seconds_until_work(self, now):
         """Until the earliest next_run_at or future pending run, capped at the

@@ -14,6 +14,7 @@ from django.db.models import Q
 
 from system_app import metrics
 from system_app.models import EventLevel
+from tasks_app.dispatcher import queue_depth
 from tasks_app.dispatcher.common import batch_size as default_batch_size
 from tasks_app.dispatcher.common import claim, event, save_events
 from tasks_app.dispatcher.enqueueing import PublishError, publish, select_rows
@@ -99,21 +100,67 @@ def recover_lost_workers(now):
 
 
 def redispatch_stuck_runs(now, batch_size=None, broker=None):
-    """Enqueue again runs dispatched over 60 s ago that no worker started (a lost
-    message, a broker restart). Same run id: if the first message turns up after
-    all, its worker finds nothing to claim. Returns True if any."""
+    """Enqueue again runs dispatched over 60 s ago that no worker started and
+    whose message is presumed lost (a dispatcher killed between marking and
+    publishing, a broker that lost its data). Same run id: if the first
+    message turns up after all, its worker finds nothing to claim. Returns True
+    if any.
+
+    A queue must hold at most one message per run however long its workers
+    are away, so a stuck run is not by itself a lost message: per queue, only
+    as many stuck runs are published again as the queue holds fewer messages
+    than it has `dispatched` runs (queue_depth.held_messages). With no worker
+    for a queue its runs stay put, with their one message each, and nothing is
+    recorded; the loop calls this once per recovery round, since a count read
+    right after publishing may not include what was just sent yet.
+    """
     size = default_batch_size(batch_size)
+    broker = broker or dramatiq.get_broker()
+    stuck = TaskRun.objects.stuck_dispatched(now, REDISPATCH_AFTER)
+    queues = sorted(set(stuck.values_list("task__queue", flat=True).distinct()))
+    sent = 0
+    for queue_name in queues:
+        try:
+            held = queue_depth.held_messages(broker, queue_name)
+        except Exception as error:
+            raise PublishError(sent) from error
+        if held is None:
+            missing = None
+        else:
+            missing = TaskRun.objects.filter(status=RunStatus.DISPATCHED, task__queue=queue_name).count() - held
+            if missing <= 0:
+                continue
+        while missing is None or missing > 0:
+            limit = size if missing is None else min(size, missing)
+            rows = _mark_redispatched(stuck.filter(task__queue=queue_name), limit, now)
+            if not rows:
+                break
+            try:
+                publish(broker, rows)
+            except PublishError as error:
+                # They stay dispatched and come back here in REDISPATCH_AFTER.
+                raise PublishError(sent + error.sent) from error
+            sent += len(rows)
+            if missing is not None:
+                missing -= len(rows)
+    metrics.recovered("run_redispatched", sent)
+    return sent > 0
+
+
+def _mark_redispatched(queryset, limit, now):
+    """Claim up to ``limit`` stuck runs, restart their clock and record one
+    event each; returns their (id, queue, level) rows."""
     with transaction.atomic():
-        rows = select_rows(TaskRun.objects.stuck_dispatched(now, REDISPATCH_AFTER), size)
+        rows = select_rows(queryset, limit)
         if not rows:
-            return False
+            return rows
         ids = [row[0] for row in rows]
         TaskRun.objects.filter(pk__in=ids, status=RunStatus.DISPATCHED).update(dispatched_at=now)
         save_events(
             [
                 event(
                     f"run re-enqueued: #{run_id} was dispatched over {int(REDISPATCH_AFTER.total_seconds())} s "
-                    "ago and not started",
+                    "ago, not started, and its queue holds fewer messages than it has dispatched runs",
                     level=EventLevel.WARNING,
                     run_id=run_id,
                     queue=queue,
@@ -121,14 +168,7 @@ def redispatch_stuck_runs(now, batch_size=None, broker=None):
                 for run_id, queue, _level in rows
             ]
         )
-    try:
-        publish(broker or dramatiq.get_broker(), rows)
-    except PublishError:
-        # They stay dispatched and come back here in REDISPATCH_AFTER.
-        logger.warning("re-enqueueing stuck runs failed", exc_info=True)
-        raise
-    metrics.recovered("run_redispatched", len(rows))
-    return True
+    return rows
 
 
 def expire_overdue_runs(now):
