@@ -22,6 +22,7 @@ from workers_app import runtime
 from workers_app.executors import shell
 from workers_app.executors.pool import pool
 from workers_app.executors.process import groups
+from workers_app.liveness import LivenessLock
 
 # No model imports at module level: django_dramatiq builds the broker, and so
 # this middleware, while Django is still loading its apps.
@@ -106,6 +107,7 @@ class WorkerLifecycle(Middleware):
         self._broker = None
         self._reported_queues = None
         self._cpu = CpuMeter()
+        self._liveness = None
 
     # Boot -----------------------------------------------------------------
 
@@ -135,8 +137,12 @@ class WorkerLifecycle(Middleware):
         self._worker_id = runtime.worker_id()
         self._stop.clear()
         self._shutting_down = False
+        # The lock first, then the row that says it is held: a dispatcher never
+        # sees a registered worker's lock free while the process lives.
+        self._liveness = LivenessLock(self._worker_id)
+        self._liveness.acquire()
         try:
-            Worker.register(self._worker_id, **self.describe(broker, worker))
+            Worker.register(self._worker_id, **self.describe(broker, worker), liveness_lock=self._liveness.held)
         except Exception:
             logger.exception("could not register worker %s; the heartbeat will retry", self._worker_id)
         finally:
@@ -201,6 +207,7 @@ class WorkerLifecycle(Middleware):
                 self._worker_id,
                 now=now,
                 queues=queues,
+                liveness_lock=self._liveness.ensure() if self._liveness is not None else None,
                 current_task_count=runtime.running_count(),
                 max_concurrent_tasks=self._worker.worker_threads if self._worker else None,
                 load_average=load_average(),
@@ -242,6 +249,9 @@ class WorkerLifecycle(Middleware):
             finally:
                 runtime.close_connections()
         pool.shutdown()
+        if self._liveness is not None:
+            self._liveness.release()
+            self._liveness = None
         runtime.reset()
 
     def _set_status(self, status):

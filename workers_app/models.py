@@ -16,6 +16,10 @@ class WorkerQuerySet(models.QuerySet):
         """Workers still marked alive whose last heartbeat is older than ``dead_after``."""
         return self.exclude(status=WorkerStatus.DOWN).filter(last_heartbeat__lt=now - dead_after)
 
+    def lock_holders(self):
+        """Workers still marked alive that said they hold a liveness lock."""
+        return self.exclude(status=WorkerStatus.DOWN).filter(liveness_lock=True)
+
 
 class Worker(models.Model):
     id = models.CharField(primary_key=True, max_length=255)
@@ -33,6 +37,9 @@ class Worker(models.Model):
     load_percentage = models.FloatField(null=True, blank=True)
     version = models.CharField(max_length=64, blank=True, default="")
     last_heartbeat = models.DateTimeField(null=True, blank=True)
+    # The process holds its PostgreSQL liveness lock (workers_app/liveness.py):
+    # the dispatcher may then find it dead without waiting for the heartbeat.
+    liveness_lock = models.BooleanField(default=False)
     registered_at = models.DateTimeField(default=timezone.now)
 
     objects = WorkerQuerySet.as_manager()

@@ -109,8 +109,8 @@ def spawn(cluster, db):
     """Start more processes for one test; they are stopped when it ends."""
     started = []
 
-    def dispatcher(name):
-        process = cluster.start_dispatcher(name)
+    def dispatcher(name, **env):
+        process = cluster.start_dispatcher(name, **env)
         started.append(process)
         return process
 

@@ -478,8 +478,8 @@ class Cluster:
         self.history.append(process)
         return process
 
-    def start_dispatcher(self, name):
-        return self._start(f"dispatcher-{name}", [PYTHON, MANAGE, "rundispatcher"], self.env())
+    def start_dispatcher(self, name, **env):
+        return self._start(f"dispatcher-{name}", [PYTHON, MANAGE, "rundispatcher"], self.env(**env))
 
     def start_worker(self, worker_id, queues=("default",), threads=4):
         argv = [
