@@ -728,6 +728,142 @@ class RabbitMQServer(_Server):
                 self._forget()
 
 
+# Redis ---------------------------------------------------------------------
+
+
+class RedisServer(_Server):
+    """A private redis-server (Debian's package) with append-only persistence,
+    so ``restart()`` keeps the queued messages as RabbitMQ's durable queues do.
+
+    Attributes once started: ``url``, ``port``, ``tmpdir``.
+    """
+
+    name = "redis"
+
+    def __init__(self, *, binary: str | None = None, startup_timeout: float = 30.0):
+        super().__init__(startup_timeout)
+        self.binary = binary
+        self.host = HOST
+        self.port: int | None = None
+        self._process: subprocess.Popen | None = None
+        self._log = None
+
+    @staticmethod
+    def find_binary() -> str | None:
+        return shutil.which("redis-server") or (
+            "/usr/bin/redis-server" if os.access("/usr/bin/redis-server", os.X_OK) else None
+        )
+
+    @classmethod
+    def missing_reason(cls) -> str | None:
+        if cls.find_binary() is None:
+            return "Redis not installed (no redis-server; Debian package redis-server)"
+        try:
+            import redis  # noqa: F401
+        except ImportError:
+            return "the redis package is not installed"
+        return None
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}/0"
+
+    def start(self):
+        with self._lock:
+            if self.running:
+                return self
+            reason = self.missing_reason() if self.binary is None else None
+            if reason:
+                raise ServiceError(reason)
+            self.binary = self.binary or self.find_binary()
+            self._cancel.clear()
+            self.tmpdir = Path(tempfile.mkdtemp(prefix="test-redis-"))
+            self._register()
+            try:
+                self.port = free_port()
+                self._start_server()
+            except BaseException:
+                self.stop()
+                raise
+        return self
+
+    def _start_server(self):
+        config = self.tmpdir / "redis.conf"
+        config.write_text(
+            f"bind {self.host}\nport {self.port}\ndir {self.tmpdir}\nprotected-mode yes\n"
+            'daemonize no\nsave ""\nappendonly yes\nappendfsync always\n'
+            f"logfile {self.tmpdir / 'redis.log'}\n"
+        )
+        self._log = open(self.tmpdir / "redis-server.out", "ab")  # noqa: SIM115 (closed in _stop_server)
+        self._process = subprocess.Popen(
+            [self.binary, str(config)],
+            cwd=self.tmpdir,
+            env=_base_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        if not _wait_until(self._ready, self.startup_timeout, 0.1, self._cancel):
+            exited = self._process.poll()
+            state = f"exited with status {exited}" if exited is not None else "not ready"
+            detail = _tail(self.tmpdir / "redis.log", 3) or _tail(self.tmpdir / "redis-server.out", 3)
+            raise ServiceError(f"redis {state}: {_one_line(detail) or 'no output'}")
+        if self._process.poll() is not None:
+            raise ServiceError(f"redis exited with status {self._process.poll()}")
+
+    def _ready(self):
+        if self._process.poll() is not None:
+            return True  # _start_server reports it
+        if not port_accepts(self.port):
+            return False
+        import redis
+
+        try:
+            return bool(redis.Redis(host=self.host, port=self.port, socket_timeout=2).ping())
+        except Exception:
+            return False
+
+    def _stop_server(self):
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            with contextlib.suppress(Exception):
+                import redis
+
+                redis.Redis(host=self.host, port=self.port, socket_timeout=5).shutdown()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=15)
+        if process is not None:
+            _kill_group(process)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=5)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def restart(self):
+        """Stop the server and start it again on the same port, with the same data."""
+        with self._lock:
+            if not self.running:
+                raise ServiceError("redis is not running")
+            self._stop_server()
+            if not _wait_until(lambda: port_is_free(self.port), 30, 0.1):
+                raise ServiceError(f"Redis port {self.port} still busy after stopping the server")
+            self._cancel.clear()
+            self._start_server()
+        return self
+
+    def stop(self):
+        """SHUTDOWN, then kill what is left; removes the directory. Safe to call twice."""
+        with self._lock:
+            if self._stopped:
+                return
+            try:
+                self._stop_server()
+            finally:
+                self._forget()
+
+
 # Several servers at once ---------------------------------------------------
 
 
@@ -826,20 +962,25 @@ def main(argv=None):
         prog="python -m tests.services",
         description="Start private PostgreSQL / RabbitMQ servers, run a command with DATABASE_URL / BROKER_URL "
         "pointing at them, then stop them.",
-        usage="%(prog)s [--postgres] [--rabbitmq] -- CMD [ARGS...]",
+        usage="%(prog)s [--postgres] [--rabbitmq | --redis] -- CMD [ARGS...]",
     )
     parser.add_argument("--postgres", action="store_true", help="start PostgreSQL; sets DATABASE_URL")
     parser.add_argument("--rabbitmq", action="store_true", help="start RabbitMQ; sets BROKER_URL")
+    parser.add_argument("--redis", action="store_true", help="start Redis; sets BROKER_URL")
     parser.add_argument("--timeout", type=float, default=60.0, help="startup timeout per server (seconds)")
     args = parser.parse_args(options)
     if not command:
         parser.error("give the command to run after --")
+    if args.rabbitmq and args.redis:
+        parser.error("--rabbitmq and --redis both set BROKER_URL: choose one")
 
     servers = []
     if args.postgres:
         servers.append(PostgresServer(startup_timeout=args.timeout))
     if args.rabbitmq:
         servers.append(RabbitMQServer(startup_timeout=args.timeout))
+    if args.redis:
+        servers.append(RedisServer(startup_timeout=args.timeout))
 
     # A SIGTERM while the servers start must still stop them.
     def interrupted(signum, _frame):

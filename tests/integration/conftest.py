@@ -7,6 +7,10 @@ workers. Each test makes its own tasks; a test that needs more processes (a
 second dispatcher, workers to kill) starts them with ``spawn``, which stops them
 when the test ends. Every process is stopped in a finalizer, pass or fail.
 
+Tests marked ``@pytest.mark.brokers("rabbitmq", "redis")`` run once per broker:
+the package's servers, cluster and scheduler are then started once for each
+(a private redis-server, tests/services.py), the RabbitMQ tests first.
+
 Missing server binaries skip the suite on a developer machine and fail it in CI
 (``CI=true``), where a skipped integration test would hide a broken setup.
 """
@@ -23,22 +27,54 @@ from types import SimpleNamespace
 import pytest
 
 from tests.integration.support import Cluster, Database, group_members, kill_group, pid_alive
-from tests.services import PostgresServer, RabbitMQServer, ServiceError, random_secret_key, start_all, stop_all
+from tests.services import (
+    PostgresServer,
+    RabbitMQServer,
+    RedisServer,
+    ServiceError,
+    random_secret_key,
+    start_all,
+    stop_all,
+)
+
+BROKER_SERVERS = {"rabbitmq": RabbitMQServer, "redis": RedisServer}
 
 
 def in_ci():
     return os.environ.get("CI", "").lower() == "true"
 
 
+def pytest_generate_tests(metafunc):
+    """``broker_name`` (the servers' broker): the names of the test's ``brokers``
+    mark, else rabbitmq. Package-scoped, so each broker's servers start once."""
+    if "broker_name" not in metafunc.fixturenames:
+        return
+    marker = metafunc.definition.get_closest_marker("brokers")
+    names = marker.args if marker else ("rabbitmq",)
+    unknown = set(names) - set(BROKER_SERVERS)
+    if unknown:
+        raise pytest.UsageError(f"brokers mark: unknown broker(s) {sorted(unknown)}")
+    metafunc.parametrize("broker_name", names, scope="package")
+
+
+def _broker_of(item):
+    callspec = getattr(item, "callspec", None)
+    name = callspec.params.get("broker_name", "rabbitmq") if callspec else "rabbitmq"
+    return list(BROKER_SERVERS).index(name)
+
+
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config, items):
-    """Modules with ``RUNS_LAST = True`` (they restart a shared server) run after
-    the other tests of this folder, so a failure there cannot spill into
-    unrelated tests. Tests outside this folder keep their places."""
+    """The tests of this folder by broker (each broker's servers start once), and
+    within a broker, modules with ``RUNS_LAST = True`` (they restart a shared
+    server) after the others, so a failure there cannot spill into unrelated
+    tests. Tests outside this folder keep their places. Runs after pytest's own
+    reordering by fixture parameters."""
     here = Path(__file__).parent
     slots = [index for index, item in enumerate(items) if here in Path(str(item.path)).parents]
     ours = sorted(
         (items[index] for index in slots),
-        key=lambda item: bool(getattr(getattr(item, "module", None), "RUNS_LAST", False)),
+        key=lambda item: (_broker_of(item), bool(getattr(getattr(item, "module", None), "RUNS_LAST", False))),
     )
     for index, item in zip(slots, ours, strict=True):
         items[index] = item
@@ -54,14 +90,15 @@ def pytest_runtest_makereport(item, call):
 
 
 @pytest.fixture(scope="package")
-def servers():
-    """(PostgresServer, RabbitMQServer), started in parallel."""
-    missing = [reason for reason in (PostgresServer.missing_reason(), RabbitMQServer.missing_reason()) if reason]
+def servers(broker_name):
+    """(PostgresServer, the broker's server: RabbitMQServer or RedisServer), started in parallel."""
+    broker_server = BROKER_SERVERS[broker_name]
+    missing = [reason for reason in (PostgresServer.missing_reason(), broker_server.missing_reason()) if reason]
     if missing:
         if in_ci():
             pytest.fail("CI=true but " + "; ".join(missing), pytrace=False)
         pytest.skip("; ".join(missing))
-    pg, mq = PostgresServer(), RabbitMQServer()
+    pg, mq = PostgresServer(), broker_server()
     try:
         start_all([pg, mq])
     except (ServiceError, OSError) as error:

@@ -21,6 +21,7 @@ BEFORE, DURING, AFTER = 12, 4, 4
 DEADLINE = 150.0
 
 
+@pytest.mark.brokers("rabbitmq", "redis")
 def test_it_loses_no_run_when_rabbitmq_restarts(scheduler, servers, db, tmp_path):
     _pg, mq = servers
     log = tmp_path / "started.log"

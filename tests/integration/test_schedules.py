@@ -49,6 +49,7 @@ def assert_fired_once_per_second(db, expected, window):
 
 
 @pytest.mark.parametrize("dispatchers", [1, 2], ids=["one-dispatcher", "two-dispatchers"])
+@pytest.mark.brokers("rabbitmq", "redis")
 def test_it_fires_an_every_second_schedule_exactly_once_per_second(scheduler, spawn, cluster, db, dispatchers):
     running = [scheduler.dispatcher] + [spawn.dispatcher(f"d{number}") for number in range(2, dispatchers + 1)]
     cluster.wait_ready(db, *running)

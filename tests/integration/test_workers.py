@@ -13,6 +13,7 @@ from tests.integration.support import DEAD_AFTER_SECONDS, pid_alive, unique_name
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.brokers("rabbitmq", "redis")
 def test_it_retries_the_run_of_a_killed_worker_on_another_worker(cluster, scheduler, spawn, db, leftovers, tmp_path):
     # Two workers of their own on a queue of their own: the shared workers never
     # see these runs, and killing one of these leaves the shared ones alone.
