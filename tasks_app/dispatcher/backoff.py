@@ -15,7 +15,7 @@ import time
 logger = logging.getLogger("tasks_app.dispatcher.loop")
 
 BROKER_BACKOFF_FIRST_SECONDS = 1.0
-BROKER_BACKOFF_MAX_SECONDS = 30.0
+BROKER_BACKOFF_MAX_SECONDS = 10.0
 
 
 class BrokerBackoff:
