@@ -52,6 +52,7 @@ def test_it_keeps_one_message_per_run_while_no_worker_consumes_the_queue(broker)
 def test_it_publishes_again_only_as_many_runs_as_the_queue_lost(broker):
     runs = enqueue_runs(broker, 3)
     lost = broker.queues["orphans"].get_nowait()  # the broker lost one message
+    broker.queues["orphans"].task_done()  # else a later broker.join() waits for it forever
     assert queued(broker, "orphans") == 2
     assert recovery.redispatch_stuck_runs(NOW + timedelta(seconds=61), broker=broker) is True
     assert queued(broker, "orphans") == 3
