@@ -57,10 +57,21 @@ def group_alive(pgid):
     PID 1 reaps it, which some container inits do late or never."""
     if not signal_group(pgid, 0):
         return False
+    stats = _live_process_stats()
+    if stats is None:
+        return True  # no procfs: trust kill(0)
+    return any(len(fields) > 2 and int(fields[2]) == pgid for _, fields in stats)
+
+
+def _live_process_stats():
+    """(pid, fields) of every process that is not a zombie, from /proc/<pid>/stat,
+    the fields being those after the command name (state, ppid, pgrp, ...);
+    None without procfs."""
     try:
         entries = os.listdir("/proc")
     except OSError:
-        return True  # no procfs: trust kill(0)
+        return None
+    stats = []
     for entry in entries:
         if not entry.isdigit():
             continue
@@ -69,10 +80,9 @@ def group_alive(pgid):
                 fields = stat.read().rsplit(b")", 1)[1].split()
         except (OSError, IndexError):
             continue
-        # After the command name: state, ppid, pgrp, ...
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
-            return True
-    return False
+        if fields and fields[0] not in (b"Z", b"X"):
+            stats.append((int(entry), fields))
+    return stats
 
 
 def terminate_group(process, grace=KILL_GRACE_SECONDS):
@@ -137,23 +147,8 @@ def become_subreaper():
 
 
 def _parents():
-    """{pid: ppid} of every process, from /proc (empty without procfs)."""
-    parents = {}
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return parents
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as stat:
-                fields = stat.read().rsplit(b")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if fields and fields[0] not in (b"Z", b"X"):
-            parents[int(entry)] = int(fields[1])
-    return parents
+    """{pid: ppid} of every live process, from /proc (empty without procfs)."""
+    return {pid: int(fields[1]) for pid, fields in _live_process_stats() or ()}
 
 
 def descendants(pid, parents=None):
