@@ -70,7 +70,7 @@ def parse_moment(value, tz_name, field):
 def slots_in_range(task, start, end):
     """The fires of the task's schedule in [start, end], undelayed, oldest first.
     Raises BackfillError past MAX_BACKFILL_FIRES."""
-    anchor = task.created_at if task.schedule.strip().lower().startswith("@every") else None
+    anchor = task.schedule_anchor
     schedule = schedules.parse_schedule(task.schedule, task.timezone)
     slots, fire = [], schedule.next_after(start - timedelta(microseconds=1), anchor)
     while fire is not None and fire <= end:

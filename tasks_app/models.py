@@ -205,6 +205,22 @@ class TaskVersionBase(models.Model):
         abstract = True
 
 
+def creation_time():
+    """Default of Task.created_at (in Task's body its field ``timezone`` hides
+    the module)."""
+    return timezone.now()
+
+
+def interval_anchor(schedule, created_at):
+    """The instant an ``@every`` interval counts from: the task's creation.
+    The API, the admin, previews, backfill and the dispatcher all take it from
+    here, so they agree on every slot (a second apart would fire the first slot
+    twice). None for other schedules."""
+    if schedule and schedule.strip().lower().startswith("@every"):
+        return created_at
+    return None
+
+
 class TaskQuerySet(models.QuerySet):
     def due(self, now):
         """Active scheduled tasks whose next fire is at or before ``now``."""
@@ -270,7 +286,9 @@ class Task(models.Model):
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    created_at = models.DateTimeField(auto_now_add=True)
+    # Set when the object is built, not when it is first saved: an @every
+    # schedule counts from it, and next_run_at is computed before the save.
+    created_at = models.DateTimeField(default=creation_time, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
     objects = TaskQuerySet.as_manager()
@@ -409,13 +427,16 @@ class Task(models.Model):
 
     # Schedule and state ---------------------------------------------------
 
+    @property
+    def schedule_anchor(self):
+        return interval_anchor(self.schedule, self.created_at)
+
     def compute_next_run_at(self, after=None):
         """The next fire strictly after ``after`` (default now), or None."""
         if not self.schedule or self.status != TaskStatus.ACTIVE:
             return None
         after = after or timezone.now()
-        anchor = self.created_at if self.schedule.startswith("@every") else None
-        return schedules.next_fire(self.schedule, self.timezone, after, anchor=anchor)
+        return schedules.next_fire(self.schedule, self.timezone, after, anchor=self.schedule_anchor)
 
     def pause(self, by="", reason=""):
         """Stop firing; active runs are left to finish. Returns False if already paused.
@@ -716,9 +737,8 @@ class Task(models.Model):
         """The next ``count`` fire times from ``after`` (default now), with the
         interval anchor the dispatcher uses; aware datetimes in UTC."""
         fires, current = [], after or timezone.now()
-        anchor = self.created_at if self.schedule and self.schedule.startswith("@every") else None
         while self.schedule and len(fires) < count:
-            current = schedules.next_fire(self.schedule, self.timezone, current, anchor=anchor)
+            current = schedules.next_fire(self.schedule, self.timezone, current, anchor=self.schedule_anchor)
             if current is None:
                 break
             fires.append(self.jittered(current))

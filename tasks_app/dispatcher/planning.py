@@ -57,6 +57,7 @@ from tasks_app.models import (
     Task,
     TaskRun,
     Trigger,
+    interval_anchor,
 )
 
 logger = logging.getLogger(__name__)
@@ -110,13 +111,6 @@ def grace_floor():
     misfire_grace_seconds 0, a fire planned one tick late by a busy but running
     dispatcher is not "missed while no dispatcher ran"."""
     return max(1.0, 2 * settings.DISPATCHER_TICK_SECONDS)
-
-
-def schedule_anchor(task):
-    """Intervals count from the task's creation, as Task.compute_next_run_at does."""
-    if task.schedule and task.schedule.strip().lower().startswith("@every"):
-        return task.created_at
-    return None
 
 
 def due_fires(schedule, first, now, anchor=None, keep=MAX_RUNS_PER_PLAN + MAX_SKIPPED_RECORDED):
@@ -183,7 +177,7 @@ def plan_task(task, now, has_active_run, free=None):
     if not task.schedule:
         return Plan(next_at=None)  # schedule removed: nothing fires on its own any more
     schedule = schedules.parse_schedule(task.schedule, task.timezone)
-    fires = due_fires(schedule, task.next_run_at, now, schedule_anchor(task))
+    fires = due_fires(schedule, task.next_run_at, now, interval_anchor(task.schedule, task.created_at))
     grace = timedelta(seconds=max(task.misfire_grace_seconds, grace_floor()))
     on_time = [fire for fire in fires.recent if now - fire <= grace]
     late = [fire for fire in fires.recent if now - fire > grace]
