@@ -6,6 +6,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# Unit and API tests run in this many processes (pytest-xdist), each with its
+# own test database; the integration tests, which start servers and measure
+# what they do, run one at a time.
+TEST_PROCESSES ?= 2
 
 .PHONY: run test setup lint test-sqlite test-postgres clean
 
@@ -33,14 +37,15 @@ lint: $(VENV)/.dev
 
 # The unit and API suite on SQLite; the integration tests need the real servers.
 test-sqlite: $(VENV)/.dev
-	DATABASE_URL= BROKER_URL= $(BIN)/pytest -m "not integration"
+	DATABASE_URL= BROKER_URL= $(BIN)/pytest -m "not integration" -n $(TEST_PROCESSES)
 
 # Everything on a PostgreSQL that tests/services.py starts on a free port and
-# stops at the end; the integration tests start their own PostgreSQL and
-# RabbitMQ servers, dispatchers and workers.
+# stops at the end; the integration tests start their own PostgreSQL,
+# RabbitMQ and Redis servers, dispatchers and workers.
 
 test-postgres: $(VENV)/.dev
-	$(BIN)/python -m tests.services --postgres -- $(BIN)/pytest
+	$(BIN)/python -m tests.services --postgres -- $(BIN)/pytest -m "not integration" -n $(TEST_PROCESSES)
+	$(BIN)/python -m tests.services --postgres -- $(BIN)/pytest -m integration
 
 test: lint test-sqlite test-postgres
 
