@@ -202,15 +202,9 @@ def _apply(entries, source, prune):
     ids = dict(Task.objects.filter(name__in=_referenced(entries)).values_list("name", "pk"))
     for entry in entries:
         task = existing[entry.name]
-        names = entry.data.get("dependencies", [])
-        if not isinstance(names, list) or not all(isinstance(item, str) for item in names):
-            errors.append(f"{entry.where('dependencies')}: must be a list of task names")
+        dependency_ids = _ids_by_name(entry, "dependencies", ids, "task", errors)
+        if dependency_ids is None:
             continue
-        unknown = [name for name in names if name not in ids]
-        if unknown:
-            errors.append(f"{entry.where('dependencies')}: no task named {', '.join(map(repr, unknown))}")
-            continue
-        dependency_ids = sorted({ids[name] for name in names})
         if entry.name in created:
             _set_created_dependencies(task, dependency_ids, entry, errors)
             report.add("created", entry.name)
@@ -234,15 +228,23 @@ def _resolve_channels(entry, channel_ids, errors):
     """Replace the entry's channel names by ids (errors name the unknown ones)."""
     if "channels" not in entry.data:
         return
-    names = entry.data["channels"]
+    ids = _ids_by_name(entry, "channels", channel_ids, "channel", errors)
+    if ids is not None:
+        entry.data = {**entry.data, "channels": ids}
+
+
+def _ids_by_name(entry, key, ids, kind, errors):
+    """The sorted ids of the ``kind`` names that ``entry`` lists under ``key``
+    (none listed: []), or None after appending why they cannot be resolved."""
+    names = entry.data.get(key, [])
     if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
-        errors.append(f"{entry.where('channels')}: must be a list of channel names")
-        return
-    unknown = [name for name in names if name not in channel_ids]
+        errors.append(f"{entry.where(key)}: must be a list of {kind} names")
+        return None
+    unknown = [name for name in names if name not in ids]
     if unknown:
-        errors.append(f"{entry.where('channels')}: no channel named {', '.join(map(repr, unknown))}")
-        return
-    entry.data = {**entry.data, "channels": sorted({channel_ids[name] for name in names})}
+        errors.append(f"{entry.where(key)}: no {kind} named {', '.join(map(repr, unknown))}")
+        return None
+    return sorted({ids[name] for name in names})
 
 
 def _full_data(data):
