@@ -837,6 +837,14 @@ def _every_unit_at(values: tuple[int, ...], unit: str, within: str) -> str | Non
     return f"every {within} at {label} " + _join([str(v) for v in values])
 
 
+def _step_words(step: int, values: tuple[int, ...], unit: str, within: str) -> str | None:
+    """A ``*/step`` second or minute field in words: "every N units" only where N
+    divides the 60 units of the next larger one, otherwise the values it fires at."""
+    if 60 % step == 0:
+        return _unit(step, unit)
+    return _every_unit_at(values, unit, within)
+
+
 def _describe_cron(sched: CronSchedule) -> str | None:
     sec, mi, hr, dom, mon, dow = sched.fields
     six = sched.has_seconds
@@ -845,12 +853,9 @@ def _describe_cron(sched: CronSchedule) -> str | None:
     # range, so that consecutive fires are really N units apart.
     if six and sec != "0":
         if mi == "*" and hr == "*" and sec_step is not None:
-            if 60 % sec_step == 0:
-                time_words = _unit(sec_step, "second")
-            else:
-                time_words = _every_unit_at(sched.seconds, "second", "minute")
-                if time_words is None:
-                    return None
+            time_words = _step_words(sec_step, sched.seconds, "second", "minute")
+            if time_words is None:
+                return None
         elif _is_number(sec) and _is_number(mi) and _plain_list(hr):
             time_words = "at " + _join([f"{int(h):02d}:{int(mi):02d}:{int(sec):02d}" for h in _plain_list(hr)])
         else:
@@ -858,12 +863,9 @@ def _describe_cron(sched: CronSchedule) -> str | None:
     elif mi == "*" and hr == "*":
         time_words = "every minute"
     elif mi_step is not None and hr == "*":
-        if 60 % mi_step == 0:
-            time_words = _unit(mi_step, "minute")
-        else:
-            time_words = _every_unit_at(sched.minutes, "minute", "hour")
-            if time_words is None:
-                return None
+        time_words = _step_words(mi_step, sched.minutes, "minute", "hour")
+        if time_words is None:
+            return None
     elif _is_number(mi) and hr == "*":
         time_words = "every hour" + (f" at minute {int(mi)}" if int(mi) else "")
     elif _is_number(mi) and hr_step is not None and 24 % hr_step == 0:
