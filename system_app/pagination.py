@@ -22,7 +22,6 @@ for display: nothing above depends on it.
 import base64
 import binascii
 import json
-import re
 from datetime import UTC, datetime
 
 from django.core.exceptions import FieldDoesNotExist
@@ -35,13 +34,13 @@ from rest_framework.response import Response
 from rest_framework.utils.urls import remove_query_param, replace_query_param
 
 from system_app.exceptions import InvalidQuery
+from system_app.validation import parse_ascii_digits
 
 EXACT_COUNT_LIMIT = 10_000
 # OFFSET is a signed 64-bit number in PostgreSQL and SQLite; a page whose
 # offset does not fit lies past the end of any table.
 MAX_OFFSET = 2**62
 MAX_ID = 2**63 - 1
-ASCII_DIGITS = re.compile(r"[0-9]+")
 PK_TERMS = {"id", "-id", "pk", "-pk"}
 # Cursors this module makes are well under 200 characters; a longer one is
 # not ours, and need not be decoded.
@@ -50,11 +49,11 @@ NOT_A_CURSOR = "is not a cursor of this listing; take it from a response's next 
 
 
 def parse_whole_number(raw, name, message):
-    """``raw`` as an int, accepting ASCII digits only: ``str.isdigit`` and
-    ``int()`` also take "²" or "٣", which are no page numbers."""
-    if not ASCII_DIGITS.fullmatch(raw) or len(raw) > 30:
+    """``raw`` as an int, accepting ASCII digits only ("²" is no page number)."""
+    value = parse_ascii_digits(raw)
+    if value is None:
         raise InvalidQuery(name, message)
-    return int(raw)
+    return value
 
 
 def estimate_count(queryset):

@@ -30,18 +30,30 @@ from rest_framework import serializers
 
 MAX_BIGINT = 2**63 - 1
 MAX_JSON_DEPTH = 100
-ASCII_INTEGER = re.compile(r"[+-]?[0-9]+")
+ASCII_DIGITS = re.compile(r"[0-9]+")
+MAX_NUMBER_LENGTH = 30
 SURROGATES = re.compile("[\ud800-\udfff]")
 
 
+def parse_ascii_digits(text):
+    """``text`` as an int if it is nothing but ASCII digits, else None:
+    ``str.isdigit`` and ``int()`` also take "²" or "٣"."""
+    if not isinstance(text, str) or len(text) > MAX_NUMBER_LENGTH or not ASCII_DIGITS.fullmatch(text):
+        return None
+    return int(text)
+
+
 def parse_ascii_int(text):
-    """``text`` as an int if it is written with ASCII digits only, else None."""
+    """``text`` as an int if it is written with ASCII digits only (a sign and
+    surrounding spaces allowed), else None."""
     if not isinstance(text, str):
         return None
     text = text.strip()
-    if not ASCII_INTEGER.fullmatch(text) or len(text) > 30:
+    if len(text) > MAX_NUMBER_LENGTH:
         return None
-    return int(text)
+    sign = -1 if text.startswith("-") else 1
+    value = parse_ascii_digits(text[1:] if text.startswith(("+", "-")) else text)
+    return None if value is None else sign * value
 
 
 def printable(text):
