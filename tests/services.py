@@ -221,6 +221,20 @@ class _Server:
     def running(self) -> bool:
         return not self._stopped
 
+    def restart(self):
+        """Stop the server's process and start it again on the same port, with
+        the same data (servers that support it define _stop_process and
+        _start_process)."""
+        with self._lock:
+            if not self.running:
+                raise ServiceError(f"{self.name} is not running")
+            self._stop_process()
+            if not _wait_until(lambda: port_is_free(self.port), 30, 0.1):
+                raise ServiceError(f"{self.name} port {self.port} still busy after stopping the server")
+            self._cancel.clear()
+            self._start_process()
+        return self
+
     def __repr__(self):
         state = "running at " + self.url if self.running else "stopped"
         return f"<{type(self).__name__} {state}>"
@@ -569,7 +583,7 @@ class RabbitMQServer(_Server):
                 self._ctl_port = free_port(low=44000, high=54000)
                 self.epmd_port = free_port(low=20000, high=44000)
                 self._start_epmd()
-                self._start_node()
+                self._start_process()
             except BaseException:
                 self.stop()
                 raise
@@ -635,7 +649,7 @@ class RabbitMQServer(_Server):
         ):
             raise ServiceError(f"epmd did not start on port {self.epmd_port}: {_tail(self.tmpdir / 'epmd.log', 2)}")
 
-    def _start_node(self):
+    def _start_process(self):
         self._node_log = open(self.tmpdir / "rabbitmq-server.out", "ab")  # noqa: SIM115
         self._node = self._spawn([os.path.join(self.script_dir, "rabbitmq-server")], self._node_log)
         if not _wait_until(self._amqp_ready, self.startup_timeout, 0.25, self._cancel):
@@ -655,7 +669,7 @@ class RabbitMQServer(_Server):
 
     def _amqp_ready(self):
         if self._node.poll() is not None:
-            return True  # give up waiting; _start_node reports it
+            return True  # give up waiting; _start_process reports it
         if not port_accepts(self.port):
             return False
         import pika
@@ -683,7 +697,7 @@ class RabbitMQServer(_Server):
             **self._run_as,
         )
 
-    def _stop_node(self):
+    def _stop_process(self):
         node, self._node = self._node, None
         if node is not None and node.poll() is None:
             with contextlib.suppress(subprocess.TimeoutExpired, OSError):
@@ -699,25 +713,13 @@ class RabbitMQServer(_Server):
             self._node_log.close()
             self._node_log = None
 
-    def restart(self):
-        """Stop the node and start it again on the same ports, with the same data."""
-        with self._lock:
-            if not self.running:
-                raise ServiceError("rabbitmq is not running")
-            self._stop_node()
-            if not _wait_until(lambda: port_is_free(self.port), 30, 0.1):
-                raise ServiceError(f"AMQP port {self.port} still busy after stopping the node")
-            self._cancel.clear()
-            self._start_node()
-        return self
-
     def stop(self):
         """``rabbitmqctl stop``, then kill what is left; removes the directory. Safe to call twice."""
         with self._lock:
             if self._stopped:
                 return
             try:
-                self._stop_node()
+                self._stop_process()
                 epmd, self._epmd = self._epmd, None
                 if epmd is not None:
                     _kill_group(epmd)
@@ -781,20 +783,20 @@ class RedisServer(_Server):
             self._register()
             try:
                 self.port = free_port()
-                self._start_server()
+                self._start_process()
             except BaseException:
                 self.stop()
                 raise
         return self
 
-    def _start_server(self):
+    def _start_process(self):
         config = self.tmpdir / "redis.conf"
         config.write_text(
             f"bind {self.host}\nport {self.port}\ndir {self.tmpdir}\nprotected-mode yes\n"
             'daemonize no\nsave ""\nappendonly yes\nappendfsync always\n'
             f"logfile {self.tmpdir / 'redis.log'}\n"
         )
-        self._log = open(self.tmpdir / "redis-server.out", "ab")  # noqa: SIM115 (closed in _stop_server)
+        self._log = open(self.tmpdir / "redis-server.out", "ab")  # noqa: SIM115 (closed in _stop_process)
         self._process = subprocess.Popen(
             [self.binary, str(config)],
             cwd=self.tmpdir,
@@ -814,7 +816,7 @@ class RedisServer(_Server):
 
     def _ready(self):
         if self._process.poll() is not None:
-            return True  # _start_server reports it
+            return True  # _start_process reports it
         if not port_accepts(self.port):
             return False
         import redis
@@ -824,7 +826,7 @@ class RedisServer(_Server):
         except Exception:
             return False
 
-    def _stop_server(self):
+    def _stop_process(self):
         process, self._process = self._process, None
         if process is not None and process.poll() is None:
             with contextlib.suppress(Exception):
@@ -841,25 +843,13 @@ class RedisServer(_Server):
             self._log.close()
             self._log = None
 
-    def restart(self):
-        """Stop the server and start it again on the same port, with the same data."""
-        with self._lock:
-            if not self.running:
-                raise ServiceError("redis is not running")
-            self._stop_server()
-            if not _wait_until(lambda: port_is_free(self.port), 30, 0.1):
-                raise ServiceError(f"Redis port {self.port} still busy after stopping the server")
-            self._cancel.clear()
-            self._start_server()
-        return self
-
     def stop(self):
         """SHUTDOWN, then kill what is left; removes the directory. Safe to call twice."""
         with self._lock:
             if self._stopped:
                 return
             try:
-                self._stop_server()
+                self._stop_process()
             finally:
                 self._forget()
 
