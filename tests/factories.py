@@ -9,6 +9,10 @@ from workers_app.models import Worker
 
 PASSWORD = "correct horse battery staple"
 
+# A schedule whose next slot is months away, for a task made due by hand: with
+# "* * * * *" a test that crosses a minute boundary meets a second, real slot.
+YEARLY = "0 0 1 1 *"
+
 
 class UserFactory(factory.django.DjangoModelFactory):
     class Meta:

@@ -20,7 +20,7 @@ from system_app.metrics import PROCESS_REGISTRY
 from tasks_app.dispatcher import recovery, retries
 from tasks_app.dispatcher.loop import Dispatcher
 from tasks_app.models import RunStatus, TaskRun
-from tests.factories import TaskFactory, TaskRunFactory, WorkerFactory
+from tests.factories import YEARLY, TaskFactory, TaskRunFactory, WorkerFactory
 from workers_app import runtime
 from workers_app.actors import execute_run
 from workers_app.middleware import WorkerLifecycle
@@ -127,7 +127,7 @@ def test_it_moves_the_metrics_through_the_embedded_path(broker):
         key("scheduler_run_duration_seconds_count", executor="shell"),
     )
     for _ in range(3):
-        TaskFactory(schedule="* * * * *", next_run_at=timezone.now() - timedelta(seconds=1), queue="metrics")
+        TaskFactory(schedule=YEARLY, next_run_at=timezone.now() - timedelta(seconds=1), queue="metrics")
     call_command("rundispatcher", "--once", "--embedded-workers", "2", stdout=StringIO())
     assert TaskRun.objects.filter(status=RunStatus.COMPLETED).count() == 3
     assert watched.increase("scheduler_runs_planned_total", status="pending") == 3

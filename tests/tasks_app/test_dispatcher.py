@@ -16,7 +16,7 @@ from tasks_app.dispatcher import enqueueing, gating, recovery, retries
 from tasks_app.dispatcher.loop import Dispatcher
 from tasks_app.dispatcher.wakeup import Wakeup
 from tasks_app.models import PRIORITY_LEVELS, RunStatus, Task, TaskRun, Trigger, retry_delay
-from tests.factories import TaskFactory, TaskRunFactory, WorkerFactory
+from tests.factories import YEARLY, TaskFactory, TaskRunFactory, WorkerFactory
 from workers_app.actors import execute_run
 from workers_app.models import Worker
 
@@ -443,7 +443,7 @@ def test_it_runs_one_pass_with_rundispatcher_once(broker):
 @pytest.mark.django_db(transaction=True)
 def test_it_executes_runs_with_embedded_workers(broker, tmp_path):
     task = TaskFactory(
-        schedule="* * * * *",
+        schedule=YEARLY,
         next_run_at=timezone.now() - timedelta(seconds=1),
         command="echo hello from $GREETING",
         parameters={"env": {"GREETING": "the scheduler"}},
