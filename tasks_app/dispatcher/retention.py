@@ -5,8 +5,9 @@ What goes:
 * finished runs completed more than RUN_RETENTION_DAYS ago, except the latest
   RUN_RETENTION_KEEP_PER_TASK finished runs of each task
   (``TaskRun.objects.prunable``); active runs always stay;
-* SystemEvents older than EVENT_RETENTION_DAYS and AuditEntries older than
-  AUDIT_RETENTION_DAYS (``prunable`` on their querysets).
+* SystemEvents and sent or given-up Notifications (the alert outbox) older
+  than EVENT_RETENTION_DAYS, and AuditEntries older than AUDIT_RETENTION_DAYS
+  (``prunable`` on their querysets).
 
 Always in batches of at most BATCH_SIZE ids, one DELETE and one short
 transaction each: one huge DELETE would hold its locks (on SQLite, the only
@@ -34,6 +35,7 @@ from system_app import metrics
 from system_app.models import AuditEntry, SystemEvent
 from tasks_app.dispatcher.common import event, save_events
 from tasks_app.models import TaskRun
+from tasks_app.notifications.models import Notification
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +49,7 @@ RETRY_AFTER_SECONDS = 300.0
 # Session-level advisory lock id shared by every dispatcher of a database.
 ADVISORY_LOCK_ID = zlib.crc32(b"scheduler.prunehistory")
 
-KINDS = ("runs", "events", "audit")
+KINDS = ("runs", "events", "audit", "notifications")
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,7 @@ class Retention:
     def describe(self):
         return (
             f"runs after {self.run_days} d keeping {self.keep_per_task} per task, "
-            f"events after {self.event_days} d, audit entries after {self.audit_days} d"
+            f"events and sent notifications after {self.event_days} d, audit entries after {self.audit_days} d"
         )
 
 
@@ -82,6 +84,7 @@ def count_prunable(now, retention):
         "runs": TaskRun.objects.prunable(now, retention.run_days, retention.keep_per_task).count(),
         "events": SystemEvent.objects.prunable(now, retention.event_days).count(),
         "audit": AuditEntry.objects.prunable(now, retention.audit_days).count(),
+        "notifications": Notification.objects.prunable(now, retention.event_days).count(),
     }
 
 
@@ -91,6 +94,7 @@ def prune_batches(now, retention, batch_size=BATCH_SIZE):
     yield from _prune_runs(now, retention, batch_size)
     yield from _prune_aged(SystemEvent, "events", now, retention.event_days, batch_size)
     yield from _prune_aged(AuditEntry, "audit", now, retention.audit_days, batch_size)
+    yield from _prune_aged(Notification, "notifications", now, retention.event_days, batch_size)
 
 
 def _prune_runs(now, retention, batch_size):
@@ -147,7 +151,8 @@ def report(totals, retention, source="dispatcher"):
         return
     message = (
         f"history pruned: {totals['runs']} run(s), {totals['events']} event(s), "
-        f"{totals['audit']} audit entr{'y' if totals['audit'] == 1 else 'ies'} ({retention.describe()})"
+        f"{totals['audit']} audit entr{'y' if totals['audit'] == 1 else 'ies'}, "
+        f"{totals['notifications']} notification(s) ({retention.describe()})"
     )
     pruned = event(message, **totals)
     pruned.source = source

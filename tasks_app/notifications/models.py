@@ -183,6 +183,11 @@ class NotificationQuerySet(models.QuerySet):
         """Pending rows whose next attempt is due (the sender step's claim)."""
         return self.filter(status=NotificationStatus.PENDING, next_attempt_at__lte=now)
 
+    def prunable(self, now, days):
+        """Sent or given-up rows created more than ``days`` days ago, which
+        retention deletes with the system events; a pending row always stays."""
+        return self.exclude(status=NotificationStatus.PENDING).filter(created_at__lt=now - timedelta(days=days))
+
 
 class Notification(models.Model):
     """One message to one channel: the outbox row, written in the transaction

@@ -15,7 +15,8 @@ from system_app.models import AuditEntry, SystemEvent
 from tasks_app.dispatcher import retention
 from tasks_app.dispatcher.loop import Dispatcher
 from tasks_app.models import RunStatus, TaskRun
-from tests.factories import TaskFactory, TaskRunFactory
+from tasks_app.notifications.models import Notification, NotificationStatus
+from tests.factories import NotificationFactory, TaskFactory, TaskRunFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -44,7 +45,7 @@ def test_it_deletes_old_finished_runs_but_keeps_the_latest_of_each_task():
 
     totals = retention.prune(NOW, POLICY)
 
-    assert totals == {"runs": 6, "events": 0, "audit": 0}
+    assert totals == {"runs": 6, "events": 0, "audit": 0, "notifications": 0}
     assert remaining() == ids(kept) | ids(quiet_runs)
 
 
@@ -113,7 +114,7 @@ def test_it_prunes_events_and_audit_entries_by_their_own_retention():
     new_event = SystemEvent.objects.create(source="test", message="new", at=NOW - timedelta(days=29))
     old_entry = AuditEntry.objects.create(actor="a", action="update", object_type="task", at=NOW - timedelta(days=366))
     kept_entry = AuditEntry.objects.create(actor="a", action="update", object_type="task", at=NOW - timedelta(days=40))
-    assert retention.prune(NOW, POLICY, batch_size=1) == {"runs": 0, "events": 1, "audit": 1}
+    assert retention.prune(NOW, POLICY, batch_size=1) == {"runs": 0, "events": 1, "audit": 1, "notifications": 0}
     assert set(SystemEvent.objects.values_list("pk", flat=True)) == {new_event.pk}
     assert set(AuditEntry.objects.values_list("pk", flat=True)) == {kept_entry.pk}
     assert not SystemEvent.objects.filter(pk=old_event.pk).exists()
@@ -127,6 +128,21 @@ def test_it_counts_the_deleted_rows_in_a_metric():
         finished(task, 40 + day)
     retention.prune(NOW, POLICY)
     assert metrics.PROCESS_REGISTRY.get_sample_value("scheduler_history_pruned_total", {"kind": "runs"}) == before + 2
+
+
+def test_it_prunes_sent_and_given_up_notifications_but_never_pending_ones():
+    old = NOW - timedelta(days=31)
+    gone = [
+        NotificationFactory(status=NotificationStatus.SENT, created_at=old),
+        NotificationFactory(status=NotificationStatus.FAILED, created_at=old),
+    ]
+    kept = [
+        NotificationFactory(status=NotificationStatus.PENDING, created_at=old),
+        NotificationFactory(status=NotificationStatus.SENT, created_at=NOW - timedelta(days=29)),
+    ]
+    assert retention.count_prunable(NOW, POLICY)["notifications"] == len(gone)
+    assert retention.prune(NOW, POLICY)["notifications"] == len(gone)
+    assert set(Notification.objects.values_list("pk", flat=True)) == {row.pk for row in kept}
 
 
 # manage.py prunehistory ----------------------------------------------------------
@@ -144,6 +160,7 @@ def old_history(settings):
         TaskRunFactory(task=task, status=RunStatus.FAILED, scheduled_at=at, completed_at=at)
     SystemEvent.objects.create(source="test", message="old", at=now - timedelta(days=31))
     AuditEntry.objects.create(actor="a", action="update", object_type="task", at=now - timedelta(days=400))
+    NotificationFactory(status=NotificationStatus.SENT, created_at=now - timedelta(days=31), payload={"old": "sent"})
     return task
 
 
@@ -151,7 +168,7 @@ def test_it_only_counts_with_dry_run(settings):
     old_history(settings)
     out = StringIO()
     call_command("prunehistory", "--dry-run", stdout=out)
-    assert out.getvalue().startswith("would delete: runs=3 events=1 audit=1 (")
+    assert out.getvalue().startswith("would delete: runs=3 events=1 audit=1 notifications=1 (")
     assert TaskRun.objects.count() == 5
     assert SystemEvent.objects.count() == 1 and AuditEntry.objects.count() == 1
 
@@ -160,12 +177,13 @@ def test_it_prunes_with_prunehistory_and_leaves_an_event(settings):
     task = old_history(settings)
     out = StringIO()
     call_command("prunehistory", "--batch-size", "2", stdout=out)
-    assert out.getvalue().startswith("deleted: runs=3 events=1 audit=1 (runs after 30 d keeping 2 per task")
+    assert out.getvalue().startswith("deleted: runs=3 events=1 audit=1 notifications=1 (runs after 30 d keeping 2")
     assert task.runs.count() == 2
     (pruned,) = SystemEvent.objects.all()  # the old one went, this one says so
     assert pruned.source == "prunehistory"
-    assert pruned.message.startswith("history pruned: 3 run(s), 1 event(s), 1 audit entry")
-    assert pruned.context == {"runs": 3, "events": 1, "audit": 1}
+    assert pruned.message.startswith("history pruned: 3 run(s), 1 event(s), 1 audit entry, 1 notification(s)")
+    assert pruned.context == {"runs": 3, "events": 1, "audit": 1, "notifications": 1}
+    assert not Notification.objects.exists()
 
 
 def test_it_overrides_the_settings_from_the_command_line(settings):

@@ -1,4 +1,4 @@
-"""manage.py prunehistory: delete old run history, events and audit entries once.
+"""manage.py prunehistory: delete old run history, events, audit entries and sent notifications once.
 
     prunehistory                 delete what retention allows, in batches
     prunehistory --dry-run       only count it
@@ -16,7 +16,7 @@ from tasks_app.dispatcher import retention
 
 
 class Command(BaseCommand):
-    help = "Delete finished runs, system events and audit entries older than their retention, in batches."
+    help = "Delete finished runs, events, audit entries and sent notifications past their retention, in batches."
 
     def add_arguments(self, parser):
         parser.add_argument("--dry-run", action="store_true", help="count what would be deleted, delete nothing")
