@@ -18,7 +18,6 @@ from rest_framework.response import Response
 from rest_framework.serializers import as_serializer_error
 
 from system_app.validation import printable
-from tasks_app.models import Conflict
 
 logger = logging.getLogger("scheduler.api")
 
@@ -58,10 +57,11 @@ class InvalidQuery(exceptions.ValidationError):
         super().__init__({field: [message]})
 
 
-class ConflictError(exceptions.APIException):
-    status_code = status.HTTP_409_CONFLICT
-    default_detail = DEFAULT_MESSAGES[409]
-    default_code = "conflict"
+class Conflict(Exception):
+    """A change the current state forbids: a name already taken, a transition
+    from the wrong status, a row still in use. Raised alike by models, views
+    and serializers; the API answers it with 409 CONFLICT and its message, the
+    admin shows the message."""
 
 
 def envelope(status_code, message=None, details=None):
@@ -123,17 +123,18 @@ def summary(details, fallback):
 
 
 def api_exception_handler(exc, context):
+    if isinstance(exc, IntegrityError):
+        # A race lost against a concurrent write (e.g. two creates of one name).
+        exc = Conflict("The change conflicts with existing data (a unique value is already taken).")
     if isinstance(exc, Conflict):
-        exc = ConflictError(str(exc))
+        exc = exceptions.APIException(str(exc) or DEFAULT_MESSAGES[409])
+        exc.status_code = status.HTTP_409_CONFLICT
     elif isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied()
     elif isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(as_serializer_error(exc))
-    elif isinstance(exc, IntegrityError):
-        # A race lost against a concurrent write (e.g. two creates of one name).
-        exc = ConflictError("The change conflicts with existing data (a unique value is already taken).")
 
     if not isinstance(exc, exceptions.APIException):
         view = context.get("view")

@@ -27,12 +27,13 @@ from system_app.admin import (
     pre_block,
     run_action,
 )
+from system_app.exceptions import Conflict
 from tasks_app import schedules
 from tasks_app.admin_history import TaskHistoryAdminMixin
 from tasks_app.admin_pages import RunPagesMixin, TaskPagesMixin
 from tasks_app.admin_pagination import EstimatedCountPaginator
 from tasks_app.admin_times import moment, zone_of
-from tasks_app.models import FINAL_RUN_STATUSES, Conflict, RunStatus, Task, TaskDependency, TaskRun, TaskStatus
+from tasks_app.models import FINAL_RUN_STATUSES, RunStatus, Task, TaskDependency, TaskRun, TaskStatus
 from tasks_app.notifications import admin as notifications_admin  # noqa: F401  (channels and the outbox)
 from tasks_app.notifications.explain import explain
 from tasks_app.notifications.models import default_notify_on

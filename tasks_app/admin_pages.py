@@ -21,13 +21,13 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
 from system_app import audit
+from system_app.exceptions import Conflict
 from system_app.filters import json_list_contains
 from tasks_app import admin_graph
 from tasks_app.api.serializers import TriggerSerializer
 from tasks_app.models import (
     ACTIVE_RUN_STATUSES,
     RETRYABLE_RUN_STATUSES,
-    Conflict,
     Priority,
     RunStatus,
     Task,

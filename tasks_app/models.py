@@ -14,6 +14,7 @@ from simple_history.models import HistoricalRecords
 from simple_history.signals import pre_create_historical_record
 
 from system_app import secrets
+from system_app.exceptions import Conflict
 from system_app.models import AuditEntry, EventLevel, SystemEvent
 from system_app.validation import unstorable_fields
 from tasks_app import reach, run_sql, schedules
@@ -93,10 +94,6 @@ class Trigger(models.TextChoices):
     RETRY = "retry"
     DEPENDENCY = "dependency"
     BACKFILL = "backfill"
-
-
-class Conflict(Exception):
-    """A state transition that the current state forbids (answered with 409)."""
 
 
 # rundispatcher LISTENs on this PostgreSQL channel and wakes at once on a NOTIFY.

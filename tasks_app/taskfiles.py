@@ -27,10 +27,9 @@ from dataclasses import dataclass, field
 import yaml
 from django.core.exceptions import FieldDoesNotExist
 from django.db import transaction
-from rest_framework.exceptions import APIException
 from simple_history.utils import update_change_reason
 
-from system_app.exceptions import flatten_details
+from system_app.exceptions import Conflict, flatten_details
 from system_app.models import AuditEntry
 from tasks_app.api.serializers import TaskSerializer
 from tasks_app.models import Task
@@ -265,8 +264,8 @@ def _valid(serializer, entry, errors):
         if serializer.is_valid():
             return True
         details = flatten_details(serializer.errors)
-    except APIException as error:  # a name clash is a ConflictError
-        details = [{"field": "name", "message": str(error.detail)}]
+    except Conflict as error:  # a name clash
+        details = [{"field": "name", "message": str(error)}]
     for detail in details:
         errors.append(f"{entry.where(detail['field'])}: {detail['message']}")
     return False

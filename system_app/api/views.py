@@ -30,7 +30,7 @@ from system_app.api.serializers import (
     TokenSerializer,
     ValidateResponseSerializer,
 )
-from system_app.exceptions import ConflictError
+from system_app.exceptions import Conflict
 from system_app.filters import AuditEntryFilter, SystemEventFilter
 from system_app.logins import LoginFailure, RefreshRefused, RefreshTokenFamily, RevokedReason
 from system_app.models import ApiKey, AuditEntry, Secret, SystemEvent, user_permissions, user_role
@@ -230,7 +230,7 @@ class SecretViewSet(
         body.is_valid(raise_exception=True)
         name = body.validated_data["name"]
         if Secret.objects.filter(name=name).exists():
-            raise ConflictError(f"A secret named {name!r} already exists.")
+            raise Conflict(f"A secret named {name!r} already exists.")
         with transaction.atomic():
             secret = body.save(created_by=request.user)
             audit.record(request, "create", secret, changes={"name": secret.name, "description": secret.description})
@@ -261,7 +261,7 @@ class SecretViewSet(
             users = Task.objects.referring_to_secret(secret.name)
             if users:
                 names = ", ".join(repr(task.name) for task in users[:10])
-                raise ConflictError(f"Tasks refer to secret {secret.name}: {names}; change them first.")
+                raise Conflict(f"Tasks refer to secret {secret.name}: {names}; change them first.")
             audit.record(request, "delete", secret)
             secret.delete()
         return Response(status=status.HTTP_204_NO_CONTENT)

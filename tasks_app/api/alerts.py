@@ -16,7 +16,7 @@ from rest_framework.views import APIView
 
 from system_app import audit
 from system_app.api.base import AuditedModelViewSet, StrictCharField, ValidatedModelSerializer
-from system_app.exceptions import ConflictError
+from system_app.exceptions import Conflict
 from tasks_app.filters import IntegerFilter
 from tasks_app.models import Task
 from tasks_app.notifications import delivery
@@ -54,7 +54,7 @@ class ChannelSerializer(ValidatedModelSerializer):
             if instance is not None:
                 clash = clash.exclude(pk=instance.pk)
             if clash.exists():
-                raise ConflictError(f"A channel named {name!r} already exists.")
+                raise Conflict(f"A channel named {name!r} already exists.")
         return attrs
 
 
@@ -98,7 +98,7 @@ class ChannelViewSet(AuditedModelViewSet):
         ]
         if users:
             shown = ", ".join(users[:10]) + (" …" if len(users) > 10 else "")
-            raise ConflictError(f"The channel is used by {len(users)} task(s): {shown}. Remove it from them first.")
+            raise Conflict(f"The channel is used by {len(users)} task(s): {shown}. Remove it from them first.")
         return super().destroy(request, *args, **kwargs)
 
     @extend_schema(request=None, responses={200: ChannelTestSerializer})

@@ -12,7 +12,7 @@ from system_app.api.base import (
     StrictIntegerField,
     ValidatedModelSerializer,
 )
-from system_app.exceptions import ConflictError
+from system_app.exceptions import Conflict
 from system_app.validation import StrictDateTimeField, StrictIntegerQueryField
 from tasks_app import schedules
 from tasks_app.field_help import RUN_HELP, TASK_HELP
@@ -199,7 +199,7 @@ class TaskSerializer(ValidatedModelSerializer):
             if self.instance is not None:
                 clash = clash.exclude(pk=self.instance.pk)
             if clash.exists():
-                raise ConflictError(f"A task named {name!r} already exists.")
+                raise Conflict(f"A task named {name!r} already exists.")
         return attrs
 
     def create(self, validated_data):

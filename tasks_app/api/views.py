@@ -15,7 +15,7 @@ from rest_framework.views import APIView
 from system_app import audit
 from system_app.api.base import AuditedModelViewSet
 from system_app.authentication import StaffSessionAuthentication
-from system_app.exceptions import ConflictError, InvalidQuery
+from system_app.exceptions import Conflict, InvalidQuery
 from system_app.filters import ListFilterBackend
 from system_app.permissions import request_permissions
 from system_app.schema import ErrorEnvelopeSerializer
@@ -96,7 +96,7 @@ class TaskViewSet(AuditedModelViewSet):
         in_flight = task.runs.filter(status__in=(RunStatus.DISPATCHED, RunStatus.RUNNING))
         with transaction.atomic():
             if force not in ("true", "1") and in_flight.exists():
-                raise ConflictError("The task has dispatched or running runs; cancel them or delete with ?force=true.")
+                raise Conflict("The task has dispatched or running runs; cancel them or delete with ?force=true.")
             for run in task.cancel_in_flight(reason="task deleted"):
                 changes = {"status": run.status, "cancel_requested": run.cancel_requested, "reason": "task deleted"}
                 audit.record(request, "cancel", run, changes=changes)
@@ -259,7 +259,7 @@ class TaskRunViewSet(viewsets.ReadOnlyModelViewSet):
         run = self.get_object()
         with transaction.atomic():
             if not run.cancel(reason="cancelled by request"):
-                raise ConflictError(f"The run already finished ({run.status}).")
+                raise Conflict(f"The run already finished ({run.status}).")
             audit.record(request, "cancel", run, changes={"status": run.status})
         return Response(TaskRunDetailSerializer(run).data, status=status.HTTP_202_ACCEPTED)
 

@@ -5,8 +5,9 @@ from datetime import UTC, datetime, timedelta
 import dramatiq
 import pytest
 
+from system_app.exceptions import Conflict
 from tasks_app.dispatcher import enqueueing, planning
-from tasks_app.models import Conflict, RunStatus, TaskRun
+from tasks_app.models import RunStatus, TaskRun
 from tests.factories import TaskFactory, TaskRunFactory
 
 pytestmark = pytest.mark.django_db
