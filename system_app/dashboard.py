@@ -13,6 +13,7 @@ The answer is cached for CACHE_SECONDS, so a room full of open dashboards
 costs one computation every few seconds rather than one per screen.
 """
 
+from collections import Counter
 from datetime import UTC, timedelta
 
 from django.conf import settings
@@ -31,7 +32,7 @@ from django.views.decorators.http import require_GET
 from system_app.admin import json_admin_view
 from system_app.models import user_permissions
 from system_app.stats import count_by
-from tasks_app.models import RunStatus, Task, TaskRun, percentile
+from tasks_app.models import RunStatus, Task, TaskRun, outcomes, percentile, success_rate
 from tasks_app.notifications.models import Notification, NotificationStatus
 from workers_app.models import Worker, WorkerStatus
 
@@ -52,7 +53,6 @@ REFRESH_SECONDS = 10
 CACHE_SECONDS = 5
 CACHE_KEY = "admin-dashboard-data"
 
-FINISHED_STATUSES = (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.TIMEOUT)
 # Bottom to top in the stacked chart: outcomes first, then runs still in flight.
 CHART_STATUSES = (
     RunStatus.COMPLETED,
@@ -80,7 +80,6 @@ def dashboard_data(now=None):
     end = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
     start = end - timedelta(minutes=WINDOW_MINUTES)
     per_minute, totals = _runs_per_minute(start, now)
-    finished = sum(totals[status] for status in FINISHED_STATUSES)
     workers = _workers(now)
     tasks = count_by(Task.objects.all(), "status")
     return {
@@ -95,8 +94,8 @@ def dashboard_data(now=None):
         },
         "runs_24h": {"total": sum(totals.values()), **totals},
         "success_rate": {
-            "last_24h": _rate(totals[RunStatus.COMPLETED], finished),
-            "finished_24h": finished,
+            "last_24h": success_rate(totals),
+            "finished_24h": outcomes(totals),
             "hourly": _hourly_success(per_minute, now),
         },
         "dispatch_lag": _dispatch_lag(now, end),
@@ -113,10 +112,6 @@ def cached_dashboard_data():
         data = dashboard_data()
         cache.set(CACHE_KEY, data, CACHE_SECONDS)
     return data
-
-
-def _rate(part, whole):
-    return round(part / whole, 4) if whole else None
 
 
 def _runs_per_minute(start, now):
@@ -148,15 +143,15 @@ def _hourly_success(points, now):
     """Success rate per clock hour (UTC), the last 24 up to the current one,
     summed from the per-minute counts."""
     first = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=23)
-    hours = [{"hour": first + timedelta(hours=i), "completed": 0, "finished": 0} for i in range(24)]
+    hours = [Counter() for _ in range(24)]
     for point in points:
         index = int((point["minute"] - first).total_seconds() // 3600)
-        if not 0 <= index < len(hours):
-            continue
-        counts = point["counts"]
-        hours[index]["completed"] += counts.get(RunStatus.COMPLETED, 0)
-        hours[index]["finished"] += sum(counts.get(status, 0) for status in FINISHED_STATUSES)
-    return [{"hour": h["hour"], "rate": _rate(h["completed"], h["finished"]), "finished": h["finished"]} for h in hours]
+        if 0 <= index < len(hours):
+            hours[index].update(point["counts"])
+    return [
+        {"hour": first + timedelta(hours=i), "rate": success_rate(counts), "finished": outcomes(counts)}
+        for i, counts in enumerate(hours)
+    ]
 
 
 def _dispatch_lag(now, end):

@@ -4,7 +4,7 @@ from datetime import timedelta
 
 from django.db.models import Count, F, Q
 
-from tasks_app.models import RunStatus, Task, TaskRun, percentile
+from tasks_app.models import RunStatus, Task, TaskRun, percentile, success_rate
 from workers_app.models import Worker
 
 LAG_SAMPLE = 10_000
@@ -24,7 +24,6 @@ def system_stats(now):
         completed=Count("id", filter=Q(status=RunStatus.COMPLETED)),
         last_minute=Count("id", filter=Q(completed_at__gte=now - timedelta(minutes=1))),
     )
-    finished_24h = sum(runs_24h.get(s, 0) for s in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.TIMEOUT))
     lags = sorted(
         lag.total_seconds()
         for lag in TaskRun.objects.filter(started_at__gte=now - timedelta(minutes=15))
@@ -51,7 +50,7 @@ def system_stats(now):
             "last_minute": completed_hour["last_minute"],
             "last_hour_average": round(completed_hour["finished"] / 60, 2),
         },
-        "success_rate_24h": round(runs_24h.get(RunStatus.COMPLETED, 0) / finished_24h, 4) if finished_24h else None,
+        "success_rate_24h": success_rate(runs_24h),
         "dispatch_lag_seconds": {"p50": percentile(lags, 50), "p95": percentile(lags, 95), "samples": len(lags)},
         "workers": {"total": sum(workers.values()), **_all(workers, ("active", "draining", "down"))},
         "queue_depths": queue_depths,

@@ -86,6 +86,23 @@ FINAL_RUN_STATUSES = (
     RunStatus.SKIPPED,
 )
 RETRYABLE_RUN_STATUSES = (RunStatus.FAILED, RunStatus.TIMEOUT, RunStatus.CANCELLED)
+# The final statuses of runs that ran to an outcome: the success rate's
+# denominator. A cancelled run was stopped by someone and a skipped one never
+# ran, so neither says whether the task works.
+OUTCOME_RUN_STATUSES = (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.TIMEOUT)
+
+
+def outcomes(counts):
+    """Runs that ran to an outcome, of ``counts`` ({status: runs})."""
+    return sum(counts.get(status, 0) for status in OUTCOME_RUN_STATUSES)
+
+
+def success_rate(counts):
+    """completed / (completed + failed + timeout) of ``counts`` ({status: runs}),
+    0–1 to four places; None without such runs. The one success rate of task
+    stats, /api/system/stats and the admin dashboard."""
+    ran = outcomes(counts)
+    return round(counts.get(RunStatus.COMPLETED, 0) / ran, 4) if ran else None
 
 
 class Trigger(models.TextChoices):
@@ -764,7 +781,6 @@ class Task(models.Model):
         runs = self.runs.filter(created_at__gte=since)
         counts = dict(runs.values_list("status").annotate(n=models.Count("id")).values_list("status", "n"))
         durations = sorted(runs.filter(execution_time__isnull=False).values_list("execution_time", flat=True))
-        finished = sum(counts.get(status, 0) for status in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.TIMEOUT))
         last_run = self.runs.order_by("-scheduled_at", "-id").first()
         return {
             "total": sum(counts.values()),
@@ -773,7 +789,7 @@ class Task(models.Model):
             "timeout": counts.get(RunStatus.TIMEOUT, 0),
             "cancelled": counts.get(RunStatus.CANCELLED, 0),
             "skipped": counts.get(RunStatus.SKIPPED, 0),
-            "success_rate": round(counts.get(RunStatus.COMPLETED, 0) / finished, 4) if finished else None,
+            "success_rate": success_rate(counts),
             "avg_execution_time": round(sum(durations) / len(durations), 4) if durations else None,
             "p95_execution_time": percentile(durations, 95),
             "last_run": last_run,

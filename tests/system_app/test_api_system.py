@@ -130,6 +130,15 @@ def test_it_reports_system_stats(as_viewer):
     assert stats["queue_depths"] == {"reports": {"pending": 1, "dispatched": 1}}
 
 
+def test_it_leaves_cancelled_and_skipped_runs_out_of_the_success_rate(as_viewer):
+    now = timezone.now()
+    for status in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.TIMEOUT, RunStatus.CANCELLED, RunStatus.SKIPPED):
+        TaskRunFactory(status=status, scheduled_at=now - timedelta(hours=1))
+
+    stats = as_viewer.get("/api/system/stats").json()
+    assert stats["success_rate_24h"] == round(1 / 3, 4)
+
+
 def test_it_reports_stats_of_an_empty_system(as_viewer):
     stats = as_viewer.get("/api/system/stats").json()
     assert stats["tasks"]["total"] == 0

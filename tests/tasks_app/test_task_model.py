@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tasks_app.models import RunStatus, Task
+from tasks_app.models import FINAL_RUN_STATUSES, OUTCOME_RUN_STATUSES, RunStatus, Task, outcomes, success_rate
 from tests.factories import TaskFactory, TaskRunFactory
 
 pytestmark = pytest.mark.django_db
@@ -52,3 +52,19 @@ def test_it_cancels_runs_in_flight_and_leaves_the_others():
     assert dispatched.status == RunStatus.CANCELLED
     assert running.status == RunStatus.RUNNING and running.cancel_requested
     assert done.status == RunStatus.COMPLETED
+
+
+# Success rate -------------------------------------------------------------------
+
+
+def test_it_counts_the_success_rate_over_runs_that_ran_to_an_outcome():
+    counts = {"completed": 3, "failed": 1, "timeout": 0, "cancelled": 5, "skipped": 7, "pending": 2}
+    assert outcomes(counts) == 4
+    assert success_rate(counts) == 0.75
+    assert success_rate({"completed": 2, "failed": 1}) == 0.6667
+    assert set(OUTCOME_RUN_STATUSES) == set(FINAL_RUN_STATUSES) - {RunStatus.CANCELLED, RunStatus.SKIPPED}
+
+
+def test_it_has_no_success_rate_without_an_outcome():
+    assert success_rate({}) is None
+    assert success_rate({"cancelled": 2, "skipped": 1, "running": 1}) is None
