@@ -13,7 +13,7 @@ import dramatiq
 from django.db import OperationalError
 from django.utils import timezone
 
-from system_app import metrics, secrets
+from system_app import db, metrics, secrets
 from system_app.logging import log_context
 from tasks_app.models import SECRET_IN_COMMAND, SECRET_PARAMETERS, TaskRun
 from workers_app import executors, runtime
@@ -115,5 +115,5 @@ def _retrying(operation, description):
             if delay is None:
                 raise
             logger.warning("could not %s, retrying in %s s", description, delay, exc_info=True)
-            runtime.close_stale_connections()
+            db.close_stale_connections()
             time.sleep(delay)

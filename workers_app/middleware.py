@@ -16,7 +16,7 @@ from django.conf import settings
 from dramatiq.common import q_name
 from dramatiq.middleware import Middleware
 
-from system_app import metrics
+from system_app import db, metrics
 from system_app.logging import log_context
 from workers_app import runtime
 from workers_app.executors import shell
@@ -120,7 +120,7 @@ class WorkerLifecycle(Middleware):
         metrics.serve(settings.WORKER_METRICS_PORT)
 
     def before_worker_boot(self, broker, worker):
-        runtime.set_application_name(self.application_name)
+        db.set_application_name(self.application_name)
         # `rundramatiq --queues reports` must consume "reports" although no
         # actor declares it: declare the whitelisted queues before the worker
         # adds its consumers.
@@ -146,7 +146,7 @@ class WorkerLifecycle(Middleware):
         except Exception:
             logger.exception("could not register worker %s; the heartbeat will retry", self._worker_id)
         finally:
-            runtime.close_stale_connections()
+            db.close_stale_connections()
         # Dramatiq's second SIGTERM exits with sys.exit: take the process groups
         # of runs still executing along, rather than leave them orphaned.
         global _atexit_registered
@@ -190,7 +190,7 @@ class WorkerLifecycle(Middleware):
                 while not self._stop.wait(settings.WORKER_HEARTBEAT_SECONDS):
                     self.beat()
         finally:
-            runtime.close_connections()
+            db.close_connections()
 
     def beat(self, now=None):
         """One heartbeat; follows a drain request found on the row."""
@@ -202,7 +202,7 @@ class WorkerLifecycle(Middleware):
             if served != self._reported_queues:
                 queues = served  # a queue declared since the last report
         try:
-            runtime.close_stale_connections()
+            db.close_stale_connections()
             row, _created = Worker.record_heartbeat(
                 self._worker_id,
                 now=now,
@@ -247,7 +247,7 @@ class WorkerLifecycle(Middleware):
             except Exception:
                 logger.warning("could not mark worker %s down", self._worker_id, exc_info=True)
             finally:
-                runtime.close_connections()
+                db.close_connections()
         pool.shutdown()
         if self._liveness is not None:
             self._liveness.release()
@@ -264,4 +264,4 @@ class WorkerLifecycle(Middleware):
         except Exception:
             logger.warning("could not set worker %s %s", self._worker_id, status, exc_info=True)
         finally:
-            runtime.close_stale_connections()
+            db.close_stale_connections()

@@ -16,14 +16,13 @@ from datetime import timedelta
 from django.conf import settings
 from django.utils import timezone
 
-from system_app import metrics
+from system_app import db, metrics
 from system_app.models import EventLevel
 from tasks_app.dispatcher import enqueueing, gating, notifying, planning, recovery, retention, retries
 from tasks_app.dispatcher.backoff import BrokerBackoff
 from tasks_app.dispatcher.common import event, save_events
 from tasks_app.dispatcher.wakeup import Wakeup
 from tasks_app.models import RunStatus, Task, TaskRun, TaskStatus
-from workers_app.runtime import close_stale_connections
 
 logger = logging.getLogger(__name__)
 
@@ -117,11 +116,11 @@ class Dispatcher:
             except enqueueing.PublishError as error:
                 self.broker_backoff.failed(name, error)
                 self._report(name, error, log=False)
-                close_stale_connections()
+                db.close_stale_connections()
                 break
             except Exception as error:
                 self._report(name, error)
-                close_stale_connections()
+                db.close_stale_connections()
                 break
             if not found:
                 break
@@ -185,7 +184,7 @@ class Dispatcher:
     def run_forever(self):
         while not self.stopping:
             self.run_pass()
-            close_stale_connections()  # outside any atomic block, between passes
+            db.close_stale_connections()  # outside any atomic block, between passes
             if self.stopping:
                 break
             self.wakeup.wait(self.seconds_until_work(self.clock()))

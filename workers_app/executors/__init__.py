@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 
-from workers_app import runtime
+from system_app import db
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ def run_in_thread(function, timeout, should_cancel, name):
             box["error"] = error
             box["traceback"] = traceback.format_exc()
         finally:
-            runtime.close_connections()  # this thread's own connections
+            db.close_connections()  # this thread's own connections
 
     thread = threading.Thread(target=target, name=name, daemon=True)
     thread.start()

@@ -20,7 +20,7 @@ from django.core.management.base import BaseCommand, CommandError
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.common import q_name
 
-from system_app import metrics
+from system_app import db, metrics
 from tasks_app.dispatcher.loop import Dispatcher
 from tasks_app.dispatcher.recovery import release_lost_in_memory_runs
 from tasks_app.dispatcher.wakeup import make_wakeup
@@ -28,7 +28,6 @@ from tasks_app.models import Task
 from workers_app import runtime
 from workers_app.executors.process import groups
 from workers_app.middleware import WorkerLifecycle
-from workers_app.runtime import close_connections, set_application_name
 
 logger = logging.getLogger("tasks_app.dispatcher")
 
@@ -61,7 +60,7 @@ class Command(BaseCommand):
             raise CommandError("--embedded-workers must be 0 or more")
         if batch_size is not None and batch_size < 1:
             raise CommandError("--batch-size must be at least 1")
-        set_application_name("scheduler-dispatcher")
+        db.set_application_name("scheduler-dispatcher")
         import workers_app.actors  # noqa: F401  (declares execute_run on the broker)
 
         broker = dramatiq.get_broker()
@@ -97,7 +96,7 @@ class Command(BaseCommand):
                 stop_embedded_workers(broker, worker)
             for name, handler in restore.items():
                 signal.signal(name, handler)
-            close_connections()
+            db.close_connections()
             logger.info("dispatcher stopped")
 
     def _install_signal_handlers(self, dispatcher):
