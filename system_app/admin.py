@@ -20,7 +20,7 @@ from django.utils.html import format_html
 from django.views.decorators.cache import never_cache
 from django_dramatiq.models import Task as DramatiqTask
 
-from system_app import audit
+from system_app import audit, secrets
 from system_app.models import (
     PERMISSIONS,
     ApiKey,
@@ -32,7 +32,6 @@ from system_app.models import (
     user_permissions,
 )
 from system_app.validation import MAX_BIGINT, StorableJSONFormField, parse_ascii_int, storable_text_error
-from tasks_app.models import Task
 
 admin.site.site_header = "Task Scheduler"
 admin.site.site_title = "Task Scheduler"
@@ -490,8 +489,8 @@ class SecretAdmin(ScopedPermissionsMixin, AuditedAdminMixin, admin.ModelAdmin):
         """A secret that tasks refer to is protected: the page names the tasks."""
         deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
         for secret in objs:
-            for task in Task.objects.referring_to_secret(secret.name):
-                protected.append(f"Task {task.name!r} refers to secret {secret.name}")
+            for task in secrets.referring_tasks(secret.name):
+                protected.append(f"Task {task!r} refers to secret {secret.name}")
         return deleted, counts, perms_needed, protected
 
 

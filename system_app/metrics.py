@@ -142,27 +142,10 @@ def run_finished(status, executor, execution_time=None):
         RUN_DURATION.labels(executor=executor).observe(max(0.0, execution_time))
 
 
-def runs_recovered(kind, status, run_ids):
-    """The dispatcher ended ``run_ids`` itself (worker lost, timeout). One
-    grouped query, on this rare path only, for their executors; it counts the
-    runs that ended with ``status``, not those a worker finished meanwhile."""
-    if not run_ids:
-        return
-    from django.db.models import Count
-
-    from tasks_app.models import TaskRun
-
-    try:
-        by_executor = list(
-            TaskRun.objects.filter(pk__in=run_ids, status=status)
-            .values_list("task__executor")
-            .annotate(n=Count("id"))
-            .order_by()
-        )
-    except Exception:  # the recovery itself is done and committed: do not fail the step
-        logger.warning("metrics: could not count %d recovered run(s)", len(run_ids), exc_info=True)
-        return
-    for executor, count in by_executor:
+def runs_recovered(kind, status, by_executor):
+    """The dispatcher ended runs itself (worker lost, timeout) with ``status``:
+    ``by_executor`` is {executor: runs}."""
+    for executor, count in by_executor.items():
         RECOVERIES.labels(kind=kind).inc(count)
         RUNS.labels(status=status, executor=executor).inc(count)
 
@@ -195,17 +178,25 @@ class DatabaseCollector:
     """scheduler_runs_active{status}, scheduler_queue_depth{queue} and
     scheduler_workers{status}, read from the database when /metrics is scraped.
 
-    Two queries per scrape: runs grouped by (status, queue) over the active
-    statuses (indexed by status; the active set is small), and workers grouped
-    by status. Statuses are always all present, zero when empty; a queue seen
-    once is reported (as 0) until the process restarts, so an emptied queue
-    reads 0 rather than vanishing. A database error yields no samples and a
-    log line, never a failed scrape.
+    The gauges are defined here, but the rows they count belong to the apps
+    above this one: each registers a reader in its AppConfig.ready()
+    (tasks_app.stats: runs and queues; workers_app.stats: workers). A reader
+    returns {metric name: {label value: count}}, statuses always all present,
+    zero when empty. Two queries per scrape: runs grouped by (status, queue)
+    over the active statuses (indexed by status; the active set is small), and
+    workers grouped by status. A queue seen once is reported (as 0) until the
+    process restarts, so an emptied queue reads 0 rather than vanishing. A
+    database error yields no samples and a log line, never a failed scrape.
     """
 
     def __init__(self):
+        self._readers = {}
         self._queues = {"default"}
         self._lock = threading.Lock()
+
+    def add_reader(self, name, reader):
+        """Add ``reader()`` to the scrape; a second one under ``name`` replaces the first."""
+        self._readers[name] = reader
 
     def describe(self):
         # Without describe() the registry would call collect(), so query the
@@ -226,40 +217,23 @@ class DatabaseCollector:
         )
 
     def collect(self):
-        from django.db.models import Count
-
-        from tasks_app.models import ACTIVE_RUN_STATUSES, RunStatus, TaskRun
-        from workers_app.models import Worker, WorkerStatus
-
-        active, depth, workers = self._families()
+        values = {}
         try:
-            rows = list(
-                TaskRun.objects.filter(status__in=ACTIVE_RUN_STATUSES)
-                .values_list("status", "task__queue")
-                .annotate(n=Count("id"))
-                .order_by()
-            )
-            worker_rows = list(Worker.objects.values_list("status").annotate(n=Count("id")).order_by())
+            for reader in self._readers.values():
+                values.update(reader())
         except Exception:  # a scrape must not fail because the database is away
             logger.warning("metrics: could not read run and worker counts", exc_info=True)
             return
-        by_status = {status.value: 0 for status in ACTIVE_RUN_STATUSES}
+        families = self._families()
         with self._lock:
             by_queue = dict.fromkeys(self._queues, 0)
-            for status, queue, count in rows:
-                by_status[status] = by_status.get(status, 0) + count
-                if status in (RunStatus.PENDING, RunStatus.DISPATCHED):
-                    by_queue[queue] = by_queue.get(queue, 0) + count
+            by_queue.update(values.get("scheduler_queue_depth", {}))
             self._queues.update(by_queue)
-        for status, count in by_status.items():
-            active.add_metric([status], count)
-        for queue, count in sorted(by_queue.items()):
-            depth.add_metric([queue], count)
-        by_worker = dict.fromkeys(WorkerStatus.values, 0)
-        by_worker.update(dict(worker_rows))
-        for status, count in by_worker.items():
-            workers.add_metric([status], count)
-        yield from (active, depth, workers)
+        values["scheduler_queue_depth"] = dict(sorted(by_queue.items()))
+        for family in families:
+            for label, count in values.get(family.name, {}).items():
+                family.add_metric([label], count)
+        yield from families
 
 
 DATABASE_COLLECTOR = DatabaseCollector()

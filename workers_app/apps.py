@@ -5,3 +5,14 @@ class WorkersAppConfig(AppConfig):
     name = "workers_app"
     default_auto_field = "django.db.models.BigAutoField"
     verbose_name = "Workers"
+
+    def ready(self):
+        # The apps below this one learn of workers only through what is
+        # registered here (README: How it works).
+        from system_app import dashboard, metrics, stats
+        from workers_app import dashboard as worker_panels
+        from workers_app import stats as worker_stats
+
+        stats.register("workers", worker_stats.system_stats)
+        dashboard.register("workers", worker_panels.panels)
+        metrics.DATABASE_COLLECTOR.add_reader("workers", worker_stats.metric_gauges)

@@ -12,7 +12,7 @@ from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken
 from rest_framework_simplejwt.tokens import RefreshToken
 
-from system_app import audit, health
+from system_app import audit, health, secrets
 from system_app.addresses import client_address
 from system_app.api.serializers import (
     ApiKeyCreatedSerializer,
@@ -36,7 +36,6 @@ from system_app.logins import LoginFailure, RefreshRefused, RefreshTokenFamily, 
 from system_app.models import ApiKey, AuditEntry, Secret, SystemEvent, user_permissions, user_role
 from system_app.permissions import request_permissions
 from system_app.stats import system_stats
-from tasks_app.models import Task
 
 
 def user_payload(user, permissions):
@@ -258,9 +257,9 @@ class SecretViewSet(
         """Delete a secret; a 409 while a task refers to it."""
         secret = self.get_object()
         with transaction.atomic():
-            users = Task.objects.referring_to_secret(secret.name)
+            users = secrets.referring_tasks(secret.name)
             if users:
-                names = ", ".join(repr(task.name) for task in users[:10])
+                names = ", ".join(repr(task) for task in users[:10])
                 raise Conflict(f"Tasks refer to secret {secret.name}: {names}; change them first.")
             audit.record(request, "delete", secret)
             secret.delete()

@@ -16,7 +16,7 @@ from system_app import metrics
 from system_app.models import EventLevel
 from tasks_app.dispatcher import queue_depth
 from tasks_app.dispatcher.common import batch_size as default_batch_size
-from tasks_app.dispatcher.common import claim, event, save_events
+from tasks_app.dispatcher.common import claim, event, record_recovered_runs, save_events
 from tasks_app.dispatcher.enqueueing import PublishError, publish, select_rows
 from tasks_app.models import RunStatus, Task, TaskRun
 from workers_app import liveness
@@ -131,7 +131,7 @@ def recover_lost_workers(now):
                 )
         save_events(events)
     metrics.recovered("worker_down", len(stale))
-    metrics.runs_recovered("run_worker_lost", RunStatus.FAILED, [row[0] for row in lost])
+    record_recovered_runs("run_worker_lost", RunStatus.FAILED, [row[0] for row in lost])
     return bool(stale or lost)
 
 
@@ -245,7 +245,7 @@ def expire_overdue_runs(now):
                 )
             )
         save_events(events)
-    metrics.runs_recovered("run_timeout", RunStatus.TIMEOUT, [row[0] for row in overdue])
+    record_recovered_runs("run_timeout", RunStatus.TIMEOUT, [row[0] for row in overdue])
     return changed > 0
 
 
