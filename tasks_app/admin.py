@@ -37,7 +37,7 @@ from tasks_app.models import FINAL_RUN_STATUSES, RunStatus, Task, TaskDependency
 from tasks_app.notifications import admin as notifications_admin  # noqa: F401  (channels and the outbox)
 from tasks_app.notifications.explain import explain
 from tasks_app.notifications.models import default_notify_on
-from workers_app.models import Worker
+from tasks_app.workers import WORKERS
 
 RECENT_RUNS = 20
 PREVIEW_COUNT = 5
@@ -533,7 +533,7 @@ class WorkerFilter(admin.SimpleListFilter):
     parameter_name = "worker_id"
 
     def lookups(self, request, model_admin):
-        return [(pk, pk) for pk in Worker.objects.order_by("id").values_list("id", flat=True)]
+        return [(pk, pk) for pk in WORKERS.ids()]
 
     def queryset(self, request, queryset):
         if self.value():

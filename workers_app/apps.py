@@ -10,9 +10,12 @@ class WorkersAppConfig(AppConfig):
         # The apps below this one learn of workers only through what is
         # registered here (README: How it works).
         from system_app import dashboard, metrics, stats
+        from tasks_app.workers import WORKERS
         from workers_app import dashboard as worker_panels
         from workers_app import stats as worker_stats
+        from workers_app.directory import Directory
 
         stats.register("workers", worker_stats.system_stats)
         dashboard.register("workers", worker_panels.panels)
         metrics.DATABASE_COLLECTOR.add_reader("workers", worker_stats.metric_gauges)
+        WORKERS.register(Directory())

@@ -8,7 +8,6 @@ import logging
 from datetime import timedelta
 
 import dramatiq
-from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 
@@ -19,8 +18,7 @@ from tasks_app.dispatcher.common import batch_size as default_batch_size
 from tasks_app.dispatcher.common import claim, event, record_recovered_runs, save_events
 from tasks_app.dispatcher.enqueueing import PublishError, publish, select_rows
 from tasks_app.models import RunStatus, Task, TaskRun
-from workers_app import liveness
-from workers_app.models import Worker, WorkerStatus
+from tasks_app.workers import WORKERS
 
 logger = logging.getLogger(__name__)
 
@@ -48,20 +46,6 @@ def _record_alerts(run_ids, status, now):
         Task.record_outcome(run, now, source="dispatcher")
 
 
-def _workers_without_their_lock():
-    """PostgreSQL: the workers marked alive whose process no longer holds its
-    liveness lock (workers_app/liveness.py). They are dead now, whatever their
-    last heartbeat says. Empty on SQLite or when the check fails (the heartbeat
-    timeout still applies)."""
-    if not liveness.supported():
-        return set()
-    try:
-        return liveness.unheld(list(Worker.objects.lock_holders().values_list("pk", flat=True)))
-    except Exception:
-        logger.warning("could not check the workers' liveness locks", exc_info=True)
-        return set()
-
-
 def recover_lost_workers(now):
     """Mark down the workers without a heartbeat for WORKER_DEAD_AFTER_SECONDS,
     and on PostgreSQL at once those whose process lost its liveness lock, and
@@ -70,44 +54,20 @@ def recover_lost_workers(now):
     Runs still `running` on any `down` worker are failed too: that covers a
     worker killed during its shutdown, and a crash between the two updates.
     """
-    dead_after = timedelta(seconds=settings.WORKER_DEAD_AFTER_SECONDS)
     events = []
-    gone = _workers_without_their_lock()
+    gone = WORKERS.unheld()
     with transaction.atomic():
-        stale = list(claim(Worker.objects.stale(now, dead_after)).values_list("pk", "last_heartbeat"))
-        if stale:
-            Worker.objects.stale(now, dead_after).filter(pk__in=[pk for pk, _ in stale]).update(
-                status=WorkerStatus.DOWN, current_task_count=0
+        stale = WORKERS.mark_lost(now, gone)
+        for pk, heartbeat, why in stale:
+            events.append(
+                event(
+                    f"worker lost: {pk} ({why})",
+                    level=EventLevel.WARNING,
+                    worker_id=pk,
+                    last_heartbeat=heartbeat.isoformat() if heartbeat else None,
+                )
             )
-            for pk, heartbeat in stale:
-                events.append(
-                    event(
-                        f"worker lost: {pk} (no heartbeat since {heartbeat.isoformat() if heartbeat else 'ever'})",
-                        level=EventLevel.WARNING,
-                        worker_id=pk,
-                        last_heartbeat=heartbeat.isoformat() if heartbeat else None,
-                    )
-                )
-        if gone:
-            # A process that registered again under the same id since the
-            # check is marked down too and comes back with its next heartbeat;
-            # it has no runs yet.
-            found = list(claim(Worker.objects.lock_holders().filter(pk__in=gone)).values_list("pk", "last_heartbeat"))
-            if found:
-                Worker.objects.lock_holders().filter(pk__in=[pk for pk, _ in found]).update(
-                    status=WorkerStatus.DOWN, current_task_count=0
-                )
-            for pk, heartbeat in found:
-                stale.append((pk, heartbeat))
-                events.append(
-                    event(
-                        f"worker lost: {pk} (its process is gone: its liveness lock is free)",
-                        level=EventLevel.WARNING,
-                        worker_id=pk,
-                        last_heartbeat=heartbeat.isoformat() if heartbeat else None,
-                    )
-                )
-        down = Worker.objects.filter(status=WorkerStatus.DOWN).values("pk")
+        down = WORKERS.down_ids()
         lost = list(
             claim(TaskRun.objects.filter(status=RunStatus.RUNNING, worker_id__in=down)).values_list(
                 "pk", "task_id", "worker_id", "started_at", "task_name"

@@ -11,7 +11,7 @@ from datetime import timedelta
 from django.conf import settings
 
 from tasks_app.models import ConcurrencyPolicy, RunStatus, TaskDependency, TaskRun, TaskStatus
-from workers_app.models import Worker, WorkerStatus
+from tasks_app.workers import WORKERS
 
 MAX_LISTED = 10
 
@@ -62,7 +62,7 @@ def explain(task, now):
         .defer("stdout", "stderr")
         .order_by("scheduled_at", "id")[:100]
     )
-    if not _workers_serving(task):
+    if not WORKERS.serving(task.queue, task.executor):
         reasons.append(
             _reason(
                 "no_worker_for_queue",
@@ -169,10 +169,3 @@ def _dependency_reasons(task):
             )
         )
     return reasons
-
-
-def _workers_serving(task):
-    for queues, task_types in Worker.objects.filter(status=WorkerStatus.ACTIVE).values_list("queues", "task_types"):
-        if task.queue in (queues or []) and (not task_types or task.executor in task_types):
-            return True
-    return False
