@@ -24,17 +24,12 @@ from system_app import db, metrics
 from tasks_app.dispatcher.loop import Dispatcher
 from tasks_app.dispatcher.recovery import release_lost_in_memory_runs
 from tasks_app.dispatcher.wakeup import make_wakeup
-from tasks_app.models import Task
-from workers_app import runtime
+from workers_app.embedded import start_embedded_workers, stop_embedded_workers
 from workers_app.executors.process import groups
-from workers_app.middleware import WorkerLifecycle
 
 logger = logging.getLogger("tasks_app.dispatcher")
 
 DEFAULT_EMBEDDED_WORKERS = 4
-# How long a first signal waits for embedded runs before giving up on them.
-EMBEDDED_SHUTDOWN_MS = 10 * 60 * 1000
-EMBEDDED_IDLE_MS = 200
 
 
 class Command(BaseCommand):
@@ -121,29 +116,3 @@ class Command(BaseCommand):
 def canonical_queues(broker):
     """Declared queues without their delay (.DQ) and dead-letter (.XQ) twins."""
     return sorted(name for name in broker.get_declared_queues() if q_name(name) == name)
-
-
-def start_embedded_workers(broker, threads):
-    """Dramatiq worker threads in this process, sharing its broker object (with
-    the in-memory broker, the only way to reach the queues)."""
-    if not any(isinstance(middleware, WorkerLifecycle) for middleware in broker.middleware):
-        broker.add_middleware(WorkerLifecycle(application_name="scheduler-dispatcher"))
-    # The queues of today's tasks, declared before the threads start: they
-    # consume (and the worker row reports) every declared queue, not only
-    # the actors' "default". Later queues are declared when first published
-    # to, and the next heartbeat reports them.
-    for queue_name in Task.objects.order_by().values_list("queue", flat=True).distinct():
-        broker.declare_queue(queue_name)
-    # A short idle timeout: threads notice a stop within it (the default is 1 s).
-    worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=EMBEDDED_IDLE_MS)
-    worker.start()
-    return worker
-
-
-def stop_embedded_workers(broker, worker, timeout=EMBEDDED_SHUTDOWN_MS):
-    worker.stop(timeout=timeout)
-    # Worker.start() adds a middleware that starts consumers for new queues and
-    # Dramatiq never removes it: without this, a later Worker on the same
-    # broker (tests, a restart in-process) would revive this one's consumers.
-    broker.middleware = [m for m in broker.middleware if getattr(m, "worker", None) is not worker]
-    runtime.reset()
