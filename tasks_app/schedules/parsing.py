@@ -16,6 +16,12 @@ Cron fields: names JAN-DEC and SUN-SAT are case-insensitive; 0 and 7 are
 Sunday; ``N/step`` means ``N-max/step``; ``?`` is ``*`` in the day fields;
 ``L``, ``W`` and ``#`` are rejected, and so are backwards ranges (``FRI-MON``).
 Every refusal names the field and what is wrong with it.
+
+croniter is not used: its parser reads an equal range (``5-5``, ``JAN-JAN``) as
+the whole field, accepts ``L``, ``W``, ``#``, random ``R`` values, wrapping
+ranges and a seventh (year) field, and its errors do not say which field is
+wrong, so it would need this parser in front of it anyway; and its evaluation
+fires a fixed-time schedule twice in a repeated autumn hour.
 """
 
 from __future__ import annotations
