@@ -397,9 +397,13 @@ class TaskAdmin(TaskPagesMixin, ScopedPermissionsMixin, AuditedAdminMixin, TaskH
         """The preview, in a box that static/scheduler/schedule_preview.js
         refreshes from /api/schedules/preview as the schedule or timezone is
         edited."""
+        # A saved task's id makes the live preview list that task's own slots
+        # (an @every schedule counts from its creation) with its jitter, as below.
+        task = format_html(' data-task="{}"', obj.pk) if obj is not None and obj.pk is not None else ""
         return format_html(
-            '<div class="schedule-preview" data-url="{}" aria-live="polite">{}</div>',
+            '<div class="schedule-preview" data-url="{}"{} aria-live="polite">{}</div>',
             reverse("schedule-preview"),
+            task,
             self._saved_fire_times(obj),
         )
 

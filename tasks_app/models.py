@@ -443,6 +443,8 @@ class Task(models.Model):
 
     @property
     def schedule_anchor(self):
+        """The instant this task's ``@every`` schedule counts from (its creation);
+        None for other schedules. See ``interval_anchor``."""
         return interval_anchor(self.schedule, self.created_at)
 
     def compute_next_run_at(self, after=None):
@@ -750,13 +752,12 @@ class Task(models.Model):
     def upcoming_fires(self, count, after=None):
         """The next ``count`` fire times from ``after`` (default now), with the
         interval anchor the dispatcher uses; aware datetimes in UTC."""
-        fires, current = [], after or timezone.now()
-        while self.schedule and len(fires) < count:
-            current = schedules.next_fire(self.schedule, self.timezone, current, anchor=self.schedule_anchor)
-            if current is None:
-                break
-            fires.append(self.jittered(current))
-        return fires
+        if not self.schedule:
+            return []
+        schedule = schedules.parse_schedule(self.schedule, self.timezone)
+        return [
+            self.jittered(fire) for fire in schedule.fires_after(after or timezone.now(), count, self.schedule_anchor)
+        ]
 
     def has_cycle_with(self, dependency_ids):
         """True if depending on ``dependency_ids`` would close a cycle through self."""

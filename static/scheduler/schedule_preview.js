@@ -67,6 +67,8 @@
         return;
       }
       var query = new URLSearchParams({ schedule: expression, timezone: zone.value.trim() || "UTC", count: "5" });
+      // A saved task: its own slots (@every counts from its creation) and jitter.
+      if (box.dataset.task) query.set("task", box.dataset.task);
       fetch(url + "?" + query.toString(), {
         credentials: "same-origin",
         cache: "no-store",

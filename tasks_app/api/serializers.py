@@ -354,7 +354,10 @@ class SchedulePreviewQuerySerializer(serializers.Serializer):
         min_value=1,
         max_value=MAX_ID,
         required=False,
-        help_text="A task id: list that task's jittered fire times (its own jitter_seconds unless given).",
+        help_text=(
+            "A task id: list that task's own fire times (an @every schedule counts from the task's creation), "
+            "jittered (its own jitter_seconds unless given)."
+        ),
     )
     jitter_seconds = StrictIntegerQueryField(
         min_value=0,

@@ -37,7 +37,7 @@ from tasks_app.api.serializers import (
 from tasks_app.backfill import BackfillError, backfill
 from tasks_app.filters import TaskFilter, TaskOrderingFilter, TaskRunFilter
 from tasks_app.jitter import jittered
-from tasks_app.models import RunStatus, Task, TaskRun
+from tasks_app.models import RunStatus, Task, TaskRun, interval_anchor
 from tasks_app.versions import list_versions, restorable_values
 
 # A trigger overriding these changes what runs, so it needs task.write too.
@@ -292,10 +292,12 @@ class SchedulePreviewView(APIView):
         query = SchedulePreviewQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         data = query.validated_data
-        times = schedules.preview(data["schedule"], data["timezone"], data["count"], data["after"])
-        task = None
+        task = anchor = None
         if "task" in data:
-            task = get_object_or_404(Task.objects.only("id", "jitter_seconds"), pk=data["task"])
+            task = get_object_or_404(Task.objects.only("id", "jitter_seconds", "created_at"), pk=data["task"])
+            # The task's own slots: an @every schedule counts from its creation.
+            anchor = interval_anchor(data["schedule"], task.created_at)
+        times = schedules.preview(data["schedule"], data["timezone"], data["count"], data["after"], anchor)
         jitter = data.get("jitter_seconds", task.jitter_seconds if task else 0)
         if task is not None:
             times = [jittered(task.pk, moment, jitter) for moment in times]

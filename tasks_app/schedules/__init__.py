@@ -75,21 +75,16 @@ def preview(
     timezone: str = "UTC",
     count: int = 5,
     after: datetime | None = None,
+    anchor: datetime | None = None,
 ) -> list[datetime]:
     """The next ``count`` fire times as aware datetimes in the task's timezone.
 
-    ``after`` defaults to now (UTC).  Intervals are previewed without an anchor
-    (``after + interval``, ``after + 2*interval`` ...).
+    ``after`` defaults to now (UTC).  An interval counts from ``anchor`` (a
+    task's ``schedule_anchor``) when given, else from ``after`` (``after +
+    interval``, ``after + 2*interval`` ...).
     """
     if not isinstance(count, int) or count < 0 or count > MAX_PREVIEW_COUNT:
         raise ScheduleError(f"preview count must be between 0 and {MAX_PREVIEW_COUNT}")
     schedule = parse_schedule(expression, timezone)
     current = datetime.now(UTC) if after is None else to_utc(after)
-    result: list[datetime] = []
-    while len(result) < count:
-        nxt = schedule.next_after(current)
-        if nxt is None:
-            break
-        result.append(localize(nxt, schedule.tz))
-        current = nxt
-    return result
+    return [localize(fire, schedule.tz) for fire in schedule.fires_after(current, count, anchor)]

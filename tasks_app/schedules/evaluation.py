@@ -109,6 +109,18 @@ class Schedule:
         """First fire time strictly after ``after`` (aware UTC, whole seconds) or None."""
         raise NotImplementedError
 
+    def fires_after(self, after: datetime, count: int, anchor: datetime | None = None) -> list[datetime]:
+        """The next ``count`` fire times strictly after ``after`` (aware UTC), fewer
+        if the schedule stops firing; each one strictly after the one before."""
+        fires: list[datetime] = []
+        current = after
+        while len(fires) < count:
+            current = self.next_after(current, anchor)
+            if current is None:
+                break
+            fires.append(current)
+        return fires
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.expression!r} tz={self.timezone!r}>"
 

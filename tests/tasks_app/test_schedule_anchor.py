@@ -1,10 +1,11 @@
 """One anchor for @every schedules: the task's creation, the same instant for
-the API, the admin and the dispatcher (Task.schedule_anchor)."""
+the API, the admin, previews and the dispatcher (Task.schedule_anchor)."""
 
 from datetime import UTC, datetime, timedelta
 from itertools import count
 
 import pytest
+from django.urls import reverse
 from django.utils import timezone
 
 from tasks_app.dispatcher.planning import plan_due_tasks
@@ -12,6 +13,8 @@ from tasks_app.models import Task, TaskRun
 from tests.factories import TaskFactory
 
 pytestmark = pytest.mark.django_db
+
+PREVIEW_URL = reverse("schedule-preview")
 
 # A tenth of a second before a second boundary: each read of the clock below
 # moves it on by 0.3 s, so creating a task crosses the boundary.
@@ -54,3 +57,43 @@ def test_it_knows_its_creation_time_before_it_is_saved():
     task = Task(name="unsaved", executor="shell", command="true", schedule="@every 1m")
     assert task.created_at is not None
     assert task.compute_next_run_at(task.created_at) == task.created_at.replace(microsecond=0) + timedelta(minutes=1)
+
+
+CREATED = datetime(2026, 3, 2, 0, 0, 49, tzinfo=UTC)
+AFTER = datetime(2026, 3, 2, 1, 0, tzinfo=UTC)
+
+
+def test_it_lists_upcoming_interval_fires_from_the_tasks_creation():
+    task = TaskFactory(schedule="@every 10m", created_at=CREATED)
+    assert task.upcoming_fires(2, after=AFTER) == [
+        AFTER + timedelta(seconds=49),
+        AFTER + timedelta(minutes=10, seconds=49),
+    ]
+
+
+def test_it_previews_a_tasks_interval_slots_from_its_creation(as_viewer):
+    task = TaskFactory(schedule="@every 10m", created_at=CREATED)
+    query = {"schedule": "@every 10m", "after": AFTER.isoformat(), "count": 2}
+
+    mine = as_viewer.get("/api/schedules/preview", {**query, "task": task.pk}).json()
+    anonymous = as_viewer.get("/api/schedules/preview", query).json()
+
+    assert mine["next_runs"] == ["2026-03-02T01:00:49+00:00", "2026-03-02T01:10:49+00:00"]
+    assert anonymous["next_runs"] == ["2026-03-02T01:10:00+00:00", "2026-03-02T01:20:00+00:00"]
+
+
+def test_it_previews_a_new_interval_of_a_task_from_its_creation(as_viewer):
+    task = TaskFactory(schedule="0 * * * *", created_at=CREATED)
+    query = {"schedule": "@every 1h", "after": AFTER.isoformat(), "count": 1, "task": task.pk}
+    assert as_viewer.get("/api/schedules/preview", query).json()["next_runs"] == ["2026-03-02T01:00:49+00:00"]
+
+
+def test_it_gives_the_live_preview_of_a_saved_task_its_id(client, admin_user):
+    admin_user.is_staff = True
+    admin_user.save()
+    client.force_login(admin_user)
+    task = TaskFactory(schedule="@every 10m")
+    change = client.get(reverse("admin:tasks_app_task_change", args=[task.pk])).content.decode()
+    add = client.get(reverse("admin:tasks_app_task_add")).content.decode()
+    assert f'class="schedule-preview" data-url="{PREVIEW_URL}" data-task="{task.pk}"' in change
+    assert "data-task=" not in add
