@@ -8,7 +8,7 @@ impossible. BLAKE2b, not Python's hash(): that one is salted per process.
 """
 
 import hashlib
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 MAX_JITTER_SECONDS = 3600
 
@@ -24,5 +24,8 @@ def jitter_offset(task_id, slot, jitter_seconds):
 
 
 def jittered(task_id, slot, jitter_seconds):
-    """``slot`` delayed by its offset: the run's scheduled_at."""
-    return slot + jitter_offset(task_id, slot, jitter_seconds)
+    """``slot`` delayed by its offset: the run's scheduled_at, in ``slot``'s zone.
+
+    The delay is added in UTC: adding it to a wall time (a preview shows slots
+    in the task's zone) would be an hour off across a daylight saving change."""
+    return (slot.astimezone(UTC) + jitter_offset(task_id, slot, jitter_seconds)).astimezone(slot.tzinfo)

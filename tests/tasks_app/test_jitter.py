@@ -107,3 +107,13 @@ def test_it_accepts_jitter_through_the_api(as_admin):
     body = as_admin.post("/api/tasks", task_body(jitter_seconds=3600), format="json").json()
     assert body["jitter_seconds"] == 3600
     assert body["source"] == ""
+
+
+@pytest.mark.django_db
+def test_it_previews_a_tasks_jittered_instants_across_a_repeated_hour(as_viewer):
+    task = TaskFactory(schedule="59 2 * * *", timezone="Europe/Berlin", jitter_seconds=3600)
+    slot = datetime(2026, 10, 25, 0, 59, tzinfo=UTC)  # 02:59 CEST, a minute before the clocks go back
+    assert task.jittered(slot) - slot > timedelta(minutes=1)  # so the delay crosses 03:00 on the wall
+    query = {"schedule": task.schedule, "timezone": task.timezone, "after": "2026-10-24T12:00:00Z", "count": 1}
+    body = as_viewer.get("/api/schedules/preview", {**query, "task": task.pk}).json()
+    assert [parse_datetime(t) for t in body["next_runs"]] == [task.jittered(slot)]
