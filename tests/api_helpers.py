@@ -27,6 +27,10 @@ def fast_passwords(settings):
     Import it into a test module (``from tests.api_helpers import fast_passwords``)
     to make it autouse there.
     """
+    use_fast_passwords(settings)
+
+
+def use_fast_passwords(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
