@@ -10,6 +10,7 @@ from rest_framework.test import APIClient
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken
 
 from system_app.models import PERMISSIONS, ApiKey, codename
+from tests.api_crud import CreateObject, DeleteObject, ListObjects
 from tests.api_helpers import (
     assert_error,
     audit_entries,
@@ -217,6 +218,44 @@ def test_it_refuses_an_expired_or_garbage_jwt(anon):
 # API keys ------------------------------------------------------------------
 
 
+class TestApiKeyAPI(ListObjects, CreateObject, DeleteObject):
+    """Keys are listed, created (by a logged-in user only) and revoked: DELETE
+    keeps the row, marked revoked, and revoking twice is no error."""
+
+    path = KEYS
+    model = ApiKey
+    fields = frozenset(
+        {
+            "id",
+            "name",
+            "prefix",
+            "permissions",
+            "created_by",
+            "created_at",
+            "expires_at",
+            "last_used_at",
+            "revoked",
+            "revoked_at",
+        }
+    )
+    permissions = {"list": "system.write", "create": "system.write", "destroy": "system.write"}
+    users_only = frozenset({"create"})
+    missing_lookups = ("999999",)
+    create_data = {"name": "ci", "permissions": ["task.execute", "task.read"]}
+    required_fields = ("name",)
+    bad_create_data = ({"permissions": ["task.nope"]}, "permissions")
+    delete_action = "revoke"
+    delete_again_status = 204
+
+    def make(self, **kwargs):
+        creator = UserFactory(username="kim")
+        return ApiKey.issue(**{"name": "existing", "created_by": creator, "permissions": ["task.read"], **kwargs})[0]
+
+    def is_gone(self, api_key):
+        api_key.refresh_from_db()
+        return api_key.revoked and api_key.revoked_at is not None
+
+
 def test_it_creates_an_api_key_and_shows_it_once(as_admin):
     response = as_admin.post(KEYS, {"name": "ci", "permissions": ["task.read", "task.execute"]}, format="json")
     assert response.status_code == 201, response.content
@@ -313,10 +352,6 @@ def test_it_revokes_a_key(as_admin):
     assert len(audit_entries("revoke", "apikey", body["id"])) == 1
 
 
-def test_it_answers_404_for_revoking_an_unknown_key(as_admin):
-    assert_error(as_admin.delete(f"{KEYS}/999999"), 404)
-
-
 def test_it_sets_last_used_at(admin_user):
     api_key, raw = ApiKey.issue(name="ci", created_by=admin_user, permissions=["task.read"])
     assert api_key.last_used_at is None
@@ -347,9 +382,3 @@ def test_it_refuses_a_key_whose_creator_is_inactive(admin_user):
     admin_user.is_active = False
     admin_user.save()
     assert_error(bearer_client(raw).get("/api/tasks"), 401)
-
-
-def test_it_keeps_key_management_to_system_write(as_operator, key_client):
-    assert_error(as_operator.get(KEYS), 403)
-    assert_error(as_operator.post(KEYS, {"name": "x"}, format="json"), 403)
-    assert_error(key_client("task.read").get(KEYS), 403)
