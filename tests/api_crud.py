@@ -23,6 +23,9 @@ through the resource classes that compose them::
         ...
 """
 
+import importlib
+from pathlib import Path
+
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -163,7 +166,8 @@ class APIResource:
             ListObjects: [("get", cls.path)],
             GetObject: [("get", detail)],
             CreateObject: [("post", cls.path)],
-            UpdateObject: [("put", detail)] + ([("patch", detail)] if cls.patch_data is not None else []),
+            UpdateObject: [("put", detail)]
+            + ([("patch", detail)] if getattr(cls, "patch_data", None) is not None else []),
             DeleteObject: [("delete", detail)],
         }
         return {operation for mixin, ops in covered.items() if issubclass(cls, mixin) for operation in ops}
@@ -468,3 +472,17 @@ class ReadOnlyObjects(APIResource):
         for method in ("post", "put", "patch", "delete"):
             assert_error(getattr(as_admin, method)(self.detail_of(obj), {}, format="json"), 405)
         assert self.stored(obj) == before
+
+
+def declared_resources():
+    """Every resource test class of the API test modules (``tests/**/test_api_*.py``)."""
+    root = Path(__file__).resolve().parent.parent
+    found = []
+    for path in sorted(Path(__file__).resolve().parent.rglob("test_api_*.py")):
+        module = importlib.import_module(".".join(path.relative_to(root).with_suffix("").parts))
+        found += [
+            value
+            for value in vars(module).values()
+            if isinstance(value, type) and issubclass(value, APIResource) and value.path is not None
+        ]
+    return found
