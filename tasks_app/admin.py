@@ -3,7 +3,6 @@
 from django import forms
 from django.contrib import admin
 from django.core.exceptions import ValidationError
-from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import transaction
 from django.db.models import Count, Q
 from django.db.models.functions import Length, Right
@@ -37,6 +36,7 @@ from tasks_app.models import FINAL_RUN_STATUSES, RunStatus, Task, TaskDependency
 from tasks_app.notifications import admin as notifications_admin  # noqa: F401  (channels and the outbox)
 from tasks_app.notifications.explain import explain
 from tasks_app.notifications.models import default_notify_on
+from tasks_app.task_rules import BOUNDS
 from tasks_app.workers import WORKERS
 
 RECENT_RUNS = 20
@@ -73,9 +73,10 @@ def run_link(run):
 
 
 class TaskAdminForm(forms.ModelForm):
-    """The model's own ``clean()`` checks schedule, timezone, executor and
-    command (its errors land on those fields); this form adds the bounds the
-    database enforces, so they read as messages rather than constraint names."""
+    """The model's own ``clean()`` holds every rule of a task, as for the API
+    (its errors land on the fields, and it reschedules the task when its
+    schedule changes); the form only reads the page's input: an emptied JSON
+    box is "none", and the number boxes show the bounds ``clean()`` enforces."""
 
     json_defaults = {
         "arguments": list,
@@ -85,14 +86,6 @@ class TaskAdminForm(forms.ModelForm):
         # A form that leaves it out (or empties it) gets the default events.
         "notify_on": default_notify_on,
         "channels": list,
-    }
-    bounds = {
-        "retry_count": (0, 10),
-        "retry_backoff_seconds": (1, None),
-        "timeout_seconds": (1, 86400),
-        "pause_after_failures": (0, 1000),
-        "max_start_delay_seconds": (1, 2**31 - 1),
-        "jitter_seconds": (0, 3600),
     }
 
     class Meta:
@@ -145,14 +138,12 @@ class TaskAdminForm(forms.ModelForm):
                     self.data[name] = "" if value is None else value
                     if field.show_hidden_initial:  # callable model defaults
                         self.data[self.add_initial_prefix(name)] = self.data[name]
-        for name, (low, high) in self.bounds.items():
+        for name, (low, high) in BOUNDS.items():
             field = self.fields.get(name)
             if field is None:
                 continue
-            field.validators.append(MinValueValidator(low))
             field.widget.attrs["min"] = low
             if high is not None:
-                field.validators.append(MaxValueValidator(high))
                 field.widget.attrs["max"] = high
 
     def clean(self):
@@ -178,10 +169,10 @@ class DependencyFormSet(BaseInlineFormSet):
             depends_on = form.cleaned_data.get("depends_on")
             if depends_on is not None:
                 wanted.add(depends_on.pk)
-        if self.instance.pk is not None and self.instance.pk in wanted:
-            raise ValidationError("A task cannot depend on itself.")
-        if self.instance.has_cycle_with(wanted):
-            raise ValidationError("These dependencies would make a cycle: a task would wait for itself.")
+        # The rule of Task.clean(), which runs before these rows are read.
+        problem = self.instance.dependency_error(wanted)
+        if problem:
+            raise ValidationError(problem)
 
 
 class TaskDependencyInline(ScopedPermissionsMixin, admin.TabularInline):
@@ -433,8 +424,6 @@ class TaskAdmin(TaskPagesMixin, ScopedPermissionsMixin, AuditedAdminMixin, TaskH
     def save_model(self, request, obj, form, change):
         if not change:
             obj.created_by = request.user
-        if not change or {"schedule", "timezone", "status"} & set(form.changed_data):
-            obj.next_run_at = obj.compute_next_run_at()
         super().save_model(request, obj, form, change)
 
     def get_deleted_objects(self, objs, request):

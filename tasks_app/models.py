@@ -16,8 +16,8 @@ from simple_history.signals import pre_create_historical_record
 from system_app import secrets
 from system_app.exceptions import Conflict
 from system_app.models import AuditEntry, EventLevel, SystemEvent
-from system_app.validation import unstorable_fields
-from tasks_app import reach, run_sql, schedules
+from system_app.validation import MAX_BIGINT, unstorable_fields
+from tasks_app import reach, run_sql, schedules, task_rules
 from tasks_app.field_help import RUN_HELP, TASK_HELP
 from tasks_app.jitter import MAX_JITTER_SECONDS, jittered
 from tasks_app.notifications.models import (
@@ -345,55 +345,47 @@ class Task(models.Model):
             self.task_type = self.executor
         super().save(*args, **kwargs)
 
-    def clean(self):
-        errors = {}
-        if self.schedule is not None:
-            self.schedule = self.schedule.strip() or None
-        try:
-            schedules.get_timezone(self.timezone)
-        except schedules.ScheduleError as error:
-            errors["timezone"] = error.message
-        else:
-            if self.schedule:
-                try:
-                    schedules.validate_schedule(self.schedule, self.timezone)
-                except schedules.ScheduleError as error:
-                    errors["schedule"] = error.message
-        if self.executor and self.executor not in settings.ENABLED_EXECUTORS:
-            errors["executor"] = (
-                f"executor {self.executor!r} is not enabled here (ENABLED_EXECUTORS: "
-                f"{', '.join(settings.ENABLED_EXECUTORS)})"
-            )
-        if self.command is not None and len(self.command.encode()) > settings.TASK_COMMAND_MAX_BYTES:
-            errors["command"] = f"is longer than {settings.TASK_COMMAND_MAX_BYTES // 1024} KiB"
-        elif self.command is not None and not self.command.strip():
-            errors["command"] = "may not be blank"
-        elif self.executor == Executor.PYTHON and not _is_python_target(self.command):
-            errors["command"] = "must look like package.module:callable"
-        elif self.executor == Executor.PYTHON and (refused := reach.python_target_error(self.command)):
-            errors["command"] = refused
-        elif self.executor == Executor.HTTP and not self.command.startswith(("http://", "https://")):
-            errors["command"] = "must be an http:// or https:// URL"
-        elif self.executor == Executor.HTTP and (refused := reach.url_literal_error(self.command)):
-            errors["command"] = refused
-        errors.update(self._clean_alerts())
-        if self.schedule and not errors.get("schedule") and not errors.get("timezone") and self._schedule_changed():
-            parsed = schedules.parse_schedule(self.schedule, self.timezone)
-            if parsed.kind == "once" and parsed.at <= timezone.now():
-                # It would be accepted and never fire; say so while the author is here.
-                errors["schedule"] = (
-                    f"@at: {parsed.at.isoformat()} is in the past; a one-off time must be in the future"
-                )
-        for name, message in unstorable_fields(self).items():
-            errors.setdefault(name, message)
+    # Set before clean() by whoever is about to replace the task's dependencies
+    # (the API, the admin's dependency rows, applytasks, a restore): the ids it
+    # will set, checked with the rest. None: the dependencies stay as they are.
+    new_dependency_ids = None
 
-        if self.executor:
-            for field, message in secret_reference_errors(
-                self.executor, self.command, self.arguments, self.parameters
-            ).items():
+    def clean(self):
+        """Every invariant of a task's definition (SPEC §4), for the API's
+        serializer, the admin's form and applytasks alike: values the database
+        can store, schedule and timezone, the executor and what its command,
+        arguments and parameters may hold (task_rules.py, reach.py, secret
+        references), numeric bounds, labels, alerts and ``new_dependency_ids``.
+        Raises ValidationError({field: message}).
+
+        Normalizes what has one spelling (a blank schedule is none; tags,
+        notify_on and channels lose repeats) and, for a valid task whose
+        schedule, timezone or status differs from the stored one (or a new
+        task), recomputes ``next_run_at`` from now: rescheduling belongs to the
+        definition, not to the page that edited it.
+        """
+        if isinstance(self.schedule, str):
+            self.schedule = self.schedule.strip() or None
+        # First: the checks below could not even encode a lone surrogate, so
+        # they skip the fields refused here.
+        errors = unstorable_fields(self)
+        skip = set(errors)
+        stored = self._stored_schedule()
+        for found in (
+            self._clean_names(skip),
+            self._clean_schedule(skip, stored),
+            self._clean_execution(skip),
+            self._clean_bounds(skip),
+            self._clean_labels(skip),
+            self._clean_alerts(skip),
+            self._clean_dependencies(),
+        ):
+            for field, message in found.items():
                 errors.setdefault(field, message)
         if errors:
             raise ValidationError(errors)
+        if stored != (self.schedule, self.timezone, self.status):
+            self.next_run_at = self.compute_next_run_at()
 
     def check_overrides(self, arguments=None, parameters=None):
         """Hold a manual trigger's overrides to the rules of the task's own
@@ -406,16 +398,100 @@ class Task(models.Model):
             candidate.parameters = parameters
         candidate.clean()
 
-    def _clean_alerts(self):
+    def _clean_names(self, skip):
+        errors = {}
+        for name in ("name", "queue"):
+            value = getattr(self, name)
+            if name not in skip and isinstance(value, str) and not value.strip():
+                errors[name] = "may not be blank"
+        return errors
+
+    def _clean_schedule(self, skip, stored):
+        if {"schedule", "timezone"} & skip:
+            return {}
+        try:
+            schedules.get_timezone(self.timezone)
+        except schedules.ScheduleError as error:
+            return {"timezone": error.message}
+        if not self.schedule:
+            return {}
+        try:
+            schedules.validate_schedule(self.schedule, self.timezone)
+        except schedules.ScheduleError as error:
+            return {"schedule": error.message}
+        if stored[:2] != (self.schedule, self.timezone):
+            # An @at already past stays valid on later edits of other fields.
+            parsed = schedules.parse_schedule(self.schedule, self.timezone)
+            if parsed.kind == "once" and parsed.at <= timezone.now():
+                # It would be accepted and never fire; say so while the author is here.
+                past = f"@at: {parsed.at.isoformat()} is in the past; a one-off time must be in the future"
+                return {"schedule": past}
+        return {}
+
+    def _clean_execution(self, skip):
+        """The executor, and what its command, arguments and parameters may hold."""
+        errors = {}
+        if self.executor and self.executor not in settings.ENABLED_EXECUTORS:
+            errors["executor"] = (
+                f"executor {self.executor!r} is not enabled here (ENABLED_EXECUTORS: "
+                f"{', '.join(settings.ENABLED_EXECUTORS)})"
+            )
+        if "command" not in skip and self.command is not None:
+            problem = None
+            if len(self.command.encode()) > settings.TASK_COMMAND_MAX_BYTES:
+                problem = f"is longer than {settings.TASK_COMMAND_MAX_BYTES // 1024} KiB"
+            elif not self.command.strip():
+                problem = "may not be blank"
+            elif self.executor == Executor.PYTHON:
+                problem = reach.python_target_error(self.command)
+            elif self.executor == Executor.HTTP and not self.command.startswith(("http://", "https://")):
+                problem = "must be an http:// or https:// URL"
+            elif self.executor == Executor.HTTP:
+                problem = reach.url_literal_error(self.command)
+            if problem:
+                errors["command"] = problem
+        if "arguments" not in skip and (problem := task_rules.arguments_error(self.arguments, self.executor)):
+            errors["arguments"] = problem
+        if "parameters" not in skip and (problem := task_rules.parameters_error(self.parameters)):
+            errors["parameters"] = problem
+        if self.executor and not {"command", "arguments", "parameters"} & skip:
+            for field, message in secret_reference_errors(
+                self.executor, self.command, self.arguments, self.parameters
+            ).items():
+                errors.setdefault(field, message)
+        return errors
+
+    def _clean_bounds(self, skip):
+        errors = {}
+        for name in task_rules.BOUNDS:
+            if name not in skip and (problem := task_rules.bound_error(name, getattr(self, name))):
+                errors[name] = problem
+        return errors
+
+    def _clean_labels(self, skip):
+        errors = {}
+        if "tags" not in skip:
+            self.tags, problem = task_rules.clean_tags(self.tags)
+            if problem:
+                errors["tags"] = problem
+        if "metadata" not in skip and not isinstance(self.metadata, dict):
+            errors["metadata"] = "Must be an object."
+        return errors
+
+    def _clean_alerts(self, skip):
         errors = {}
         notify_on = self.notify_on
-        if not isinstance(notify_on, list) or any(item not in NotifyEvent.values for item in notify_on):
+        if "notify_on" in skip:
+            pass
+        elif not isinstance(notify_on, list) or any(item not in NotifyEvent.values for item in notify_on):
             errors["notify_on"] = f"must be a list of: {', '.join(NotifyEvent.values)}"
         else:
             self.notify_on = list(dict.fromkeys(notify_on))
         channels = self.channels
-        if not isinstance(channels, list) or any(
-            isinstance(pk, bool) or not isinstance(pk, int) or not 1 <= pk <= 2**63 - 1 for pk in channels
+        if "channels" in skip:
+            pass
+        elif not isinstance(channels, list) or any(
+            isinstance(pk, bool) or not isinstance(pk, int) or not 1 <= pk <= MAX_BIGINT for pk in channels
         ):
             errors["channels"] = "must be a list of channel ids"
         else:
@@ -425,19 +501,41 @@ class Task(models.Model):
                 errors["channels"] = f"no channel with id {', '.join(map(str, missing))}"
             else:
                 self.channels = sorted(set(channels))
-        if self.pause_after_failures is not None and not 0 <= self.pause_after_failures <= 1000:
-            errors["pause_after_failures"] = "must be between 0 and 1000"
-        if self.max_start_delay_seconds is not None and self.max_start_delay_seconds < 1:
-            errors["max_start_delay_seconds"] = "must be at least 1 (or null)"
         return errors
 
-    def _schedule_changed(self):
-        """True for a new task, or when the schedule or its timezone differs from
-        the stored one: an @at already in the past stays valid on later edits."""
-        if self.pk is None:
-            return True
-        stored = Task.objects.filter(pk=self.pk).values_list("schedule", "timezone").first()
-        return stored != (self.schedule, self.timezone)
+    def _clean_dependencies(self):
+        if self.new_dependency_ids is None:
+            return {}
+        problem = self.dependency_error(self.new_dependency_ids)
+        return {"dependencies": problem} if problem else {}
+
+    def dependency_error(self, dependency_ids):
+        """Why this task may not depend on ``dependency_ids``, or None: each must
+        be an existing task other than this one, and none may wait, directly or
+        through others, for this task (a cycle would wait for itself forever).
+
+        A read, not a lock: two edits committed at the same moment, each closing
+        half of a cycle, both pass. The dispatcher's gate then holds the runs of
+        that cycle pending, which explain() shows; it never loops.
+        """
+        wanted = sorted(set(dependency_ids))
+        usable = [pk for pk in wanted if isinstance(pk, int) and not isinstance(pk, bool) and 1 <= pk <= MAX_BIGINT]
+        found = set(Task.objects.filter(pk__in=usable).values_list("pk", flat=True)) if usable else set()
+        missing = [str(pk) for pk in wanted if pk not in found]
+        if missing:
+            return f"no task with id {', '.join(missing)}"
+        if self.pk is not None and self.pk in found:
+            return "a task cannot depend on itself"
+        if self.has_cycle_with(wanted):
+            return "these dependencies would create a cycle: a task would wait for itself"
+        return None
+
+    def _stored_schedule(self):
+        """(schedule, timezone, status) as stored; Nones for a new task."""
+        stored = None
+        if self.pk is not None:
+            stored = Task.objects.filter(pk=self.pk).values_list("schedule", "timezone", "status").first()
+        return tuple(stored or (None, None, None))
 
     # Schedule and state ---------------------------------------------------
 
@@ -665,21 +763,14 @@ class Task(models.Model):
         if record is None:
             raise Task.DoesNotExist(f"task {self.pk} has no version {number}")
         dependency_ids = sorted(set(record.dependency_ids or []))
-        existing = set(Task.objects.filter(pk__in=dependency_ids).values_list("pk", flat=True))
-        missing = [str(pk) for pk in dependency_ids if pk not in existing]
-        if missing:
-            raise ValidationError(
-                {"dependencies": f"task {', '.join(missing)} named by version {number} no longer exists"}
-            )
-        if self.pk in dependency_ids or self.has_cycle_with(dependency_ids):
-            raise ValidationError({"dependencies": "these dependencies would now create a cycle"})
-        old_schedule = (self.schedule, self.timezone)
         for field in type(record).tracked_fields:
             if field.name not in NOT_RESTORED:
                 setattr(self, field.attname, getattr(record, field.attname))
-        self.full_clean(exclude=["created_by"])
-        if (self.schedule, self.timezone) != old_schedule:
-            self.next_run_at = self.compute_next_run_at()
+        self.new_dependency_ids = dependency_ids
+        try:
+            self.full_clean(exclude=["created_by"])  # reschedules if the schedule changes back
+        finally:
+            self.new_dependency_ids = None
         with transaction.atomic():
             self._version_dependency_ids = dependency_ids
             if user is not None:
@@ -815,12 +906,6 @@ def percentile(sorted_values, pct):
         return None
     rank = max(1, -(-len(sorted_values) * pct // 100))
     return round(sorted_values[int(rank) - 1], 4)
-
-
-def _is_python_target(command):
-    module, sep, attribute = command.strip().partition(":")
-    parts = module.split(".") + attribute.split(".")
-    return bool(sep) and all(part.isidentifier() for part in parts)
 
 
 class TaskDependency(models.Model):

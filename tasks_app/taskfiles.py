@@ -274,11 +274,11 @@ def _valid(serializer, entry, errors):
 def _set_created_dependencies(task, dependency_ids, entry, errors):
     if not dependency_ids:
         return
-    if task.pk in dependency_ids:
-        errors.append(f"{entry.where('dependencies')}: a task cannot depend on itself")
-        return
-    if task.has_cycle_with(dependency_ids):
-        errors.append(f"{entry.where('dependencies')}: these dependencies would create a cycle")
+    # Created before every name existed, the task gets its dependencies now,
+    # under the rule of Task.clean().
+    problem = task.dependency_error(dependency_ids)
+    if problem:
+        errors.append(f"{entry.where('dependencies')}: {problem}")
         return
     task.set_dependencies(dependency_ids)
     # The version saved at creation keeps the dependencies it was created with.
@@ -294,10 +294,11 @@ def _update(task, entry, dependency_ids, source, errors):
     if not _valid(serializer, entry, errors):
         return None
     current_dependencies = sorted(link.depends_on_id for link in task.dependency_links.all())
+    writable = set(writable_fields())
     changed = [
         name
         for name, value in serializer.validated_data.items()
-        if name != "dependencies" and getattr(task, name) != value
+        if name in writable and name != "dependencies" and getattr(task, name) != value
     ]
     if current_dependencies != dependency_ids:
         changed.append("dependencies")

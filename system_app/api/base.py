@@ -127,18 +127,29 @@ class ValidatedModelSerializer(serializers.ModelSerializer):
             kwargs.setdefault("error_messages", {})["invalid_choice"] = f'"{{input}}" is not one of: {allowed}.'
         return field_class, kwargs
 
-    def validate(self, attrs):
-        attrs = super().validate(attrs)
+    # Fields beyond the input that the model's clean() may set (read-only in
+    # the API), which the write saves as clean() left them.
+    derived_fields = ()
+
+    def candidate(self, attrs):
+        """The instance to clean: a copy of the one updated (or a new one) with
+        ``attrs`` set, many-to-many fields aside."""
         instance = copy.copy(self.instance) if self.instance is not None else self.Meta.model()
         many_to_many = {f.name for f in self.Meta.model._meta.many_to_many}
         for key, value in attrs.items():
             if key not in many_to_many:
                 setattr(instance, key, value)
+        return instance
+
+    def validate(self, attrs):
+        attrs = super().validate(attrs)
+        instance = self.candidate(attrs)
         try:
             instance.clean()
         except DjangoValidationError as error:
             raise serializers.ValidationError(as_serializer_error(error)) from None
-        for key in attrs:
+        many_to_many = {f.name for f in self.Meta.model._meta.many_to_many}
+        for key in [*attrs, *self.derived_fields]:
             if key not in many_to_many and hasattr(instance, key):
                 attrs[key] = getattr(instance, key)
         return attrs

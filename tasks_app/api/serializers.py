@@ -18,53 +18,21 @@ from tasks_app import schedules
 from tasks_app.field_help import RUN_HELP, TASK_HELP
 from tasks_app.jitter import MAX_JITTER_SECONDS
 from tasks_app.models import Priority, Task, TaskRun
+from tasks_app.task_rules import BOUNDS
 
-MAX_TAGS = 50
-MAX_TAG_LENGTH = 100
-MAX_ARGUMENTS = 1000
 # Primary keys are 64-bit; a larger number is no id, and the database driver
 # would raise on it rather than find nothing.
 MAX_ID = 2**63 - 1
 
 
-def check_arguments(value, executor):
-    """A task's arguments, or a manual trigger's overrides of them."""
-    if len(value) > MAX_ARGUMENTS:
-        raise serializers.ValidationError(f"At most {MAX_ARGUMENTS} arguments.")
-    if executor == "shell" and any(not isinstance(item, (str, int, float)) or isinstance(item, bool) for item in value):
-        raise serializers.ValidationError("Shell arguments must be strings or numbers.")
-    return value
-
-
-def check_parameters(value):
-    """A task's executor options, or a manual trigger's overrides of them."""
-    env = value.get("env")
-    if env is not None and (not isinstance(env, dict) or any(not isinstance(v, str) for v in env.values())):
-        raise serializers.ValidationError("env must be an object of string values.")
-    for key in ("working_directory", "method"):
-        if key in value and not isinstance(value[key], str):
-            raise serializers.ValidationError(f"{key} must be a string.")
-    if "headers" in value and not isinstance(value["headers"], dict):
-        raise serializers.ValidationError("headers must be an object.")
-    if "kwargs" in value and not isinstance(value["kwargs"], dict):
-        raise serializers.ValidationError("kwargs must be an object.")
-    expected = value.get("expected_status")
-    if expected is not None and (
-        not isinstance(expected, list)
-        or any(isinstance(code, bool) or not isinstance(code, int) or not 100 <= code <= 599 for code in expected)
-    ):
-        raise serializers.ValidationError("expected_status must be a list of HTTP status codes (100-599).")
-    return value
-
-
 @extend_schema_field({"type": "array", "items": {"type": "integer", "minimum": 1}})
 class DependencyIdsField(serializers.Field):
-    """Task ids; validated with one query, read from prefetched links."""
+    """Task ids (Task.clean() checks that they exist and make no cycle); read
+    from prefetched links."""
 
     default_error_messages = {
         "not_a_list": "Must be a list of task ids.",
         "invalid": "Task ids must be whole numbers.",
-        "missing": "No task with id {ids}.",
     }
 
     def to_representation(self, value):
@@ -78,15 +46,7 @@ class DependencyIdsField(serializers.Field):
             self.fail("not_a_list")
         if any(isinstance(item, bool) or not isinstance(item, int) for item in data):
             self.fail("invalid")
-        out_of_range = sorted({str(item) for item in data if not 1 <= item <= MAX_ID})
-        if out_of_range:
-            self.fail("missing", ids=", ".join(out_of_range))
-        ids = sorted(set(data))
-        found = set(Task.objects.filter(pk__in=ids).values_list("pk", flat=True))
-        missing = [str(pk) for pk in ids if pk not in found]
-        if missing:
-            self.fail("missing", ids=", ".join(missing))
-        return ids
+        return sorted(set(data))
 
 
 class TaskSerializer(ValidatedModelSerializer):
@@ -147,52 +107,32 @@ class TaskSerializer(ValidatedModelSerializer):
             "source",
         ]
         extra_kwargs = {
+            # The bounds Task.clean() enforces, here for the OpenAPI schema.
+            **{name: {"min_value": low, "max_value": high} for name, (low, high) in BOUNDS.items()},
             "name": {"min_length": 1, "max_length": 255, "validators": []},
             "task_type": {"min_length": 1, "max_length": 100},
             "command": {"trim_whitespace": False},
             "schedule": {"allow_null": True, "allow_blank": False, "max_length": 255},
-            "retry_count": {"min_value": 0, "max_value": 10},
-            "retry_backoff_seconds": {"min_value": 1, "max_value": 3600},
-            "timeout_seconds": {"min_value": 1, "max_value": 86400},
-            "misfire_grace_seconds": {"min_value": 0, "max_value": 86400},
-            "jitter_seconds": {"min_value": 0, "max_value": MAX_JITTER_SECONDS},
             "queue": {"min_length": 1, "max_length": 100},
             "timezone": {"max_length": 64},
-            "pause_after_failures": {"min_value": 0, "max_value": 1000},
-            "max_start_delay_seconds": {"min_value": 1, "max_value": 2**31 - 1, "allow_null": True},
+            "max_start_delay_seconds": {
+                "min_value": BOUNDS["max_start_delay_seconds"][0],
+                "max_value": BOUNDS["max_start_delay_seconds"][1],
+                "allow_null": True,
+            },
         }
 
-    def validate_arguments(self, value):
-        executor = self.initial_data.get("executor") if isinstance(self.initial_data, dict) else None
-        executor = executor or (self.instance.executor if self.instance else None)
-        return check_arguments(value, executor)
+    # Task.clean() computes next_run_at when the schedule changes, from the
+    # task's created_at for @every schedules: the task saved keeps both.
+    derived_fields = ("created_at", "next_run_at")
 
-    def validate_tags(self, value):
-        if len(value) > MAX_TAGS:
-            raise serializers.ValidationError(f"At most {MAX_TAGS} tags.")
-        for tag in value:
-            if not isinstance(tag, str) or not tag.strip():
-                raise serializers.ValidationError("Each tag must be a non-empty string.")
-            if len(tag) > MAX_TAG_LENGTH:
-                raise serializers.ValidationError(f"Each tag must be at most {MAX_TAG_LENGTH} characters.")
-        return list(dict.fromkeys(tag.strip() for tag in value))
-
-    def validate_parameters(self, value):
-        return check_parameters(value)
-
-    def validate_name(self, value):
-        if not value.strip():
-            raise serializers.ValidationError("May not be blank.")
-        return value
+    def candidate(self, attrs):
+        task = super().candidate(attrs)
+        task.new_dependency_ids = attrs.get("dependencies")
+        return task
 
     def validate(self, attrs):
         attrs = super().validate(attrs)
-        dependencies = attrs.get("dependencies")
-        if dependencies is not None and self.instance is not None:
-            if self.instance.pk in dependencies:
-                raise serializers.ValidationError({"dependencies": ["A task cannot depend on itself."]})
-            if self.instance.has_cycle_with(dependencies):
-                raise serializers.ValidationError({"dependencies": ["These dependencies would create a cycle."]})
         name = attrs.get("name")
         if name is not None:
             clash = Task.objects.filter(name=name)
@@ -207,7 +147,6 @@ class TaskSerializer(ValidatedModelSerializer):
         # SPEC §4: task_type defaults to the task's executor.
         validated_data.setdefault("task_type", validated_data["executor"])
         task = Task(**validated_data)
-        task.next_run_at = task.compute_next_run_at()
         task._version_dependency_ids = dependencies  # the version saved below keeps them
         task.save()
         task.set_dependencies(dependencies)
@@ -216,10 +155,6 @@ class TaskSerializer(ValidatedModelSerializer):
 
     def update(self, instance, validated_data):
         dependencies = validated_data.pop("dependencies", None)
-        reschedule = any(
-            key in validated_data and validated_data[key] != getattr(instance, key)
-            for key in ("schedule", "timezone", "status")
-        )
         status = validated_data.get("status")
         if status is not None and status != instance.status:
             # Pausing or resuming through PUT/PATCH says who, as pause/resume do.
@@ -231,8 +166,6 @@ class TaskSerializer(ValidatedModelSerializer):
                 instance.failure_streak = 0
         for key, value in validated_data.items():
             setattr(instance, key, value)
-        if reschedule:
-            instance.next_run_at = instance.compute_next_run_at()
         instance._version_dependency_ids = dependencies  # None: the current links
         instance.save()
         instance._version_dependency_ids = None
@@ -300,12 +233,6 @@ class TriggerSerializer(serializers.Serializer):
         allow_null=True,
         help_text="Priority of this run only: low, normal, high or critical.",
     )
-
-    def validate_arguments(self, value):
-        return value if value is None else check_arguments(value, self.context["task"].executor)
-
-    def validate_parameters(self, value):
-        return value if value is None else check_parameters(value)
 
     def validate(self, attrs):
         if attrs.get("arguments") is None and attrs.get("parameters") is None:

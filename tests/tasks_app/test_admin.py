@@ -271,7 +271,7 @@ def test_it_rejects_self_and_cyclic_dependencies(client, boss, shape):
 
     assert response.status_code == 200
     html = response.content.decode()
-    assert ("cannot depend on itself" in html) if shape == "self" else ("would make a cycle" in html)
+    assert ("cannot depend on itself" in html) if shape == "self" else ("would create a cycle" in html)
     assert not task.dependency_links.exists()
 
 

@@ -217,7 +217,8 @@ def test_it_refuses_a_cycle_of_dependencies(tmp_path):
     errors, _message = apply_failing(
         write(tmp_path, "jobs.yaml", [shell("a", dependencies=["b"]), shell("b", dependencies=["a"])])
     )
-    assert errors == [f"{tmp_path / 'jobs.yaml'}: task 'b': dependencies: these dependencies would create a cycle"]
+    cycle = "these dependencies would create a cycle: a task would wait for itself"
+    assert errors == [f"{tmp_path / 'jobs.yaml'}: task 'b': dependencies: {cycle}"]
     assert not Task.objects.exists()
 
 
