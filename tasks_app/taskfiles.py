@@ -53,11 +53,6 @@ class _DryRun(Exception):
     """Raised at the end of a dry run to roll the transaction back."""
 
 
-def writable_fields():
-    """The API's writable task fields, in the serializer's order."""
-    return [name for name, spec in TaskSerializer().fields.items() if not spec.read_only]
-
-
 def default_for(name, data):
     """The value a left-out field takes (``missing`` when the field has none)."""
     if name == "task_type":
@@ -159,7 +154,7 @@ def apply_files(paths, source, *, prune=False, dry_run=False):
 
 def _apply(entries, source, prune):
     errors, report = [], Report()
-    allowed = set(writable_fields()) | set(REFERENCE_FIELDS)
+    allowed = set(TaskSerializer.writable_fields()) | set(REFERENCE_FIELDS)
     seen = {}
     channel_ids = dict(Channel.objects.values_list("name", "pk"))
     for entry in entries:
@@ -250,7 +245,7 @@ def _full_data(data):
     """The file's fields, plus the default of every writable field it leaves out
     (``status`` and dependencies excepted)."""
     full = {key: value for key, value in data.items() if key not in REFERENCE_FIELDS}
-    for name in writable_fields():
+    for name in TaskSerializer.writable_fields():
         if name in full or name in REFERENCE_FIELDS or name == "status":
             continue
         value = default_for(name, full)
@@ -294,7 +289,7 @@ def _update(task, entry, dependency_ids, source, errors):
     if not _valid(serializer, entry, errors):
         return None
     current_dependencies = sorted(link.depends_on_id for link in task.dependency_links.all())
-    writable = set(writable_fields())
+    writable = set(TaskSerializer.writable_fields())
     changed = [
         name
         for name, value in serializer.validated_data.items()
@@ -347,7 +342,7 @@ def export_tasks(source=None):
     exported = []
     for task, body in zip(tasks, data, strict=True):
         item = {name: body[name] for name in ALWAYS_EXPORTED}
-        for name in writable_fields():
+        for name in TaskSerializer.writable_fields():
             if name in ALWAYS_EXPORTED or name == "status" or name in REFERENCE_FIELDS:
                 continue
             default = default_for(name, item)

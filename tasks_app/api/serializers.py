@@ -122,6 +122,12 @@ class TaskSerializer(ValidatedModelSerializer):
             },
         }
 
+    @classmethod
+    def writable_fields(cls):
+        """The fields a write may give, in this serializer's order (a task
+        file of applytasks takes the same)."""
+        return [name for name, field in cls().fields.items() if not field.read_only]
+
     # Task.clean() computes next_run_at when the schedule changes, from the
     # task's created_at for @every schedules: the task saved keeps both.
     derived_fields = ("created_at", "next_run_at")

@@ -19,6 +19,7 @@ from django.db import transaction
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tasks_app.api.serializers import TaskSerializer
 from tests.api_helpers import (
     assert_error,
     fast_passwords,  # noqa: F401 (autouse fixture)
@@ -83,29 +84,8 @@ json_values = st.recursive(
     max_leaves=8,
 )
 
-TASK_FIELDS = [
-    "name",
-    "description",
-    "task_type",
-    "executor",
-    "command",
-    "arguments",
-    "parameters",
-    "schedule",
-    "timezone",
-    "priority",
-    "queue",
-    "retry_count",
-    "retry_backoff_seconds",
-    "timeout_seconds",
-    "concurrency_policy",
-    "misfire_policy",
-    "misfire_grace_seconds",
-    "dependencies",
-    "tags",
-    "metadata",
-    "status",
-]
+# Every field a task write may give, as the API's serializer lists them.
+TASK_FIELDS = TaskSerializer.writable_fields()
 HEARTBEAT_FIELDS = [
     "current_task_count",
     "load_average",
