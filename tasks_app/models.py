@@ -515,8 +515,9 @@ class Task(models.Model):
         through others, for this task (a cycle would wait for itself forever).
 
         A read, not a lock: two edits committed at the same moment, each closing
-        half of a cycle, both pass. The dispatcher's gate then holds the runs of
-        that cycle pending, which explain() shows; it never loops.
+        half of a cycle, both pass. The dispatcher's gate reads direct links
+        only, so such a cycle cannot make it loop; its tasks' runs wait on
+        each other until one of the links is removed.
         """
         wanted = sorted(set(dependency_ids))
         usable = [pk for pk in wanted if isinstance(pk, int) and not isinstance(pk, bool) and 1 <= pk <= MAX_BIGINT]
