@@ -224,6 +224,10 @@ class AuditedAdminMixin:
             obj._audit_changes = {
                 name: jsonable(value) for name, value in form.cleaned_data.items() if name not in self.audit_ignore
             }
+        self.save_object(request, obj, form, change)
+
+    def save_object(self, request, obj, form, change):
+        """Write the row (Django's save_model); a model admin may write less."""
         super().save_model(request, obj, form, change)
 
     def audit_changes(self, obj, message):

@@ -426,6 +426,15 @@ class TaskAdmin(TaskPagesMixin, ScopedPermissionsMixin, AuditedAdminMixin, TaskH
             obj.created_by = request.user
         super().save_model(request, obj, form, change)
 
+    def save_object(self, request, obj, form, change):
+        if not change:
+            obj.save()
+            return
+        # Task.clean() (run by the form) recomputed next_run_at if the edit
+        # reschedules; the rest of the dispatcher's bookkeeping stays as stored.
+        rescheduled = {"schedule", "timezone", "status"} & set(form.changed_data)
+        obj.save_definition(also={"next_run_at"} if rescheduled else ())
+
     def get_deleted_objects(self, objs, request):
         """Counts instead of Django's list of every cascaded row: a task can
         have a million runs, each with 128 KiB of output, and the default

@@ -345,6 +345,25 @@ class Task(models.Model):
             self.task_type = self.executor
         super().save(*args, **kwargs)
 
+    # Columns the dispatcher keeps up to date with queryset updates (planning,
+    # record_outcome) while somebody edits the task.
+    BOOKKEEPING_FIELDS = frozenset({"next_run_at", "last_run_at", "last_run_status", "failure_streak"})
+
+    def save_definition(self, also=()):
+        """Save an edit of a stored task (the API's PUT/PATCH, the admin's
+        change form) without its BOOKKEEPING_FIELDS, except those in ``also``
+        (next_run_at when the edit rescheduled, failure_streak when it resumed).
+
+        The row was read when the edit began; saving it whole would put back
+        what the dispatcher wrote since: an old next_run_at plans a slot twice,
+        an old failure_streak undoes a recorded failure."""
+        fields = [
+            field.name
+            for field in self._meta.concrete_fields
+            if not field.primary_key and (field.name not in self.BOOKKEEPING_FIELDS or field.name in also)
+        ]
+        self.save(update_fields=fields)
+
     # Set before clean() by whoever is about to replace the task's dependencies
     # (the API, the admin's dependency rows, applytasks, a restore): the ids it
     # will set, checked with the rest. None: the dependencies stay as they are.

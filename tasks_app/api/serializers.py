@@ -161,6 +161,12 @@ class TaskSerializer(ValidatedModelSerializer):
 
     def update(self, instance, validated_data):
         dependencies = validated_data.pop("dependencies", None)
+        # Task.clean() recomputed next_run_at if this edit reschedules.
+        also = (
+            {"next_run_at"}
+            if validated_data.get("next_run_at", instance.next_run_at) != instance.next_run_at
+            else set()
+        )
         status = validated_data.get("status")
         if status is not None and status != instance.status:
             # Pausing or resuming through PUT/PATCH says who, as pause/resume do.
@@ -170,10 +176,11 @@ class TaskSerializer(ValidatedModelSerializer):
             instance.paused_reason = ""
             if status == "active":
                 instance.failure_streak = 0
+                also.add("failure_streak")
         for key, value in validated_data.items():
             setattr(instance, key, value)
         instance._version_dependency_ids = dependencies  # None: the current links
-        instance.save()
+        instance.save_definition(also)
         instance._version_dependency_ids = None
         if dependencies is not None:
             instance.set_dependencies(dependencies)

@@ -243,6 +243,26 @@ def test_it_recomputes_next_run_at_when_the_schedule_changes_and_audits_the_diff
     assert entry.changes == {"schedule": ["@yearly", "*/5 * * * *"]}
 
 
+def test_it_keeps_what_the_dispatcher_wrote_while_the_form_was_checked(client, boss, monkeypatch):
+    task = TaskFactory(schedule="@hourly")
+    task.next_run_at = task.compute_next_run_at()
+    task.save()
+    planned = task.next_run_at + timedelta(hours=1)
+    clean = Task.clean
+
+    def dispatcher_writes_meanwhile(candidate):
+        Task.objects.filter(pk=task.pk).update(next_run_at=planned, failure_streak=2, last_run_status="failed")
+        clean(candidate)
+
+    monkeypatch.setattr(Task, "clean", dispatcher_writes_meanwhile)
+    response = client.post(task_url(task), change_form(task, schedule="@hourly", description="edited"), follow=True)
+
+    assert response.status_code == 200
+    task.refresh_from_db()
+    assert task.description == "edited"
+    assert (task.next_run_at, task.failure_streak, task.last_run_status) == (planned, 2, "failed")
+
+
 def test_it_adds_a_dependency_through_the_inline(client, boss):
     upstream = TaskFactory(name="upstream")
     task = TaskFactory(name="downstream")

@@ -6,6 +6,7 @@ import pytest
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from tasks_app.api.serializers import TaskSerializer
 from tasks_app.models import RunStatus, Task, TaskRun, Trigger
 from tests.api_crud import CreateObject, DeleteObject, GetObject, ListObjects, UpdateObject
 from tests.api_helpers import (
@@ -307,6 +308,29 @@ def test_it_pauses_and_resumes_through_patch_status(as_admin):
     assert paused["status"] == "paused" and paused["next_run_at"] is None
     active = as_admin.patch(f"/api/tasks/{task['id']}", {"status": "active"}, format="json").json()
     assert when(active["next_run_at"]) > timezone.now()
+
+
+@pytest.mark.parametrize("method", ["patch", "put"])
+def test_it_keeps_what_the_dispatcher_wrote_while_an_edit_was_in_flight(as_admin, monkeypatch, method):
+    task = as_admin.post("/api/tasks", task_body(schedule="@hourly"), format="json").json()
+    planned = when(task["next_run_at"]) + timedelta(hours=1)
+    validate = TaskSerializer.validate
+
+    def dispatcher_writes_meanwhile(serializer, attrs):
+        # The view has read the row; the dispatcher plans a fire and records
+        # an outcome before the edit is saved.
+        Task.objects.filter(pk=task["id"]).update(
+            next_run_at=planned, failure_streak=2, last_run_status=RunStatus.FAILED
+        )
+        return validate(serializer, attrs)
+
+    monkeypatch.setattr(TaskSerializer, "validate", dispatcher_writes_meanwhile)
+    body = {"description": "edited"} if method == "patch" else task_body(schedule="@hourly", description="edited")
+    response = getattr(as_admin, method)(f"/api/tasks/{task['id']}", body, format="json")
+    assert response.status_code == 200, response.json()
+    stored = Task.objects.get(pk=task["id"])
+    assert stored.description == "edited"
+    assert (stored.next_run_at, stored.failure_streak, stored.last_run_status) == (planned, 2, RunStatus.FAILED)
 
 
 # Pause and resume ------------------------------------------------------------------
