@@ -1,0 +1,116 @@
+"""Dependencies (SPEC §4): the gate step holds a run until its upstreams
+completed, and dependency-only tasks are triggered by their upstreams."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from tasks_app.dispatcher import enqueueing, gating
+from tasks_app.models import RunStatus, Task, TaskRun, Trigger
+from tests.factories import TaskFactory, TaskRunFactory
+from tests.tasks_app.dispatching import NOW, depending_on, finished, pending, refreshed
+
+pytestmark = pytest.mark.django_db
+
+
+def test_it_holds_a_run_until_the_latest_run_of_each_dependency_completed(broker):
+    first, second = TaskFactory(), TaskFactory()
+    task = depending_on(first, second)
+    run = pending(task)
+    finished(first)
+    assert gating.open_gates(NOW) is False
+    assert enqueueing.enqueue_ready_runs(NOW, broker=broker) is False
+    finished(second)
+    assert gating.open_gates(NOW) is True
+    assert refreshed(run).dependencies_met
+    assert enqueueing.enqueue_ready_runs(NOW, broker=broker) is True
+    assert refreshed(run).status == RunStatus.DISPATCHED
+
+
+def test_it_keeps_a_run_gated_while_the_latest_dependency_run_did_not_complete():
+    upstream = TaskFactory()
+    task = depending_on(upstream)
+    run = pending(task)
+    finished(upstream, at=NOW - timedelta(minutes=10))
+    finished(upstream, status=RunStatus.FAILED, at=NOW - timedelta(minutes=5))
+    assert gating.open_gates(NOW) is False
+    TaskRunFactory(task=upstream, status=RunStatus.RUNNING, scheduled_at=NOW)
+    finished(upstream, at=NOW - timedelta(minutes=1))
+    assert gating.open_gates(NOW) is False
+    assert not refreshed(run).dependencies_met
+
+
+def test_it_counts_a_paused_dependency_as_met():
+    upstream = TaskFactory(status="paused")
+    task = depending_on(upstream)
+    run = pending(task)
+    assert gating.open_gates(NOW) is True
+    assert refreshed(run).dependencies_met
+
+
+def test_it_ignores_skipped_runs_when_finding_the_latest_dependency_run():
+    upstream = TaskFactory()
+    task = depending_on(upstream)
+    run = pending(task)
+    finished(upstream, at=NOW - timedelta(minutes=5))
+    finished(upstream, status=RunStatus.SKIPPED, at=NOW - timedelta(minutes=1))
+    assert gating.open_gates(NOW) is True
+    assert refreshed(run).dependencies_met
+
+
+def test_it_pages_through_gated_tasks_so_blocked_ones_do_not_starve_the_others():
+    blocker = TaskFactory()
+    blocked = [depending_on(blocker) for _ in range(3)]
+    for task in blocked:
+        pending(task)
+    free = depending_on(TaskFactory(status="paused"))
+    run = pending(free)
+    assert gating.open_gates(NOW, batch_size=2) is True
+    assert refreshed(run).dependencies_met
+
+
+def test_it_triggers_a_dependency_only_task_when_all_upstreams_completed():
+    first, second = TaskFactory(), TaskFactory()
+    task = depending_on(first, second)
+    Task.objects.filter(pk=task.pk).update(created_at=NOW - timedelta(hours=1))
+    finished(first, at=NOW - timedelta(minutes=2))
+    assert gating.trigger_dependents(NOW) is False
+    done = finished(second, at=NOW - timedelta(minutes=1))
+    assert gating.trigger_dependents(NOW) is True
+    (run,) = TaskRun.objects.filter(task=task)
+    assert run.trigger == Trigger.DEPENDENCY
+    assert run.status == RunStatus.PENDING
+    assert run.scheduled_at == done.completed_at
+    assert run.dependencies_met
+    assert gating.trigger_dependents(NOW) is False  # the same completions fire once
+    finished(first, at=NOW)
+    assert gating.trigger_dependents(NOW) is False  # second has not completed again
+
+
+def test_it_does_not_trigger_on_completions_older_than_the_task():
+    upstream = TaskFactory()
+    finished(upstream, at=NOW - timedelta(days=1))
+    depending_on(upstream)
+    assert gating.trigger_dependents(NOW) is False
+
+
+def test_it_leaves_paused_upstreams_out_of_the_trigger():
+    active, paused = TaskFactory(), TaskFactory(status="paused")
+    task = depending_on(active, paused)
+    finished(active, at=timezone.now() + timedelta(seconds=1))
+    assert gating.trigger_dependents(NOW) is True
+    assert TaskRun.objects.filter(task=task).count() == 1
+    only_paused = depending_on(TaskFactory(status="paused"))
+    gating.trigger_dependents(NOW)
+    assert not TaskRun.objects.filter(task=only_paused).exists()
+
+
+def test_it_obeys_forbid_when_triggering_by_dependencies():
+    upstream = TaskFactory()
+    task = depending_on(upstream, concurrency_policy="forbid")
+    TaskRunFactory(task=task, status=RunStatus.RUNNING, scheduled_at=timezone.now())
+    finished(upstream, at=timezone.now() + timedelta(seconds=5))
+    gating.trigger_dependents(NOW)
+    assert TaskRun.objects.get(task=task, trigger=Trigger.DEPENDENCY).status == RunStatus.SKIPPED
+    assert gating.trigger_dependents(NOW) is False
