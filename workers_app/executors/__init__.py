@@ -1,9 +1,11 @@
 """Executors: how a worker runs one TaskRun (SPEC §4, executor options).
 
-Each executor is a function ``run(spec, should_cancel) -> Outcome``. It
-enforces the run's timeout itself (the Dramatiq actor has no time limit of its
-own) and polls ``should_cancel`` about every CANCEL_POLL_SECONDS so that a
-cancel request ends the run within 2 s.
+Each executor is a function ``run(spec, should_cancel, report_output=None)
+-> Outcome``. It enforces the run's timeout itself (the Dramatiq actor has no
+time limit of its own), polls ``should_cancel`` about every
+CANCEL_POLL_SECONDS so that a cancel request ends the run within 2 s, and
+hands the output so far to ``report_output(stdout, stderr)`` at most every
+OUTPUT_REPORT_SECONDS, for the run's live page.
 
 * shell: ``sh -c``, in its own process group, killed as a group;
 * http: one request with urllib (no new dependency);
