@@ -111,14 +111,7 @@ def backfill(task, start, end, *, dry_run=False, now=None):
         if dry_run:
             return Backfill(fire_times=fire_times, runs=[])
         if revive:
-            TaskRun.objects.filter(task=task, retry_count=0, scheduled_at__in=revive, status=RunStatus.SKIPPED).update(
-                status=RunStatus.PENDING,
-                trigger=Trigger.BACKFILL,
-                completed_at=None,
-                error_message="",
-                dependencies_met=False,
-                followed_up=False,
-            )
+            TaskRun.objects.filter(task=task, retry_count=0, scheduled_at__in=revive).revive_skipped()
         TaskRun.objects.bulk_create(
             [
                 TaskRun(task=task, task_name=task.name, trigger=Trigger.BACKFILL, scheduled_at=slot, created_at=now)

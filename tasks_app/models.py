@@ -86,6 +86,10 @@ FINAL_RUN_STATUSES = (
     RunStatus.SKIPPED,
 )
 RETRYABLE_RUN_STATUSES = (RunStatus.FAILED, RunStatus.TIMEOUT, RunStatus.CANCELLED)
+# The error_message of a run failed because its worker was lost.
+WORKER_LOST = "worker lost"
+# How long past its task's timeout a run may go on before the dispatcher expires it.
+TIMEOUT_GRACE = timedelta(seconds=30)
 # The final statuses of runs that ran to an outcome: the success rate's
 # denominator. A cancelled run was stopped by someone and a skipped one never
 # ran, so neither says whether the task works.
@@ -620,6 +624,22 @@ class Task(models.Model):
         return outbox_rows(event, self.channels, payload, task_id=self.pk, run_id=run_id, now=now)
 
     @classmethod
+    def record_last_run(cls, task_id, started_at, status):
+        """Move the task's last_run_at/last_run_status forward to a run that
+        started at ``started_at`` and ended ``status``, never back: an older run
+        finishing (or recovered) late does not hide a newer one. Returns
+        (failure_streak, notify_on, retry_count) for the outcome bookkeeping, or
+        None when the task is gone.
+
+        One UPDATE … RETURNING (run_sql.py: every finished run goes through it).
+        It touches the row whether or not last_run moves, so the row stays
+        locked until the caller's transaction ends: the values returned cannot
+        change under the caller, and two runs of one task ending at once are
+        counted one after the other.
+        """
+        return run_sql.record_last_run(cls, task_id, started_at, status)
+
+    @classmethod
     def record_outcome(cls, run, now=None, source="worker"):
         """Count a finished run in its task's failure streak and write the
         notifications it causes (SPEC §9), in the caller's transaction.
@@ -963,6 +983,109 @@ class TaskRunQuerySet(models.QuerySet):
             Exists(has_dependencies)
         )
 
+    # Transitions (SPEC §4). Each is one UPDATE conditional on the state the
+    # caller read, so a run that moved meanwhile (a worker claimed it, a
+    # request cancelled it, a worker recorded its outcome) is left as it now is.
+    # Each returns how many runs it changed. The worker's own transitions
+    # (claim, finish, release) are TaskRun methods.
+
+    def mark_dispatched(self, now):
+        """pending -> dispatched, just before their messages are published
+        (enqueueing.py says why in that order). Conditional on pending: a run
+        cancelled between the enqueue step's select and this update is not
+        dispatched."""
+        return self.filter(status=RunStatus.PENDING).update(status=RunStatus.DISPATCHED, dispatched_at=now)
+
+    def undispatch(self, now):
+        """dispatched -> pending for runs marked dispatched at ``now`` whose
+        message was not sent (a publish that stopped halfway): the next pass
+        enqueues them again. Conditional on dispatched at ``now``: a run a worker
+        claimed meanwhile, or one dispatched by another pass, is left alone."""
+        return self.filter(status=RunStatus.DISPATCHED, dispatched_at=now).update(
+            status=RunStatus.PENDING, dispatched_at=None
+        )
+
+    def redispatch(self, now):
+        """Restart the clock of dispatched runs about to be published again (their
+        message presumed lost), so they are not sent again before REDISPATCH_AFTER
+        even if this publish fails. Conditional on dispatched: a run a worker
+        claimed in between is not touched."""
+        return self.filter(status=RunStatus.DISPATCHED).update(dispatched_at=now)
+
+    def requeue_dispatched(self):
+        """dispatched -> pending: runs whose message is known to be gone (the
+        in-memory broker restarted, a draining worker refused it); the enqueue
+        step sends them again. Conditional on dispatched: a run claimed or
+        cancelled in between is left alone."""
+        return self.filter(status=RunStatus.DISPATCHED).update(status=RunStatus.PENDING, dispatched_at=None)
+
+    def fail_lost(self, run_ids, now):
+        """running -> failed ("worker lost") for ``run_ids``, whose worker is
+        down. Conditional on running: an outcome its worker recorded before this
+        update stands. Returns the runs it ended (without their output), for
+        TaskRun.record_end; the caller's transaction should hold both."""
+        return self._end_running(run_ids, now, status=RunStatus.FAILED, error_message=WORKER_LOST)
+
+    def expire(self, run_ids, now):
+        """running -> timeout for ``run_ids``, running past their task's timeout
+        plus TIMEOUT_GRACE (their worker should have killed them and is gone or
+        wedged). The cancel flag is set too, so a worker alive after all kills
+        the process. Conditional on running, as fail_lost; returns the runs ended."""
+        return self._end_running(
+            run_ids,
+            now,
+            status=RunStatus.TIMEOUT,
+            cancel_requested=True,
+            error_message=(
+                f"no outcome within the timeout plus {int(TIMEOUT_GRACE.total_seconds())} s: "
+                "marked timed out by the dispatcher"
+            ),
+        )
+
+    def _end_running(self, run_ids, now, **fields):
+        runs = self.filter(pk__in=run_ids)
+        if not runs.filter(status=RunStatus.RUNNING).update(completed_at=now, **fields):
+            return []
+        # The runs this update ended: those a worker finished in between have
+        # their own completed_at.
+        return list(runs.filter(status=fields["status"], completed_at=now).defer("stdout", "stderr").order_by("id"))
+
+    def end_waiting(self, reason, now):
+        """pending or dispatched -> cancelled, at once (no worker runs them yet).
+        Conditional on those statuses: a run a worker claims at the same moment
+        is not cancelled under its feet (request_cancel catches it)."""
+        return self.filter(status__in=(RunStatus.PENDING, RunStatus.DISPATCHED)).update(
+            status=RunStatus.CANCELLED, completed_at=now, error_message=reason, cancel_requested=True
+        )
+
+    def request_cancel(self):
+        """Ask the workers of running runs to kill them (cancel_requested); the
+        outcome they record then is ``cancelled``."""
+        return self.filter(status=RunStatus.RUNNING).update(cancel_requested=True)
+
+    def revive_skipped(self):
+        """skipped -> pending backfill runs (a backfill over fires that were
+        skipped). Conditional on skipped: a slot that ran meanwhile stays."""
+        return self.filter(status=RunStatus.SKIPPED).update(
+            status=RunStatus.PENDING,
+            trigger=Trigger.BACKFILL,
+            completed_at=None,
+            error_message="",
+            dependencies_met=False,
+            followed_up=False,
+        )
+
+    def open_gate(self):
+        """Let the enqueue step take these pending runs: the gate step found
+        their dependencies met."""
+        return self.filter(status=RunStatus.PENDING, dependencies_met=False).update(dependencies_met=True)
+
+    def mark_followed_up(self):
+        """Record that these finished attempts have had their next attempt (or
+        were found to have none left), so the retry step looks at each once.
+        Conditional, so it tells which were not followed up yet."""
+        return self.filter(followed_up=False).update(followed_up=True)
+
     def awaiting_follow_up(self):
         """Failed and timed-out attempts the dispatcher's retry step has not looked at."""
         return self.filter(status__in=(RunStatus.FAILED, RunStatus.TIMEOUT), followed_up=False)
@@ -976,11 +1099,7 @@ class TaskRunQuerySet(models.QuerySet):
         TaskRun.cancel): pending and dispatched runs end at once, running ones get
         ``cancel_requested`` and their worker kills them. Returns the number touched.
         """
-        ended = self.filter(status__in=(RunStatus.PENDING, RunStatus.DISPATCHED)).update(
-            status=RunStatus.CANCELLED, completed_at=now, error_message=reason, cancel_requested=True
-        )
-        requested = self.filter(status=RunStatus.RUNNING).update(cancel_requested=True)
-        return ended + requested
+        return self.end_waiting(reason, now) + self.request_cancel()
 
     def prunable(self, now, days, keep):
         """Finished runs that retention deletes (manage.py prunehistory and the
@@ -1093,23 +1212,10 @@ class TaskRun(models.Model):
         branch then catches it. Returns False when the run had already finished.
         """
         now = now or timezone.now()
-        ended = TaskRun.objects.filter(pk=self.pk, status__in=(RunStatus.PENDING, RunStatus.DISPATCHED)).update(
-            status=RunStatus.CANCELLED, completed_at=now, error_message=reason, cancel_requested=True
-        )
-        requested = 0
-        if not ended:
-            requested = TaskRun.objects.filter(pk=self.pk, status=RunStatus.RUNNING).update(cancel_requested=True)
+        this = TaskRun.objects.filter(pk=self.pk)
+        touched = this.end_waiting(reason, now) or this.request_cancel()
         self.refresh_from_db()
-        return bool(ended or requested)
-
-    @classmethod
-    def record_output(cls, run_id, stdout, stderr):
-        """Store the output so far of a run still going, for its live page.
-
-        Conditional on ``running``: a late report never overwrites the output
-        that finish() recorded.
-        """
-        return cls.objects.filter(pk=run_id, status=RunStatus.RUNNING).update(stdout=stdout, stderr=stderr)
+        return bool(touched)
 
     def retry(self, now=None):
         """A new manual attempt of a finished, unsuccessful run (POST /runs/{id}/retry).
@@ -1132,11 +1238,13 @@ class TaskRun(models.Model):
                 priority=self.priority,
             )
             # This attempt replaces the automatic retry the dispatcher would make.
-            TaskRun.objects.filter(pk=self.pk, followed_up=False).update(followed_up=True)
+            TaskRun.objects.filter(pk=self.pk).mark_followed_up()
             notify_dispatcher()
         return attempt
 
     # Worker side ------------------------------------------------------------
+    # A worker's path through a run (workers_app/actors.py): release() when it
+    # is draining, else claim(), record_output() while it runs, finish().
 
     @classmethod
     def claim(cls, run_id, worker_id, now=None):
@@ -1158,6 +1266,15 @@ class TaskRun(models.Model):
             with transaction.atomic():
                 cls.report_late([run], now, source="worker")
         return run
+
+    @classmethod
+    def record_output(cls, run_id, stdout, stderr):
+        """Store the output so far of a run still going, for its live page.
+
+        Conditional on ``running``: a late report never overwrites the output
+        that finish() recorded.
+        """
+        return cls.objects.filter(pk=run_id, status=RunStatus.RUNNING).update(stdout=stdout, stderr=stderr)
 
     @classmethod
     def report_late(cls, runs, now, source="dispatcher"):
@@ -1205,7 +1322,7 @@ class TaskRun(models.Model):
         """Give a dispatched run back to the dispatcher (a draining worker refusing
         it): it becomes pending again and is enqueued on the next pass. Conditional,
         so a run already claimed or cancelled is left alone."""
-        return bool(cls.objects.filter(pk=run_id, status=RunStatus.DISPATCHED).update(status=RunStatus.PENDING))
+        return bool(cls.objects.filter(pk=run_id).requeue_dispatched())
 
     def finish(self, outcome, now=None):
         """Record the outcome of a run this worker started, in one UPDATE.
@@ -1237,10 +1354,19 @@ class TaskRun(models.Model):
                 return False
             for name, value in fields.items():
                 setattr(self, name, value)
-            task = run_sql.record_last_run(Task, self.task_id, self.started_at, outcome.status)
-            if task is not None and self._outcome_matters(*task):
-                Task.record_outcome(self, now)
+            self.record_end(now)
         return True
+
+    def record_end(self, now, source="worker"):
+        """What follows the end of this run (finish(), or the dispatcher failing
+        or expiring it), in the caller's transaction: its task's last_run_*
+        move forward to it (Task.record_last_run, which locks the task row) and,
+        when it matters, its outcome counts in the failure streak and alerts
+        (Task.record_outcome). A completed run of a task with no streak that
+        notifies nothing on success costs the one UPDATE."""
+        task = Task.record_last_run(self.task_id, self.started_at, self.status)
+        if task is not None and self._outcome_matters(*task):
+            Task.record_outcome(self, now, source=source)
 
     def _outcome_matters(self, failure_streak, notify_on, retry_count):
         """Whether Task.record_outcome has anything to do for this finished run,

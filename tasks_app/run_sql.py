@@ -3,8 +3,8 @@
 Every run a worker executes costs one claim and one finish. Through the ORM
 they took 2.34 ms of worker CPU per run against 0.48 ms as plain SQL (query
 compilation, model instantiation, and a second SELECT after the UPDATE), which
-is the ceiling of end-to-end throughput with no-op runs. So TaskRun.claim and
-TaskRun.finish use these statements; the rules they implement (which rows an
+is the ceiling of end-to-end throughput with no-op runs. So TaskRun.claim,
+TaskRun.finish and Task.record_last_run use these statements; the rules they implement (which rows an
 UPDATE may touch, what it sets) stay in the model's methods and docstrings.
 
 Nothing here imports the models (models.py imports this module): the model
@@ -114,20 +114,14 @@ def finish_run(run_model, run_id, worker_id, running_status, fields):
 
 
 def record_last_run(task_model, task_id, started_at, status):
-    """Move the task's last_run_at/last_run_status forward to this run (never
-    back: an older run finishing late does not hide a newer one), and return
-    what the outcome bookkeeping needs: (failure_streak, notify_on, retry_count),
-    or None when the task is gone.
-
-    The UPDATE touches the row whether or not last_run moves, so the row stays
-    locked until the caller's transaction ends, as record_outcome's SELECT …
-    FOR UPDATE would lock it: the values returned cannot change under the
-    caller, and two runs of one task finishing at once are serialised.
-    """
+    """The statement of Task.record_last_run (its docstring gives the rules):
+    one UPDATE … RETURNING (failure_streak, notify_on, retry_count), or None
+    when the task is gone."""
     quote = connection.ops.quote_name
     meta = task_model._meta
     last_at, last_status = quote("last_run_at"), quote("last_run_status")
-    newer = f"({last_at} IS NULL OR {last_at} <= %s)"
+    # A run that never started (started_at NULL) moves nothing.
+    newer = f"(%s IS NOT NULL AND ({last_at} IS NULL OR {last_at} <= %s))"
     started = connection.ops.adapt_datetimefield_value(started_at)
     notify_on = meta.get_field("notify_on")
     with connection.cursor() as cursor:
@@ -137,7 +131,7 @@ def record_last_run(task_model, task_id, started_at, status):
             f"{last_status} = CASE WHEN {newer} THEN %s ELSE {last_status} END "
             f"WHERE {quote('id')} = %s "
             f"RETURNING {quote('failure_streak')}, {quote(notify_on.column)}, {quote('retry_count')}",
-            [started, started, started, str(status), task_id],
+            [started, started, started, started, started, str(status), task_id],
         )
         row = cursor.fetchone()
     if row is None:
