@@ -2,7 +2,9 @@
 
 The only one, execute_run, takes a run id. Delivery is at least once, so it is
 idempotent: TaskRun.claim is one conditional UPDATE and a second message for
-the same run finds nothing to claim.
+the same run finds nothing to claim. A run's path through a worker is the
+"Worker side" of TaskRun (tasks_app/models.py), in this order: release() when
+draining, else claim(), record_output() while it runs, finish().
 """
 
 import dataclasses

@@ -9,6 +9,9 @@ first, the worst case is a crash between commit and publish: the runs are
 60 s. A publish that fails is undone at once (the unsent runs go back to
 `pending`).
 
+A run whose message cannot be built is set aside for a minute and reported;
+the rest of its batch goes out.
+
 One after another: runs of a `buffer_one` task, and backfill runs of a task
 whose policy is not `allow`, wait while the task has a dispatched or running
 run or an older pending one, so they start oldest first and never overlap.
@@ -20,12 +23,11 @@ from django.db.models import Case, Exists, IntegerField, OuterRef, Q, Value, Whe
 from django.db.models.functions import Coalesce
 
 from system_app import metrics
-from tasks_app.dispatcher.common import batch_size as default_batch_size
-from tasks_app.dispatcher.common import claim
+from tasks_app.dispatcher.common import Step, claim, default_batch_size, each_row, save_events
 from tasks_app.dispatcher.publishing import PublishError, publish_messages
 from tasks_app.models import PRIORITY_LEVELS, ConcurrencyPolicy, Priority, RunStatus, TaskRun, Trigger
 
-__all__ = ["PublishError", "enqueue_ready_runs", "publish", "select_rows"]
+__all__ = ["EnqueueStep", "PublishError", "enqueue_ready_runs", "publish", "select_rows"]
 
 # workers_app.actors.execute_run; a test keeps the two names in step.
 ACTOR_NAME = "execute_run"
@@ -85,24 +87,43 @@ def waiting_their_turn():
     return serial & (Exists(started) | Exists(older))
 
 
-def enqueue_ready_runs(now, batch_size=None, broker=None):
-    """Mark one batch of ready runs dispatched and publish them. Two queries."""
+def enqueue_ready_runs(now, batch_size=None, broker=None, set_aside=None):
+    """Mark one batch of ready runs dispatched (TaskRun.objects.mark_dispatched)
+    and publish them; returns how many runs it handled. Two queries.
+
+    A run whose message cannot be built is left pending, reported, and kept
+    out of the next batches (``set_aside``) for a minute."""
     size = default_batch_size(batch_size)
+    ready = TaskRun.objects.ready(now).exclude(waiting_their_turn())
+    if set_aside is not None:
+        ready = set_aside.exclude(ready)
     with transaction.atomic():
-        rows = select_rows(TaskRun.objects.ready(now).exclude(waiting_their_turn()), size)
+        rows = select_rows(ready, size)
         if not rows:
-            return False
-        TaskRun.objects.filter(pk__in=[row[0] for row in rows], status=RunStatus.PENDING).update(
-            status=RunStatus.DISPATCHED, dispatched_at=now
+            return 0
+        built, errors = each_row(
+            rows,
+            lambda row: build_message(*row),
+            step=EnqueueStep.name,
+            set_aside=set_aside,
+            describe=lambda row: (row[0], f"enqueueing run #{row[0]}", {"run_id": row[0]}),
         )
+        TaskRun.objects.filter(pk__in=[row[0] for row, _message in built]).mark_dispatched(now)
+        save_events(errors)
+    sendable = [row for row, _message in built]
     try:
-        publish(broker or dramatiq.get_broker(), rows)
+        publish_messages(broker or dramatiq.get_broker(), [message for _row, message in built])
     except PublishError as error:
-        metrics.runs_enqueued(rows[: error.sent])
-        unsent = [row[0] for row in rows[error.sent :]]
-        TaskRun.objects.filter(pk__in=unsent, status=RunStatus.DISPATCHED, dispatched_at=now).update(
-            status=RunStatus.PENDING, dispatched_at=None
-        )
+        metrics.runs_enqueued(sendable[: error.sent])
+        TaskRun.objects.filter(pk__in=[row[0] for row in sendable[error.sent :]]).undispatch(now)
         raise
-    metrics.runs_enqueued(rows)
-    return True
+    metrics.runs_enqueued(sendable)
+    return len(rows)
+
+
+class EnqueueStep(Step):
+    name = "enqueue"
+    publishes = True
+
+    def __call__(self, now):
+        return enqueue_ready_runs(now, self.batch_size, self.broker, self.set_aside)

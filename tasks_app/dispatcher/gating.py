@@ -17,14 +17,19 @@
   triggered at all: such a run starts after the upstream completions it waited
   for, so it already answers them. Without this, a manual run held by the gate
   ran, and the completion that released it triggered a second run.
+
+Both steps page through their tasks by id, one page per call, so tasks
+waiting on a dependency that never completes cannot starve the ones behind
+them; a walk ends with the call that finds the last page done, and the next
+call starts over. A task whose decision raises is left as it is, reported,
+and kept out of the next pages for a minute.
 """
 
 from django.db import transaction
 from django.db.models import Exists, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce, Greatest
 
-from tasks_app.dispatcher.common import batch_size as default_batch_size
-from tasks_app.dispatcher.common import claim, event, save_events
+from tasks_app.dispatcher.common import Step, claim, default_batch_size, each_row, event, save_events
 from tasks_app.dispatcher.planning import decide_concurrency
 from tasks_app.models import (
     ACTIVE_RUN_STATUSES,
@@ -46,8 +51,9 @@ def _links(task_ids):
     return links
 
 
-def dependencies_met(task_ids):
-    """The subset of ``task_ids`` whose dependencies are all met (two queries)."""
+def dependencies_met(task_ids, set_aside=None):
+    """(the subset of ``task_ids`` whose dependencies are all met, error
+    events of those whose check raised). Two queries."""
     links = _links(task_ids)
     upstream = {pk for ids in links.values() for pk in ids}
     latest = (
@@ -63,42 +69,56 @@ def dependencies_met(task_ids):
         .values_list("pk", "status", "latest_status")
         if status == TaskStatus.PAUSED or latest_status == RunStatus.COMPLETED
     }
-    return {task_id for task_id in task_ids if all(pk in met for pk in links.get(task_id, ()))}
+    checked, errors = each_row(
+        task_ids,
+        lambda task_id: gate_is_open(links.get(task_id, ()), met),
+        step=GateStep.name,
+        set_aside=set_aside,
+        describe=lambda task_id: (task_id, f"the gate of task {task_id}", {"task_id": task_id}),
+    )
+    return {task_id for task_id, is_open in checked if is_open}, errors
+
+
+def gate_is_open(upstream_ids, met):
+    """Whether a task whose upstreams are ``upstream_ids`` may run, ``met``
+    being the upstreams whose latest run completed (or that are paused)."""
+    return all(pk in met for pk in upstream_ids)
+
+
+def open_gates_page(now, batch_size=None, after=0, set_aside=None):
+    """Open the gates of one page of gated tasks: tasks after ``after`` (by
+    id) with due pending runs the gate holds. Returns (the task ids looked
+    at, the runs whose gate opened)."""
+    size = default_batch_size(batch_size)
+    gated = TaskRun.objects.gated(now).filter(task_id__gt=after)
+    if set_aside is not None:
+        gated = set_aside.exclude(gated, "task_id")
+    task_ids = list(gated.order_by("task_id").values_list("task_id", flat=True).distinct()[:size])
+    if not task_ids:
+        return [], 0
+    ready, errors = dependencies_met(task_ids, set_aside)
+    opened = TaskRun.objects.gated(now).filter(task_id__in=ready).open_gate() if ready else 0
+    save_events(errors)
+    return task_ids, opened
 
 
 def open_gates(now, batch_size=None):
-    """Open the gate of due pending runs whose dependencies are met.
-
-    Pages through the gated tasks by id, so runs waiting on a dependency that
-    never completes cannot starve the ones behind them. Returns True if any
-    gate opened.
-    """
-    size = default_batch_size(batch_size)
-    opened, after = 0, 0
+    """Open every gate that is met, page after page (a whole walk of
+    GateStep); returns the runs whose gate opened."""
+    opened, after, size = 0, 0, default_batch_size(batch_size)
     while True:
-        task_ids = list(
-            TaskRun.objects.gated(now)
-            .filter(task_id__gt=after)
-            .order_by("task_id")
-            .values_list("task_id", flat=True)
-            .distinct()[:size]
-        )
-        if not task_ids:
-            break
-        after = task_ids[-1]
-        ready = dependencies_met(task_ids)
-        if ready:
-            opened += TaskRun.objects.gated(now).filter(task_id__in=ready).update(dependencies_met=True)
+        task_ids, count = open_gates_page(now, size, after)
+        opened += count
         if len(task_ids) < size:
-            break
-    return opened > 0
+            return opened
+        after = task_ids[-1]
 
 
-def trigger_dependents(now, batch_size=None):
-    """Create `dependency` runs for dependency-only tasks whose upstreams all
-    completed since their last run. Returns True if it created any."""
+def trigger_dependents_page(now, batch_size=None, after=0, set_aside=None):
+    """Create `dependency` runs for the dependency-only tasks of one page
+    (after ``after``, by id) whose upstreams all completed since their last
+    run. Returns (the task ids looked at, the runs created)."""
     size = default_batch_size(batch_size)
-    created, after = 0, 0
     has_links = TaskDependency.objects.filter(task_id=OuterRef("pk"))
     own_latest = (
         TaskRun.objects.filter(task_id=OuterRef("pk"))
@@ -108,28 +128,73 @@ def trigger_dependents(now, batch_size=None):
     )
     not_started = TaskRun.objects.filter(task_id=OuterRef("pk"), status__in=(RunStatus.PENDING, RunStatus.DISPATCHED))
     dependency_only = Q(schedule__isnull=True) | Q(schedule="")
+    tasks = Task.objects.filter(dependency_only, status=TaskStatus.ACTIVE, pk__gt=after)
+    if set_aside is not None:
+        tasks = set_aside.exclude(tasks)
+    with transaction.atomic():
+        candidates = list(
+            claim(
+                tasks.filter(Exists(has_links))
+                .exclude(Exists(not_started))
+                .order_by("pk")
+                .only("id", "name", "created_at", "concurrency_policy")
+                .annotate(own_latest=Subquery(own_latest))
+            )[:size]
+        )
+        if not candidates:
+            return [], 0
+        return [task.pk for task in candidates], _trigger(candidates, now, set_aside)
+
+
+def trigger_dependents(now, batch_size=None):
+    """Trigger every dependency-only task due to run, page after page (a
+    whole walk of TriggerStep); returns the runs created."""
+    created, after, size = 0, 0, default_batch_size(batch_size)
     while True:
-        with transaction.atomic():
-            candidates = list(
-                claim(
-                    Task.objects.filter(dependency_only, status=TaskStatus.ACTIVE, pk__gt=after)
-                    .filter(Exists(has_links))
-                    .exclude(Exists(not_started))
-                    .order_by("pk")
-                    .only("id", "name", "created_at", "concurrency_policy")
-                    .annotate(own_latest=Subquery(own_latest))
-                )[:size]
-            )
-            if not candidates:
-                break
-            after = candidates[-1].pk
-            created += _trigger(candidates, now)
-        if len(candidates) < size:
-            break
-    return created > 0
+        task_ids, count = trigger_dependents_page(now, size, after)
+        created += count
+        if len(task_ids) < size:
+            return created
+        after = task_ids[-1]
 
 
-def _trigger(candidates, now):
+class PagingStep(Step):
+    """A step that walks its tasks by id, one page per call (``page(now,
+    batch_size, after, set_aside) -> (ids looked at, count)``). Returns how
+    many it looked at; after the last page, one call returns 0 and the next
+    walk starts from the first id."""
+
+    def __init__(self, batch_size=None, broker=None):
+        super().__init__(batch_size, broker)
+        self.after = 0
+
+    def __call__(self, now):
+        if self.after is None:  # the last page is done: this walk ends here
+            self.after = 0
+            return 0
+        ids, _count = self.page(now, self.batch_size, self.after, self.set_aside)
+        self.after = ids[-1] if len(ids) == self.batch_size else None
+        return len(ids)
+
+    def page(self, now, batch_size, after, set_aside):
+        raise NotImplementedError
+
+
+class TriggerStep(PagingStep):
+    name = "trigger_dependents"
+
+    def page(self, now, batch_size, after, set_aside):
+        return trigger_dependents_page(now, batch_size, after, set_aside)
+
+
+class GateStep(PagingStep):
+    name = "gate"
+
+    def page(self, now, batch_size, after, set_aside):
+        return open_gates_page(now, batch_size, after, set_aside)
+
+
+def _trigger(candidates, now, set_aside=None):
     links = _links([task.pk for task in candidates])
     upstream = {pk for ids in links.values() for pk in ids}
     last_completed = (
@@ -157,13 +222,15 @@ def _trigger(candidates, now):
         .values_list("task_id", flat=True)
         .distinct()
     )
-    runs, replace, events = [], [], []
-    for task in candidates:
-        if task.pk not in fire_at:
-            continue
-        start, refused, replace_active = decide_concurrency(
-            task.concurrency_policy, task.pk in active, [fire_at[task.pk]]
-        )
+    decided, events = each_row(
+        [task for task in candidates if task.pk in fire_at],
+        lambda task: decide_concurrency(task.concurrency_policy, task.pk in active, [fire_at[task.pk]]),
+        step=TriggerStep.name,
+        set_aside=set_aside,
+        describe=lambda task: (task.pk, f"triggering {task.name}", {"task_id": task.pk}),
+    )
+    runs, replace = [], []
+    for task, (start, refused, replace_active) in decided:
         if replace_active:
             replace.append(task.pk)
         for moment in start:

@@ -1,11 +1,21 @@
-"""The dispatcher loop: drain each step, then nap until the next due time.
+"""The dispatcher loop: run each step in order, then nap until the next due time.
 
-Shaped like healthchecks' sendalerts: each step handles one batch and says
-whether it found work; a pass drains every step in turn; between passes the
-loop closes stale connections and naps until the earliest next_run_at or
-pending run, or DISPATCHER_TICK_SECONDS, whichever comes first, waking early
-on a NOTIFY or a signal. A step that raises is logged and reported and the
-pass goes on: rows that raise were already pushed forward by the step.
+Shaped like healthchecks' sendalerts. The steps are objects in a list, in the
+order a pass runs them, each ``step(now) -> int``: one batch per call, the
+rows it handled (0 when it found no work). A pass drains each step in turn
+(calls it until it returns 0, or once for the steps that say so); the
+recovery steps run only every RECOVERY_EVERY_SECONDS; after each batch of the
+plan step the enqueue step is drained, so planned runs go out as they come.
+Between passes the loop closes stale connections and naps until the earliest
+next_run_at or pending run, or DISPATCHER_TICK_SECONDS, whichever comes
+first, waking early on a NOTIFY or a signal.
+
+Failures, two kinds. A row that raises inside a step is pushed forward by the
+step itself and reported (common.py: each_row, SetAside; planning moves the
+task's next_run_at): the step goes on with the other rows, and the next
+batch does not start with that row again. A step that raises as a whole (the
+database or the broker away) is logged and reported here, at most once a
+minute per step, and the pass goes on with the next step.
 """
 
 import logging
@@ -31,8 +41,6 @@ logger = logging.getLogger(__name__)
 RECOVERY_EVERY_SECONDS = 5.0
 # The same failing step is reported as a SystemEvent at most this often.
 ERROR_EVENT_EVERY_SECONDS = 60.0
-# Steps that talk to the broker: skipped while it is down (backoff.py).
-BROKER_STEPS = frozenset({"enqueue", "redispatch_stuck"})
 
 
 class Dispatcher:
@@ -51,19 +59,23 @@ class Dispatcher:
         # Sends the outbox from its own threads; its step only claims and submits.
         self.notifier = notifying.Notifier(clock=clock)
         size = self.batch_size
-        self.steps = {
-            "recover_workers": recovery.recover_lost_workers,
-            "expire_overdue": recovery.expire_overdue_runs,
-            "redispatch_stuck": lambda now: recovery.redispatch_stuck_runs(now, size, self.broker),
-            "retry": lambda now: retries.schedule_retries(now, size),
-            "plan": lambda now: planning.plan_due_tasks(now, size),
-            "trigger_dependents": lambda now: gating.trigger_dependents(now, size),
-            "gate": lambda now: gating.open_gates(now, size),
-            "enqueue": lambda now: enqueueing.enqueue_ready_runs(now, size, self.broker),
-            "prune": lambda now: self.prune(now),
-            "detect_late": lambda now: notifying.detect_late_runs(now, size),
-            "notify": lambda now: self.notifier.step(now),
-        }
+        # In the order a pass runs them.
+        self.steps = [
+            recovery.RecoverWorkersStep(size),
+            recovery.ExpireStep(size),
+            notifying.LateStep(size),
+            recovery.RedispatchStep(size, broker),
+            retries.RetryStep(size),
+            planning.PlanStep(size),
+            gating.TriggerStep(size),
+            gating.GateStep(size),
+            enqueueing.EnqueueStep(size, broker),
+            self.prune,
+            self.notifier,
+        ]
+
+    def step(self, name):
+        return next(step for step in self.steps if step.name == name)
 
     def stop(self):
         """Finish the batch in progress, then leave (called from a signal handler)."""
@@ -71,63 +83,49 @@ class Dispatcher:
         self.wakeup.set()
 
     def run_pass(self, force_recovery=False):
-        """One pass; returns {step: batches that found work}.
-
-        Planned batches are enqueued as they come rather than after the whole
-        plan: the first runs of a burst go out at once, and the ready set the
-        enqueue step sorts by priority stays about one batch deep.
-        """
-        done = dict.fromkeys(self.steps, 0)
+        """One pass; returns {step name: rows handled}."""
+        done = {step.name: 0 for step in self.steps}
+        started = self.clock()
         monotonic = time.monotonic()
-        if force_recovery or self._last_recovery is None or monotonic - self._last_recovery >= RECOVERY_EVERY_SECONDS:
+        recovering = (
+            force_recovery or self._last_recovery is None or monotonic - self._last_recovery >= RECOVERY_EVERY_SECONDS
+        )
+        if recovering:
             self._last_recovery = monotonic
-            for name in ("recover_workers", "expire_overdue", "detect_late"):
-                done[name] += self._drain(name)
-            # Once per round: it compares the queues' message counts with the
-            # dispatched runs, and a count read right after publishing may lag.
-            done["redispatch_stuck"] += self._drain("redispatch_stuck", limit=1)
-        done["retry"] += self._drain("retry")
-        # Plan only the fires due when the pass began: a dispatcher that falls
-        # behind a flood of fires still ends its pass and gets to recovery,
-        # retries and dependencies; the later fires are the next pass's.
-        plan_until = self.clock()
-        while not self.stopping:
-            planned = self._drain("plan", limit=1, now=plan_until)
-            done["plan"] += planned
-            done["enqueue"] += self._drain("enqueue")
-            if not planned:
-                break
-        for name in ("trigger_dependents", "gate", "enqueue"):
-            done[name] += self._drain(name)
-        done["prune"] += self._drain("prune", limit=1)
-        done["notify"] += self._drain("notify", limit=1)
+        for step in self.steps:
+            if step.recovery and not recovering:
+                continue
+            self._drain(step, started, done)
         metrics.DISPATCHER_PASS.observe(time.monotonic() - monotonic)
         return done
 
-    def _drain(self, name, limit=None, now=None):
-        """Run step ``name`` until it finds no work (or ``limit`` batches)."""
-        batches = 0
-        publishes = name in BROKER_STEPS
-        if publishes and not self.broker_backoff.ready():
-            return 0
-        while not self.stopping and (limit is None or batches < limit):
+    def _drain(self, step, started, done):
+        """Call ``step`` until it finds no work (or once, if it does not drain),
+        adding what it handled to ``done``; drain its ``then`` step after each
+        of its batches."""
+        if step.publishes and not self.broker_backoff.ready():
+            return
+        calls = 0
+        while not self.stopping and (step.drain or calls == 0):
+            calls += 1
             try:
-                found = self.steps[name](now or self.clock())
+                found = step(started if step.at_pass_start else self.clock())
             except enqueueing.PublishError as error:
-                self.broker_backoff.failed(name, error)
-                self._report(name, error, log=False)
+                self.broker_backoff.failed(step.name, error)
+                self._report(step.name, error, log=False)
                 db.close_stale_connections()
-                break
+                return
             except Exception as error:
-                self._report(name, error)
+                self._report(step.name, error)
                 db.close_stale_connections()
-                break
+                return
             if not found:
-                break
-            if publishes:
+                return
+            if step.publishes:
                 self.broker_backoff.succeeded()
-            batches += 1
-        return batches
+            done[step.name] += found
+            if step.then:
+                self._drain(self.step(step.then), started, done)
 
     def _report(self, name, error, log=True):
         """Log the failure of a step with its traceback (unless the caller

@@ -9,9 +9,12 @@
 * Notifier: claims due outbox rows and hands them to a small pool of its own
   threads. The step only claims and submits, so a slow or hanging receiver
   never holds up planning or enqueueing; it claims no more rows than the pool
-  has free threads, so rows do not wait in a queue past their lease.
+  has free threads, so rows do not wait in a queue past their lease. A row
+  whose sending raises is reported; its lease pushes it forward (it comes back
+  after CLAIM_LEASE, behind the rows due meanwhile).
 """
 
+import contextlib
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -21,77 +24,104 @@ from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
 from system_app import metrics
-from tasks_app.dispatcher.common import batch_size as default_batch_size
+from tasks_app.dispatcher.common import Step, default_batch_size, each_row, row_failed, save_events
 from tasks_app.models import RunStatus, Task, TaskRun
 from tasks_app.notifications import delivery
-from tasks_app.notifications.models import Notification
+from tasks_app.notifications.models import CLAIM_LEASE, Notification
 
 logger = logging.getLogger(__name__)
 
 POOL_SIZE = 4
 
 
-def detect_late_runs(now, batch_size=None):
-    """Report runs waiting longer than their task's max_start_delay_seconds.
-    Returns True if it reported any.
+def detect_late_runs(now, batch_size=None, set_aside=None):
+    """Report one batch of runs waiting longer than their task's
+    max_start_delay_seconds; returns how many it reported or set aside.
 
     Candidates are the waiting runs of tasks with a limit (a small set, read
     oldest first); the comparison with each task's own limit is made here.
+    Each run is reported in its own savepoint: one that raises is kept out of
+    the next batches (``set_aside``) for a minute, and reported as an error.
     """
     size = default_batch_size(batch_size)
     # Few tasks set a limit: look at their runs only, not at every waiting run.
     limited = Task.objects.filter(max_start_delay_seconds__isnull=False)
     if not limited.exists():
-        return False
-    candidates = list(
-        TaskRun.objects.filter(
-            task_id__in=limited.values("pk"),
-            status__in=(RunStatus.PENDING, RunStatus.DISPATCHED),
-            late_reported=False,
-            scheduled_at__lt=now - timedelta(seconds=1),
-        )
-        .select_related("task")
-        .defer("stdout", "stderr")
-        .order_by("scheduled_at", "id")[:size]
+        return 0
+    waiting = TaskRun.objects.filter(
+        task_id__in=limited.values("pk"),
+        status__in=(RunStatus.PENDING, RunStatus.DISPATCHED),
+        late_reported=False,
+        scheduled_at__lt=now - timedelta(seconds=1),
     )
+    if set_aside is not None:
+        waiting = set_aside.exclude(waiting)
+    candidates = list(waiting.select_related("task").defer("stdout", "stderr").order_by("scheduled_at", "id")[:size])
     late = [run for run in candidates if now - run.scheduled_at > timedelta(seconds=run.task.max_start_delay_seconds)]
     if not late:
-        return False
+        return 0
     with transaction.atomic():
-        return TaskRun.report_late(late, now) > 0
+        _reported, errors = each_row(
+            late,
+            lambda run: TaskRun.report_late([run], now),
+            step=LateStep.name,
+            set_aside=set_aside,
+            describe=lambda run: (run.pk, f"reporting {run.task_name} #{run.pk} late", {"run_id": run.pk}),
+            savepoint=True,
+        )
+        save_events(errors)
+    return len(late)
 
 
-class Notifier:
-    """The dispatcher's sender: ``step(now)`` is a loop step, ``close()`` at exit."""
+class LateStep(Step):
+    name = "detect_late"
+    recovery = True
+
+    def __call__(self, now):
+        return detect_late_runs(now, self.batch_size, self.set_aside)
+
+
+class Notifier(Step):
+    """The dispatcher's sender: a loop step, once a pass; ``close()`` at exit."""
+
+    name = "notify"
+    drain = False
 
     def __init__(self, pool_size=POOL_SIZE, clock=timezone.now):
+        self.set_aside = None  # the claim's lease pushes a row forward
         self.pool_size = pool_size
         self.clock = clock
         self._pool = None
         self._in_flight = 0
         self._lock = threading.Lock()
 
+    def __call__(self, now):
+        return self.step(now)
+
     def step(self, now):
         """Claim as many due rows as there are free threads and submit them.
-        Returns True if it submitted any."""
+        Returns how many it submitted."""
         with self._lock:
             free = self.pool_size - self._in_flight
         rows = Notification.claim_due(now, free)
         if not rows:
-            return False
+            return 0
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=self.pool_size, thread_name_prefix="notify")
         for row in rows:
             with self._lock:
                 self._in_flight += 1
             self._pool.submit(self._send, row)
-        return True
+        return len(rows)
 
     def _send(self, notification):
         try:
             send(notification, self.clock)
-        except Exception:
+        except Exception as error:
             logger.exception("sending notification %s failed", notification.pk)
+            with contextlib.suppress(Exception):
+                what = f"sending notification {notification.pk}"
+                save_events([row_failed(self.name, what, error, CLAIM_LEASE, notification_id=notification.pk)])
         finally:
             with self._lock:
                 self._in_flight -= 1

@@ -46,8 +46,7 @@ from system_app.logging import log_context
 from system_app.models import EventLevel
 from tasks_app import schedules
 from tasks_app.dispatcher import sql
-from tasks_app.dispatcher.common import batch_size as default_batch_size
-from tasks_app.dispatcher.common import claim, event, save_events
+from tasks_app.dispatcher.common import PUSH_FORWARD, Step, claim, default_batch_size, event, save_events
 from tasks_app.jitter import jittered
 from tasks_app.models import (
     ACTIVE_RUN_STATUSES,
@@ -67,8 +66,9 @@ MAX_SKIPPED_RECORDED = 100
 # Fires walked one by one before looking back from now instead (a dense
 # schedule after a long outage: `* * * * * *` down for a day is 86,400 fires).
 SCAN_LIMIT = 10_000
-# A task whose planning raises is retried this much later, and reported.
-PUSH_FORWARD = timedelta(seconds=60)
+# A task whose planning raises has its next_run_at moved PUSH_FORWARD later,
+# and is reported (common.py).
+__all__ = ["PUSH_FORWARD", "PlanStep", "plan_due_tasks"]
 
 PLAN_FIELDS = (
     "id",
@@ -238,14 +238,17 @@ def _runs_for(task, plan, now):
 
 
 def plan_due_tasks(now, batch_size=None):
-    """Plan one batch of due tasks. Returns True if it found any."""
+    """Plan one batch of due tasks; returns how many it claimed (0: none due).
+
+    A task whose planning raises is pushed forward: its next_run_at moves
+    PUSH_FORWARD later, so the tasks behind it go on, and it is reported."""
     size = default_batch_size(batch_size)
     with transaction.atomic():
         # Named tuples, not model instances: this is the hot path.
         due = Task.objects.due(now).order_by("next_run_at", "id").values_list(*PLAN_FIELDS, named=True)
         tasks = list(claim(due)[:size])
         if not tasks:
-            return False
+            return 0
         guarded = [task.id for task in tasks if task.concurrency_policy != ConcurrencyPolicy.ALLOW]
         active = {}
         if guarded:
@@ -287,7 +290,23 @@ def plan_due_tasks(now, batch_size=None):
         )
     runs = [status for _task, plan in plans for _fire, status, _reason in plan.runs]
     metrics.runs_planned(pending=runs.count(RunStatus.PENDING), skipped=runs.count(RunStatus.SKIPPED))
-    return True
+    return len(tasks)
+
+
+class PlanStep(Step):
+    """Plans only the fires due when the pass began: a dispatcher that falls
+    behind a flood of fires still ends its pass and gets to recovery, retries
+    and dependencies; the later fires are the next pass's. Each planned batch
+    is enqueued at once rather than after the whole plan: the first runs of a
+    burst go out at once, and the ready set the enqueue step sorts by priority
+    stays about one batch deep."""
+
+    name = "plan"
+    at_pass_start = True
+    then = "enqueue"
+
+    def __call__(self, now):
+        return plan_due_tasks(now, self.batch_size)
 
 
 def _write(plans, now):

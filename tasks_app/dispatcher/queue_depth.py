@@ -7,7 +7,7 @@ lost its data). Only the second needs a new message; publishing again in the
 first case multiplies messages for as long as the outage lasts. The broker
 cannot say which runs its messages are for without consuming them, but it can
 say how many it holds: the recovery publishes again only as many runs as the
-queue is short of its dispatched runs (recovery.redispatch_stuck_runs).
+queue is short of its dispatched runs (recovery.RedispatchStep).
 
 ``held_messages`` returns None for a broker it cannot ask; the recovery then
 publishes every stuck run again, as it did before.

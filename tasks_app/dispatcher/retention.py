@@ -33,7 +33,7 @@ from django.db.models import Q
 
 from system_app import metrics
 from system_app.models import AuditEntry, SystemEvent
-from tasks_app.dispatcher.common import event, save_events
+from tasks_app.dispatcher.common import Step, event, save_events
 from tasks_app.models import TaskRun
 from tasks_app.notifications.models import Notification
 
@@ -177,14 +177,19 @@ def exclusive():
                 cursor.execute("SELECT pg_advisory_unlock(%s)", [ADVISORY_LOCK_ID])
 
 
-class PruneStep:
-    """The dispatcher's prune step: ``step(now) -> bool`` as the others.
+class PruneStep(Step):
+    """The dispatcher's prune step, once a pass: ``step(now) -> int``, the rows
+    it deleted.
 
     Cheap when nothing is due: a comparison of monotonic times, no query. When
     due, it deletes batches for up to ``slice_seconds`` and returns; the round
     goes on at the next pass, and when it ends the next one is due
-    ``every`` seconds later.
+    ``every`` seconds later. It has no row of its own to push forward: a
+    slice that raises pushes the whole round RETRY_AFTER_SECONDS later.
     """
+
+    name = "prune"
+    drain = False
 
     def __init__(
         self,
@@ -201,16 +206,17 @@ class PruneStep:
         self.clock = clock
         self.due_at = clock() + first_after
         self._round = None
+        self.set_aside = None
 
     def __call__(self, now):
         if self.clock() < self.due_at:
-            return False
+            return 0
         try:
             with exclusive() as acquired:
                 if not acquired:
                     logger.debug("another dispatcher is pruning; looking again in %s s", self.every)
                     self._end_round(self.every)
-                    return False
+                    return 0
                 return self._slice(now)
         except Exception:
             self._end_round(RETRY_AFTER_SECONDS)
@@ -222,10 +228,10 @@ class PruneStep:
             self._round = (retention, prune_batches(now, retention, self.batch_size), dict.fromkeys(KINDS, 0))
         retention, batches, totals = self._round
         deadline = self.clock() + self.slice_seconds
-        found = False
+        found = 0
         for kind, deleted in batches:
             totals[kind] += deleted
-            found = found or deleted > 0
+            found += deleted
             if self.clock() >= deadline:
                 return found  # more next pass
         report(totals, retention)

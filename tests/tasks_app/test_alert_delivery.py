@@ -13,7 +13,8 @@ import pytest
 from django.core import mail
 
 from system_app.metrics import PROCESS_REGISTRY
-from tasks_app.dispatcher import notifying
+from system_app.models import SystemEvent
+from tasks_app.dispatcher import enqueueing, notifying
 from tasks_app.dispatcher.loop import Dispatcher
 from tasks_app.notifications import delivery
 from tasks_app.notifications.models import MAX_ATTEMPTS, Notification
@@ -196,7 +197,7 @@ def test_a_hanging_webhook_does_not_hold_up_the_dispatcher(monkeypatch):
     task.next_run_at = T0
     task.save()
     dispatcher = Dispatcher(broker=None, clock=lambda: T0 + timedelta(seconds=1))
-    monkeypatch.setattr(dispatcher, "steps", {**dispatcher.steps, "enqueue": lambda now: False})
+    monkeypatch.setattr(enqueueing, "enqueue_ready_runs", lambda *args: 0)
     try:
         done = dispatcher.run_pass(force_recovery=True)
         assert entered.wait(10)
@@ -221,3 +222,37 @@ def test_a_delivery_error_message_is_scrubbed_of_credentials():
         "failed calling http://127.0.0.1:1/x?token=zzz with shh", "http://127.0.0.1:1/x?token=zzz", channel
     )
     assert "zzz" not in text and "shh" not in text
+
+
+class InlinePool:
+    """A thread pool that runs what it is given at once, in the calling thread."""
+
+    def __init__(self, **kwargs):
+        pass
+
+    def submit(self, function, *args):
+        function(*args)
+
+    def shutdown(self, **kwargs):
+        pass
+
+
+def test_it_sends_the_rows_behind_one_whose_sending_raises(monkeypatch):
+    bad = NotificationFactory(next_attempt_at=T0 - timedelta(seconds=1))
+    good = NotificationFactory(next_attempt_at=T0)
+    sent = []
+
+    def send(notification, clock):
+        if notification.pk == bad.pk:
+            raise RuntimeError("no channel")
+        sent.append(notification.pk)
+
+    monkeypatch.setattr(notifying, "send", send)
+    monkeypatch.setattr(notifying, "ThreadPoolExecutor", InlinePool)
+    notifier = notifying.Notifier(pool_size=1)
+    assert notifier.step(T0) == 1
+    # The claim's lease pushed the failed row forward: the one behind it goes.
+    assert notifier.step(T0) == 1
+    assert sent == [good.pk]
+    error = SystemEvent.objects.get(level="error")
+    assert error.context == {"step": "notify", "notification_id": bad.pk}

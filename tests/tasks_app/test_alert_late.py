@@ -85,3 +85,23 @@ def test_it_reports_missed_fires_as_late(channel):
     assert row.payload["misfire"]["latest_missed"] == "2026-01-05T12:00:00+00:00"
     assert "7 missed fire(s)" in row.payload["message"]
     assert not Notification.objects.filter(task=quiet).exists()
+
+
+def test_it_reports_the_late_runs_behind_one_whose_report_raises(monkeypatch):
+    task = TaskFactory(max_start_delay_seconds=30)
+    bad = TaskRunFactory(task=task, scheduled_at=T0 - timedelta(seconds=1))
+    good = TaskRunFactory(task=task, scheduled_at=T0)
+    real = TaskRun.report_late.__func__
+
+    def report_late(cls, runs, now, source="dispatcher"):
+        if runs[0].pk == bad.pk:
+            raise RuntimeError("cannot report")
+        return real(cls, runs, now, source)
+
+    monkeypatch.setattr(TaskRun, "report_late", classmethod(report_late))
+    step = notifying.LateStep(batch_size=1)
+    assert [step(T0 + timedelta(minutes=1)) for _ in range(3)] == [1, 1, 0]
+    assert not TaskRun.objects.get(pk=bad.pk).late_reported
+    assert TaskRun.objects.get(pk=good.pk).late_reported
+    error = SystemEvent.objects.get(level="error")
+    assert error.context == {"step": "detect_late", "run_id": bad.pk}

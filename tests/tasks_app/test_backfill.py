@@ -140,11 +140,11 @@ def test_it_starts_backfill_runs_one_after_another_oldest_first(as_operator, pol
     post(as_operator, task, start="2026-01-01T00:00:00Z", end="2026-01-01T02:00:00Z")
     started = []
     for _ in range(3):
-        assert enqueueing.enqueue_ready_runs(timezone.now(), broker=broker) is True
+        assert enqueueing.enqueue_ready_runs(timezone.now(), broker=broker) == 1
         (run,) = TaskRun.objects.filter(task=task, status=RunStatus.DISPATCHED)
         assert not TaskRun.objects.filter(task=task, status=RunStatus.CANCELLED).exists()
         started.append(run.scheduled_at)
-        assert enqueueing.enqueue_ready_runs(timezone.now(), broker=broker) is False
+        assert enqueueing.enqueue_ready_runs(timezone.now(), broker=broker) == 0
         TaskRun.objects.filter(pk=run.pk).update(status=RunStatus.COMPLETED, completed_at=timezone.now())
     assert started == [HOUR, HOUR + timedelta(hours=1), HOUR + timedelta(hours=2)]
     broker.flush_all()

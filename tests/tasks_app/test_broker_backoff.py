@@ -8,6 +8,7 @@ import dramatiq
 import pytest
 
 from system_app.models import SystemEvent
+from tasks_app.dispatcher import gating
 from tasks_app.dispatcher.backoff import BrokerBackoff
 from tasks_app.dispatcher.loop import Dispatcher
 from tasks_app.models import RunStatus, TaskRun
@@ -119,10 +120,10 @@ def test_it_logs_one_line_when_the_broker_is_back_and_publishes_what_waited(disp
 
 
 def test_it_still_logs_a_traceback_for_other_step_failures(dispatcher, caplog, monkeypatch):
-    def broken(now):
+    def broken(*args):
         raise ValueError("a bug")
 
-    dispatcher.steps["gate"] = broken
+    monkeypatch.setattr(gating, "open_gates_page", broken)
     with caplog.at_level(logging.INFO, logger="tasks_app"):
         dispatcher.run_pass()
     (record,) = [record for record in caplog.records if "step gate failed" in record.getMessage()]

@@ -85,8 +85,8 @@ def test_it_holds_a_waiting_manual_run_until_the_running_one_ends(broker):
     task = TaskFactory(concurrency_policy="buffer_one")
     running = TaskRunFactory(task=task, status=RunStatus.RUNNING, scheduled_at=T0)
     waiting = task.trigger(now=T0 + timedelta(seconds=1))
-    assert enqueueing.enqueue_ready_runs(T0 + timedelta(seconds=2), broker=broker) is False
+    assert enqueueing.enqueue_ready_runs(T0 + timedelta(seconds=2), broker=broker) == 0
     TaskRun.objects.filter(pk=running.pk).update(status=RunStatus.FAILED, completed_at=T0)
-    assert enqueueing.enqueue_ready_runs(T0 + timedelta(seconds=2), broker=broker) is True
+    assert enqueueing.enqueue_ready_runs(T0 + timedelta(seconds=2), broker=broker) == 1
     waiting.refresh_from_db()
     assert waiting.status == RunStatus.DISPATCHED

@@ -6,6 +6,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from system_app.models import SystemEvent
 from tasks_app.dispatcher import enqueueing, gating
 from tasks_app.models import RunStatus, Task, TaskRun, Trigger
 from tests.factories import TaskFactory, TaskRunFactory
@@ -19,12 +20,12 @@ def test_it_holds_a_run_until_the_latest_run_of_each_dependency_completed(broker
     task = depending_on(first, second)
     run = pending(task)
     finished(first)
-    assert gating.open_gates(NOW) is False
-    assert enqueueing.enqueue_ready_runs(NOW, broker=broker) is False
+    assert gating.open_gates(NOW) == 0
+    assert enqueueing.enqueue_ready_runs(NOW, broker=broker) == 0
     finished(second)
-    assert gating.open_gates(NOW) is True
+    assert gating.open_gates(NOW) == 1
     assert refreshed(run).dependencies_met
-    assert enqueueing.enqueue_ready_runs(NOW, broker=broker) is True
+    assert enqueueing.enqueue_ready_runs(NOW, broker=broker) == 1
     assert refreshed(run).status == RunStatus.DISPATCHED
 
 
@@ -34,10 +35,10 @@ def test_it_keeps_a_run_gated_while_the_latest_dependency_run_did_not_complete()
     run = pending(task)
     finished(upstream, at=NOW - timedelta(minutes=10))
     finished(upstream, status=RunStatus.FAILED, at=NOW - timedelta(minutes=5))
-    assert gating.open_gates(NOW) is False
+    assert gating.open_gates(NOW) == 0
     TaskRunFactory(task=upstream, status=RunStatus.RUNNING, scheduled_at=NOW)
     finished(upstream, at=NOW - timedelta(minutes=1))
-    assert gating.open_gates(NOW) is False
+    assert gating.open_gates(NOW) == 0
     assert not refreshed(run).dependencies_met
 
 
@@ -45,7 +46,7 @@ def test_it_counts_a_paused_dependency_as_met():
     upstream = TaskFactory(status="paused")
     task = depending_on(upstream)
     run = pending(task)
-    assert gating.open_gates(NOW) is True
+    assert gating.open_gates(NOW) == 1
     assert refreshed(run).dependencies_met
 
 
@@ -55,7 +56,7 @@ def test_it_ignores_skipped_runs_when_finding_the_latest_dependency_run():
     run = pending(task)
     finished(upstream, at=NOW - timedelta(minutes=5))
     finished(upstream, status=RunStatus.SKIPPED, at=NOW - timedelta(minutes=1))
-    assert gating.open_gates(NOW) is True
+    assert gating.open_gates(NOW) == 1
     assert refreshed(run).dependencies_met
 
 
@@ -66,7 +67,7 @@ def test_it_pages_through_gated_tasks_so_blocked_ones_do_not_starve_the_others()
         pending(task)
     free = depending_on(TaskFactory(status="paused"))
     run = pending(free)
-    assert gating.open_gates(NOW, batch_size=2) is True
+    assert gating.open_gates(NOW, batch_size=2) == 1
     assert refreshed(run).dependencies_met
 
 
@@ -75,31 +76,31 @@ def test_it_triggers_a_dependency_only_task_when_all_upstreams_completed():
     task = depending_on(first, second)
     Task.objects.filter(pk=task.pk).update(created_at=NOW - timedelta(hours=1))
     finished(first, at=NOW - timedelta(minutes=2))
-    assert gating.trigger_dependents(NOW) is False
+    assert gating.trigger_dependents(NOW) == 0
     done = finished(second, at=NOW - timedelta(minutes=1))
-    assert gating.trigger_dependents(NOW) is True
+    assert gating.trigger_dependents(NOW) == 1
     (run,) = TaskRun.objects.filter(task=task)
     assert run.trigger == Trigger.DEPENDENCY
     assert run.status == RunStatus.PENDING
     assert run.scheduled_at == done.completed_at
     assert run.dependencies_met
-    assert gating.trigger_dependents(NOW) is False  # the same completions fire once
+    assert gating.trigger_dependents(NOW) == 0  # the same completions fire once
     finished(first, at=NOW)
-    assert gating.trigger_dependents(NOW) is False  # second has not completed again
+    assert gating.trigger_dependents(NOW) == 0  # second has not completed again
 
 
 def test_it_does_not_trigger_on_completions_older_than_the_task():
     upstream = TaskFactory()
     finished(upstream, at=NOW - timedelta(days=1))
     depending_on(upstream)
-    assert gating.trigger_dependents(NOW) is False
+    assert gating.trigger_dependents(NOW) == 0
 
 
 def test_it_leaves_paused_upstreams_out_of_the_trigger():
     active, paused = TaskFactory(), TaskFactory(status="paused")
     task = depending_on(active, paused)
     finished(active, at=timezone.now() + timedelta(seconds=1))
-    assert gating.trigger_dependents(NOW) is True
+    assert gating.trigger_dependents(NOW) == 1
     assert TaskRun.objects.filter(task=task).count() == 1
     only_paused = depending_on(TaskFactory(status="paused"))
     gating.trigger_dependents(NOW)
@@ -113,4 +114,47 @@ def test_it_obeys_forbid_when_triggering_by_dependencies():
     finished(upstream, at=timezone.now() + timedelta(seconds=5))
     gating.trigger_dependents(NOW)
     assert TaskRun.objects.get(task=task, trigger=Trigger.DEPENDENCY).status == RunStatus.SKIPPED
-    assert gating.trigger_dependents(NOW) is False
+    assert gating.trigger_dependents(NOW) == 0
+
+
+def test_it_opens_the_gates_behind_one_whose_check_raises(monkeypatch):
+    bad_upstream = TaskFactory(status="paused")
+    bad = pending(depending_on(bad_upstream))
+    good = pending(depending_on(TaskFactory(status="paused")))
+    real = gating.gate_is_open
+
+    def gate_is_open(upstream_ids, met):
+        if bad_upstream.pk in upstream_ids:
+            raise RuntimeError("broken link")
+        return real(upstream_ids, met)
+
+    monkeypatch.setattr(gating, "gate_is_open", gate_is_open)
+    step = gating.GateStep(batch_size=1)
+    assert [step(NOW) for _ in range(3)] == [1, 1, 0]  # a page each, then the walk ends
+    assert step(NOW) == 0  # the next walk: the failed one is set aside, the other open
+    assert not refreshed(bad).dependencies_met
+    assert refreshed(good).dependencies_met
+    error = SystemEvent.objects.get(level="error")
+    assert error.context == {"step": "gate", "task_id": bad.task_id}
+
+
+def test_it_triggers_the_dependents_behind_one_whose_decision_raises(monkeypatch):
+    upstream = TaskFactory()
+    bad = depending_on(upstream, concurrency_policy="replace")
+    good = depending_on(upstream)
+    Task.objects.filter(pk__in=[bad.pk, good.pk]).update(created_at=NOW - timedelta(hours=1))
+    finished(upstream, at=NOW - timedelta(minutes=1))
+    real = gating.decide_concurrency
+
+    def decide_concurrency(policy, *args):
+        if policy == "replace":
+            raise RuntimeError("cannot decide")
+        return real(policy, *args)
+
+    monkeypatch.setattr(gating, "decide_concurrency", decide_concurrency)
+    step = gating.TriggerStep(batch_size=1)
+    assert [step(NOW) for _ in range(3)] == [1, 1, 0]
+    assert not TaskRun.objects.filter(task=bad).exists()
+    assert TaskRun.objects.get(task=good).trigger == Trigger.DEPENDENCY
+    error = SystemEvent.objects.get(level="error")
+    assert error.context == {"step": "trigger_dependents", "task_id": bad.pk}

@@ -11,7 +11,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from system_app.models import SystemEvent
-from tasks_app.dispatcher import retries
+from tasks_app.dispatcher import enqueueing, planning, retries
 from tasks_app.dispatcher.loop import Dispatcher
 from tasks_app.dispatcher.wakeup import Wakeup
 from tasks_app.models import RunStatus, Task, TaskRun
@@ -46,32 +46,32 @@ def test_it_keeps_going_when_a_step_raises(broker, monkeypatch):
     assert "boom" in event.message
 
 
-def test_it_stops_between_batches_when_asked(broker):
+def test_it_stops_between_batches_when_asked(broker, monkeypatch):
     for _ in range(3):
         TaskFactory(schedule="* * * * *", next_run_at=NOW - timedelta(seconds=30))
     dispatcher = Dispatcher(broker, batch_size=1, clock=lambda: NOW)
-    plan = dispatcher.steps["plan"]
+    plan = planning.plan_due_tasks
 
-    def plan_then_stop(now):
-        found = plan(now)
+    def plan_then_stop(now, batch_size):
+        found = plan(now, batch_size)
         dispatcher.stop()
         return found
 
-    dispatcher.steps["plan"] = plan_then_stop
+    monkeypatch.setattr(planning, "plan_due_tasks", plan_then_stop)
     done = dispatcher.run_pass()
     assert done["plan"] == 1
     assert done["enqueue"] == 0
     assert TaskRun.objects.count() == 1
 
 
-def test_it_enqueues_each_planned_batch_before_planning_the_next(broker):
+def test_it_enqueues_each_planned_batch_before_planning_the_next(broker, monkeypatch):
     for _ in range(3):
         TaskFactory(schedule="* * * * *", next_run_at=NOW - timedelta(seconds=30))
     dispatcher = Dispatcher(broker, batch_size=1, clock=lambda: NOW)
     order = []
-    for name in ("plan", "enqueue"):
-        step = dispatcher.steps[name]
-        dispatcher.steps[name] = lambda now, step=step, name=name: order.append(name) or step(now)
+    for module, function, name in ((planning, "plan_due_tasks", "plan"), (enqueueing, "enqueue_ready_runs", "enqueue")):
+        step = getattr(module, function)
+        monkeypatch.setattr(module, function, lambda *args, step=step, name=name: order.append(name) or step(*args))
     done = dispatcher.run_pass()
     assert (done["plan"], done["enqueue"]) == (3, 3)
     assert order[:6] == ["plan", "enqueue", "enqueue", "plan", "enqueue", "enqueue"]
@@ -161,7 +161,7 @@ def test_it_finishes_the_batch_on_the_first_signal(broker):
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    assert dispatcher.run_pass() == dict.fromkeys(dispatcher.steps, 0)
+    assert dispatcher.run_pass() == {step.name: 0 for step in dispatcher.steps}
 
 
 def test_it_plans_only_the_fires_due_when_the_pass_began(broker):

@@ -3,6 +3,7 @@
 
 import pytest
 
+from system_app.models import SystemEvent
 from tasks_app.dispatcher import enqueueing
 from tasks_app.models import PRIORITY_LEVELS, RunStatus
 from tests.factories import TaskFactory
@@ -17,7 +18,7 @@ def test_it_enqueues_ready_runs_on_their_task_queue_with_the_broker_priority(bro
     plain = TaskFactory()
     report_run = pending(reports)
     plain_run = pending(plain, priority="critical")  # a manual trigger's override
-    assert enqueueing.enqueue_ready_runs(NOW, broker=broker) is True
+    assert enqueueing.enqueue_ready_runs(NOW, broker=broker) == 2
     (message,) = messages(broker, "reports")
     assert message.actor_name == "execute_run"
     assert message.args == (report_run.pk,)
@@ -29,7 +30,7 @@ def test_it_enqueues_ready_runs_on_their_task_queue_with_the_broker_priority(bro
         run.refresh_from_db()
         assert run.status == RunStatus.DISPATCHED
         assert run.dispatched_at == NOW
-    assert enqueueing.enqueue_ready_runs(NOW, broker=broker) is False
+    assert enqueueing.enqueue_ready_runs(NOW, broker=broker) == 0
 
 
 def test_it_enqueues_the_most_urgent_runs_first(broker):
@@ -57,7 +58,7 @@ def test_it_leaves_future_cancelled_and_gated_runs_alone(broker):
     future = pending(task, seconds_ago=-5)
     cancelled = pending(task, status=RunStatus.CANCELLED)
     gated = pending(depending_on(TaskFactory()))
-    assert enqueueing.enqueue_ready_runs(NOW, broker=broker) is False
+    assert enqueueing.enqueue_ready_runs(NOW, broker=broker) == 0
     assert refreshed(future).status == RunStatus.PENDING
     assert refreshed(cancelled).status == RunStatus.CANCELLED
     assert refreshed(gated).status == RunStatus.PENDING
@@ -83,3 +84,25 @@ def test_it_puts_unsent_runs_back_to_pending_when_publishing_fails(broker, monke
 def test_it_names_the_actor_the_workers_run():
     assert execute_run.actor_name == enqueueing.ACTOR_NAME
     assert execute_run.queue_name == "default"
+
+
+def test_it_enqueues_the_runs_behind_one_whose_message_cannot_be_built(broker, monkeypatch):
+    bad = pending(TaskFactory(), seconds_ago=20)
+    good = pending(TaskFactory(), seconds_ago=10)
+    real = enqueueing.build_message
+
+    def build_message(run_id, queue_name, level):
+        if run_id == bad.pk:
+            raise ValueError("unencodable")
+        return real(run_id, queue_name, level)
+
+    monkeypatch.setattr(enqueueing, "build_message", build_message)
+    step = enqueueing.EnqueueStep(batch_size=1, broker=broker)
+    assert step(NOW) == 1
+    assert step(NOW) == 1
+    assert step(NOW) == 0  # the failed one stays set aside
+    assert refreshed(bad).status == RunStatus.PENDING
+    assert refreshed(good).status == RunStatus.DISPATCHED
+    assert [m.args for m in messages(broker, "default")] == [(good.pk,)]
+    error = SystemEvent.objects.get(level="error")
+    assert error.context == {"step": "enqueue", "run_id": bad.pk}

@@ -44,12 +44,12 @@ def test_it_plans_a_fire_at_its_jittered_instant_and_holds_it_until_then():
     broker.flush_all()
     task = TaskFactory(schedule="0 * * * *", next_run_at=SLOT, jitter_seconds=1800)
     delayed = jittered(task.pk, SLOT, 1800)
-    assert plan_due_tasks(SLOT + timedelta(seconds=1)) is True
+    assert plan_due_tasks(SLOT + timedelta(seconds=1)) == 1
     (run,) = TaskRun.objects.filter(task=task)
     assert run.scheduled_at == delayed == task.jittered(SLOT)
     assert Task.objects.get(pk=task.pk).next_run_at == SLOT + timedelta(hours=1)  # the next slot
-    assert enqueueing.enqueue_ready_runs(delayed - timedelta(microseconds=1), broker=broker) is False
-    assert enqueueing.enqueue_ready_runs(delayed, broker=broker) is True
+    assert enqueueing.enqueue_ready_runs(delayed - timedelta(microseconds=1), broker=broker) == 0
+    assert enqueueing.enqueue_ready_runs(delayed, broker=broker) == 1
     assert TaskRun.objects.get(pk=run.pk).status == RunStatus.DISPATCHED
     broker.flush_all()
 

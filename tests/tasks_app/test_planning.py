@@ -32,7 +32,7 @@ def runs_of(task, status=None):
 
 def test_it_creates_a_run_at_the_fire_time_and_advances_next_run_at():
     task = scheduled()
-    assert plan_due_tasks(NOW) is True
+    assert plan_due_tasks(NOW) == 1
     (run,) = runs_of(task)
     assert run.status == RunStatus.PENDING
     assert run.trigger == Trigger.SCHEDULE
@@ -40,13 +40,13 @@ def test_it_creates_a_run_at_the_fire_time_and_advances_next_run_at():
     assert run.task_name == task.name
     task.refresh_from_db()
     assert task.next_run_at == at(12, 1)
-    assert plan_due_tasks(NOW) is False
+    assert plan_due_tasks(NOW) == 0
 
 
 def test_it_leaves_tasks_not_due_and_paused_tasks_alone():
     later = scheduled(next_run_at=at(12, 1))
     paused = scheduled(status="paused")
-    assert plan_due_tasks(NOW) is False
+    assert plan_due_tasks(NOW) == 0
     assert not TaskRun.objects.exists()
     later.refresh_from_db()
     paused.refresh_from_db()
@@ -56,7 +56,7 @@ def test_it_leaves_tasks_not_due_and_paused_tasks_alone():
 
 def test_it_plans_in_batches_of_the_batch_size():
     tasks = [scheduled() for _ in range(5)]
-    assert plan_due_tasks(NOW, batch_size=2) is True
+    assert plan_due_tasks(NOW, batch_size=2) == 2
     assert TaskRun.objects.count() == 2
     while plan_due_tasks(NOW, batch_size=2):
         pass

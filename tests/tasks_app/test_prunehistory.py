@@ -227,18 +227,18 @@ def test_it_prunes_a_minute_after_the_dispatcher_starts_then_hourly(settings):
     clock = FakeClock()
     step = retention.PruneStep(clock=clock)
     many_old_runs(3)
-    assert step(NOW) is False  # not due yet: no query at all
+    assert step(NOW) == 0  # not due yet: no query at all
     assert TaskRun.objects.count() == 3
     clock.now += retention.FIRST_PRUNE_AFTER_SECONDS
-    assert step(NOW) is True
+    assert step(NOW) == 2
     assert TaskRun.objects.count() == 1
     (pruned,) = SystemEvent.objects.filter(message__startswith="history pruned")
     assert pruned.source == "dispatcher"
     many_old_runs(3)
     clock.now += retention.PRUNE_EVERY_SECONDS - 1
-    assert step(NOW) is False
+    assert step(NOW) == 0
     clock.now += 1
-    assert step(NOW) is True
+    assert step(NOW) == 2
     assert TaskRun.objects.count() == 2
 
 
@@ -246,10 +246,10 @@ def test_it_spreads_a_long_prune_over_passes(settings):
     settings.RUN_RETENTION_KEEP_PER_TASK = 0
     many_old_runs(5)
     step = retention.PruneStep(first_after=0, slice_seconds=0, batch_size=2)
-    assert step(NOW) is True
+    assert step(NOW) == 2
     assert TaskRun.objects.count() == 3  # one batch per pass with no time to spare
-    assert step(NOW) is True
-    assert step(NOW) is True
+    assert step(NOW) == 2
+    assert step(NOW) == 1
     assert TaskRun.objects.count() == 0
     assert not step(NOW)  # the round is over: next one in an hour
     assert SystemEvent.objects.get(message__startswith="history pruned").context["runs"] == 5
@@ -274,7 +274,7 @@ def test_it_runs_the_prune_step_in_the_dispatcher_loop(settings):
     dispatcher = Dispatcher(broker=None, clock=lambda: NOW)
     assert dispatcher.run_pass()["prune"] == 0  # not due in the first minute
     dispatcher.prune.due_at = 0
-    assert dispatcher.run_pass()["prune"] == 1
+    assert dispatcher.run_pass()["prune"] == 2
     assert TaskRun.objects.count() == 0
 
 
@@ -282,7 +282,7 @@ def test_it_prunes_when_no_other_dispatcher_holds_the_lock(settings):
     settings.RUN_RETENTION_KEEP_PER_TASK = 0
     many_old_runs(2)
     step = retention.PruneStep(first_after=0, clock=FakeClock())
-    assert step(NOW) is True
+    assert step(NOW) == 2
     assert TaskRun.objects.count() == 0
 
 
@@ -298,7 +298,7 @@ def test_it_leaves_the_prune_to_the_dispatcher_holding_the_lock(settings):
             cursor.execute("SELECT pg_advisory_lock(%s)", [retention.ADVISORY_LOCK_ID])
         clock = FakeClock()
         step = retention.PruneStep(first_after=0, clock=clock)
-        assert step(NOW) is False
+        assert step(NOW) == 0
         assert step.due_at == clock.now + retention.PRUNE_EVERY_SECONDS
         assert TaskRun.objects.count() == 2
         with other.cursor() as cursor:
@@ -306,5 +306,5 @@ def test_it_leaves_the_prune_to_the_dispatcher_holding_the_lock(settings):
     finally:
         other.close()
     step.due_at = 0
-    assert step(NOW) is True
+    assert step(NOW) == 1
     assert TaskRun.objects.count() == 0

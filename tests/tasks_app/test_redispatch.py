@@ -42,9 +42,7 @@ def test_it_keeps_one_message_per_run_while_no_worker_consumes_the_queue(broker)
     assert queued(broker, "orphans") == 3
     for minute in range(1, 6):  # five minutes without a worker, a recovery round every 5 s
         for second in range(0, 60, 5):
-            assert (
-                recovery.redispatch_stuck_runs(NOW + timedelta(minutes=minute, seconds=second), broker=broker) is False
-            )
+            assert recovery.redispatch_stuck_runs(NOW + timedelta(minutes=minute, seconds=second), broker=broker) == 0
     assert queued(broker, "orphans") == 3
     assert not SystemEvent.objects.exists()
 
@@ -54,19 +52,19 @@ def test_it_publishes_again_only_as_many_runs_as_the_queue_lost(broker):
     lost = broker.queues["orphans"].get_nowait()  # the broker lost one message
     broker.queues["orphans"].task_done()  # else a later broker.join() waits for it forever
     assert queued(broker, "orphans") == 2
-    assert recovery.redispatch_stuck_runs(NOW + timedelta(seconds=61), broker=broker) is True
+    assert recovery.redispatch_stuck_runs(NOW + timedelta(seconds=61), broker=broker) == 1
     assert queued(broker, "orphans") == 3
     (event,) = SystemEvent.objects.all()
     assert event.context["run_id"] in {run.pk for run in runs}
     assert dramatiq.Message.decode(lost).args[0] in {run.pk for run in runs}
-    assert recovery.redispatch_stuck_runs(NOW + timedelta(seconds=200), broker=broker) is False
+    assert recovery.redispatch_stuck_runs(NOW + timedelta(seconds=200), broker=broker) == 0
     assert SystemEvent.objects.count() == 1
 
 
 def test_it_publishes_again_every_run_of_a_queue_that_lost_them_all(broker):
     runs = enqueue_runs(broker, 4)
     broker.flush("orphans")  # a broker restart that lost its data
-    assert recovery.redispatch_stuck_runs(NOW + timedelta(seconds=61), broker=broker, batch_size=3) is True
+    assert recovery.redispatch_stuck_runs(NOW + timedelta(seconds=61), broker=broker, batch_size=3) == 4
     ids = sorted(dramatiq.Message.decode(data).args[0] for data in list(broker.queues["orphans"].queue))
     assert ids == sorted(run.pk for run in runs)
     for run in runs:
@@ -77,14 +75,14 @@ def test_it_publishes_again_every_run_of_a_queue_that_lost_them_all(broker):
 def test_it_leaves_runs_dispatched_less_than_a_minute_ago_alone(broker):
     enqueue_runs(broker, 2)
     broker.flush("orphans")
-    assert recovery.redispatch_stuck_runs(NOW + timedelta(seconds=59), broker=broker) is False
+    assert recovery.redispatch_stuck_runs(NOW + timedelta(seconds=59), broker=broker) == 0
     assert queued(broker, "orphans") == 0
 
 
 def test_it_publishes_every_stuck_run_again_on_a_broker_that_cannot_count(broker, monkeypatch):
     enqueue_runs(broker, 2)
     monkeypatch.setattr(queue_depth, "held_messages", lambda broker, queue_name: None)
-    assert recovery.redispatch_stuck_runs(NOW + timedelta(seconds=61), broker=broker) is True
+    assert recovery.redispatch_stuck_runs(NOW + timedelta(seconds=61), broker=broker) == 2
     assert len(broker.queues["orphans"].queue) == 4
 
 
@@ -100,16 +98,17 @@ def test_it_reports_a_broker_that_cannot_be_asked_as_a_failed_publish(broker, mo
 
 
 def test_it_counts_the_queues_once_per_recovery_round(broker, monkeypatch):
-    enqueue_runs(broker, 1)
+    enqueue_runs(broker, 3)
     calls = []
-    real = recovery.redispatch_stuck_runs
+    real = queue_depth.held_messages
 
-    def counting(now, batch_size=None, broker=None):
-        calls.append(now)
-        return real(now, batch_size, broker)
+    def counting(broker, queue_name):
+        calls.append(queue_name)
+        return real(broker, queue_name)
 
-    monkeypatch.setattr(recovery, "redispatch_stuck_runs", counting)
+    monkeypatch.setattr(queue_depth, "held_messages", counting)
     broker.flush("orphans")
-    dispatcher = Dispatcher(broker, clock=lambda: NOW + timedelta(seconds=61))
-    assert dispatcher.run_pass(force_recovery=True)["redispatch_stuck"] == 1
-    assert len(calls) == 1
+    # One batch a call: the round publishes three batches on one count.
+    dispatcher = Dispatcher(broker, batch_size=1, clock=lambda: NOW + timedelta(seconds=61))
+    assert dispatcher.run_pass(force_recovery=True)["redispatch_stuck"] == 3
+    assert calls == ["orphans"]

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.django_db
 def test_it_schedules_the_next_attempt_after_the_backoff():
     task = TaskFactory(retry_count=3, retry_backoff_seconds=10)
     failed = finished(task, status=RunStatus.FAILED, arguments=["x"], parameters={"env": {"A": "1"}}, priority="high")
-    assert retries.schedule_retries(NOW) is True
+    assert retries.schedule_retries(NOW) == 1
     attempt = TaskRun.objects.get(task=task, retry_count=1)
     assert attempt.trigger == Trigger.RETRY
     assert attempt.status == RunStatus.PENDING
@@ -28,7 +28,7 @@ def test_it_schedules_the_next_attempt_after_the_backoff():
     event = SystemEvent.objects.get()
     assert event.message.startswith("retry scheduled")
     assert event.context["run_id"] == failed.pk
-    assert retries.schedule_retries(NOW) is False
+    assert retries.schedule_retries(NOW) == 0
 
 
 def test_it_backs_off_exponentially_with_jitter_up_to_an_hour():
@@ -66,3 +66,26 @@ def test_it_does_not_retry_exhausted_cancelled_or_manually_retried_runs():
     assert TaskRun.objects.filter(task=task, retry_count=2).count() == 0
     assert TaskRun.objects.filter(task=task, retry_count=1, trigger=Trigger.RETRY).count() == 1  # the manual one
     assert not SystemEvent.objects.exists()
+
+
+def test_it_follows_up_the_attempts_behind_one_whose_retry_raises(monkeypatch):
+    task = TaskFactory(retry_count=1)
+    bad = finished(task, status=RunStatus.FAILED, at=NOW - timedelta(minutes=2))
+    good = finished(task, status=RunStatus.FAILED, at=NOW - timedelta(minutes=1))
+    real = retries.next_attempt_at
+
+    def next_attempt_at(run, task, now):
+        if run.pk == bad.pk:
+            raise RuntimeError("no slot")
+        return real(run, task, now)
+
+    monkeypatch.setattr(retries, "next_attempt_at", next_attempt_at)
+    step = retries.RetryStep(batch_size=1)
+    assert step(NOW) == 1
+    assert step(NOW) == 1
+    assert step(NOW) == 0  # the failed one stays set aside, not followed up
+    assert not refreshed(bad).followed_up and refreshed(good).followed_up
+    assert TaskRun.objects.filter(task=task, retry_count=1).count() == 1
+    error = SystemEvent.objects.get(level="error")
+    assert error.context == {"step": "retry", "run_id": bad.pk}
+    assert "no slot" in error.message

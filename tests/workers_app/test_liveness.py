@@ -72,7 +72,7 @@ def test_it_takes_no_lock_and_finds_no_worker_dead_by_its_lock_on_sqlite():
     worker = WorkerFactory(liveness_lock=True)
     run = running_run(worker)
     assert liveness.unheld([worker.pk]) == set()
-    assert recovery.recover_lost_workers(timezone.now()) is False
+    assert recovery.recover_lost_workers(timezone.now()) == 0
     run.refresh_from_db()
     assert run.status == RunStatus.RUNNING
 
@@ -112,7 +112,7 @@ def test_it_marks_a_worker_whose_lock_is_free_down_at_once_and_fails_its_runs(lo
     legacy = WorkerFactory(id="legacy", liveness_lock=False, last_heartbeat=now)  # holds no lock
     locks("alive")
     runs = {worker.pk: running_run(worker) for worker in (gone, alive, legacy)}
-    assert recovery.recover_lost_workers(now) is True
+    assert recovery.recover_lost_workers(now) == 1
     statuses = dict(Worker.objects.values_list("pk", "status"))
     assert statuses == {"gone": WorkerStatus.DOWN, "alive": WorkerStatus.ACTIVE, "legacy": WorkerStatus.ACTIVE}
     for worker_id, run in runs.items():
@@ -121,7 +121,7 @@ def test_it_marks_a_worker_whose_lock_is_free_down_at_once_and_fails_its_runs(lo
     assert runs["gone"].error_message == recovery.WORKER_LOST
     messages = list(SystemEvent.objects.values_list("message", flat=True))
     assert "worker lost: gone (its process is gone: its liveness lock is free)" in messages
-    assert recovery.recover_lost_workers(now) is False
+    assert recovery.recover_lost_workers(now) == 0
 
 
 @postgresql_only
@@ -129,7 +129,7 @@ def test_it_still_finds_a_silent_worker_dead_by_its_heartbeat(locks, settings):
     now = timezone.now()
     silent = WorkerFactory(liveness_lock=True, last_heartbeat=now - timedelta(seconds=600))
     locks(silent.pk)  # a wedged process: alive, holding its lock, no heartbeat
-    assert recovery.recover_lost_workers(now) is True
+    assert recovery.recover_lost_workers(now) == 1
     assert Worker.objects.get(pk=silent.pk).status == WorkerStatus.DOWN
 
 
