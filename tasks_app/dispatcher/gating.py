@@ -173,7 +173,10 @@ class PagingStep(Step):
             self.after = 0
             return 0
         ids, _count = self.page(now, self.batch_size, self.after, self.set_aside)
-        self.after = ids[-1] if len(ids) == self.batch_size else None
+        if not ids:
+            self.after = 0
+        else:
+            self.after = ids[-1] if len(ids) == self.batch_size else None
         return len(ids)
 
     def page(self, now, batch_size, after, set_aside):

@@ -132,6 +132,9 @@ def test_it_opens_the_gates_behind_one_whose_check_raises(monkeypatch):
     step = gating.GateStep(batch_size=1)
     assert [step(NOW) for _ in range(3)] == [1, 1, 0]  # a page each, then the walk ends
     assert step(NOW) == 0  # the next walk: the failed one is set aside, the other open
+    later = pending(depending_on(TaskFactory(status="paused")))
+    assert [step(NOW) for _ in range(2)] == [1, 0]  # the walk after an empty one starts over
+    assert refreshed(later).dependencies_met
     assert not refreshed(bad).dependencies_met
     assert refreshed(good).dependencies_met
     error = SystemEvent.objects.get(level="error")
