@@ -1,4 +1,4 @@
-"""Real PostgreSQL and RabbitMQ servers for tests and benchmarks.
+"""Real PostgreSQL, RabbitMQ and Redis servers for tests and benchmarks.
 
 Each server is private: it listens on free ports of 127.0.0.1 only, keeps all
 its files in its own temporary directory and is stopped (and the directory
@@ -15,8 +15,19 @@ As a command (exit status is the command's):
 
     python -m tests.services --postgres --rabbitmq -- pytest -m integration
 
-When running as root the servers run as the ``postgres`` and ``rabbitmq``
-users (PostgreSQL refuses to run as root); otherwise as the current user.
+The processes are run by the executors of pytest-postgresql, pytest-rabbitmq
+and pytest-redis (mirakuru: start, wait until the port answers, stop the
+process group and whatever it left behind); free ports come from port-for.
+What this module adds is what those cannot do: run the servers as the
+``postgres`` and ``rabbitmq`` users when we are root (PostgreSQL refuses to run
+as root), give each RabbitMQ node its own epmd and Erlang cookie (the library's
+nodes would share the machine's epmd on port 4369), tune PostgreSQL for tests,
+restart a broker on the same port with the same data, start several servers
+at once, and the ``--postgres -- CMD`` wrapper the Makefile uses.
+
+:func:`require` is the one way a test says it needs something installed: it
+skips the test on a developer machine and fails it in CI (``CI=true``), where a
+skipped test would hide a broken setup.
 
 This module must stay importable without Django: the CLI sets up the
 environment Django reads before anything imports the settings.
@@ -31,7 +42,6 @@ import errno
 import glob
 import os
 import pwd
-import random
 import secrets
 import shutil
 import signal
@@ -45,6 +55,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import port_for
+from mirakuru import TCPExecutor
+from mirakuru.exceptions import ExecutorError
+
 HOST = "127.0.0.1"
 DEFAULT_PG_BINDIR = "/usr/lib/postgresql/15/bin"
 RABBITMQ_SCRIPT_DIRS = ("/usr/lib/rabbitmq/bin", "/usr/lib/rabbitmq/sbin")
@@ -54,24 +68,34 @@ class ServiceError(RuntimeError):
     """A server could not be found, started or stopped; the message is one line."""
 
 
+# Required in CI ------------------------------------------------------------
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() == "true"
+
+
+def require(reason: str | None):
+    """Nothing when ``reason`` is None (what the test needs is there); else skip
+    the test with that reason on a developer machine, and fail it in CI
+    (``CI=true``), where a missing install step must not pass unseen."""
+    if reason is None:
+        return
+    import pytest
+
+    if in_ci():
+        pytest.fail(f"CI=true but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
 # Ports ---------------------------------------------------------------------
 
 
-def free_port(host: str = HOST, low: int | None = None, high: int | None = None) -> int:
-    """A TCP port on ``host`` that is free right now.
-
-    Without bounds the kernel picks one (from the ephemeral range); with
-    ``low``/``high`` a random free port in that range is returned.
-    """
-    if low is None:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind((host, 0))
-            return sock.getsockname()[1]
-    for _ in range(200):
-        port = random.randint(low, high)
-        if port_is_free(port, host):
-            return port
-    raise ServiceError(f"no free port between {low} and {high} on {host}")
+def free_port(low: int | None = None, high: int | None = None) -> int:
+    """A TCP port of 127.0.0.1 that is free right now, outside the kernel's
+    ephemeral range (where clients' own ports would collide with it); within
+    ``low``..``high`` when given."""
+    return port_for.get_port((low, high) if low is not None else None)
 
 
 def port_is_free(port: int, host: str = HOST) -> bool:
@@ -93,21 +117,20 @@ def port_accepts(port: int, host: str = HOST, timeout: float = 0.5) -> bool:
         return False
 
 
-def _wait_until(predicate, timeout, interval=0.1, cancel=None):
+def _wait_until(predicate, timeout, interval=0.1):
     deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= deadline or (cancel is not None and cancel.is_set()):
+    while not predicate():
+        if time.monotonic() >= deadline:
             return False
         time.sleep(interval)
+    return True
 
 
 # Users ---------------------------------------------------------------------
 
 
 def _service_user(name: str):
-    """(run_as_kwargs, uid, gid) for running a server as system user ``name``.
+    """(popen kwargs, uid, gid) for running a server as system user ``name``.
 
     As root: the named user, which must exist. Otherwise: ourselves.
     """
@@ -129,21 +152,10 @@ def _chown_tree(path: Path, uid: int, gid: int):
             os.lchown(os.path.join(root, name), uid, gid)
 
 
-def _base_env(**extra):
-    """A small, predictable environment for server processes."""
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"),
-        "LANG": "C.UTF-8",
-        "LC_ALL": "C.UTF-8",
-    }
-    env.update(extra)
-    return env
-
-
-def _tail(path, lines=5):
+def _tail(path, lines=3):
     try:
         text = Path(path).read_text(errors="replace").strip().splitlines()
-    except OSError:
+    except (OSError, TypeError):
         return ""
     return " | ".join(line.strip() for line in text[-lines:])
 
@@ -153,91 +165,110 @@ def _one_line(text, limit=400):
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _kill_group(process: subprocess.Popen, timeout: float = 10.0):
-    """SIGTERM then SIGKILL the process group led by ``process`` (ours); returns once it is gone."""
-    pgid = process.pid
-
-    def gone():
-        process.poll()  # reap the leader, or it stays in the group as a zombie
-        return not _group_alive(pgid)
-
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        if gone():
-            return
-        try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
-            return
-        if _wait_until(gone, timeout / 2, 0.05):
-            return
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class _Server:
-    """Context-manager plumbing shared by the servers."""
+    """What the servers share: a private directory, start/stop/restart around
+    a mirakuru executor, errors as one-line ServiceErrors with the log's tail."""
 
     name = "server"
 
     def __init__(self, startup_timeout: float):
         self.startup_timeout = startup_timeout
+        self.host = HOST
+        self.port: int | None = None
         self.tmpdir: Path | None = None
-        self._stopped = True
+        self.executor = None
         self._lock = threading.RLock()
-        self._cancel = threading.Event()
 
     def __enter__(self):
-        self.start()
-        return self
+        return self.start()
 
     def __exit__(self, *exc_info):
         self.stop()
         return False
 
-    def cancel(self):
-        """Make a start() running in another thread give up soon (it then cleans up)."""
-        self._cancel.set()
-
-    def _register(self):
-        self._stopped = False
-        atexit.register(self.stop)
-
-    def _forget(self):
-        self._stopped = True
-        atexit.unregister(self.stop)
-        if self.tmpdir is not None:
-            shutil.rmtree(self.tmpdir, ignore_errors=True)
-            self.tmpdir = None
-
     @property
     def running(self) -> bool:
-        return not self._stopped
+        return self.tmpdir is not None
+
+    @property
+    def log_path(self) -> Path | None:
+        return None
+
+    def start(self):
+        """Start the server (once; a second call does nothing). On failure
+        everything started is stopped and a ServiceError raised."""
+        with self._lock:
+            if self.running:
+                return self
+            reason = self.missing_reason()
+            if reason:
+                raise ServiceError(reason)
+            self.tmpdir = Path(tempfile.mkdtemp(prefix=f"test-{self.name}-"))
+            atexit.register(self.stop)
+            try:
+                self._start()
+            except ExecutorError as error:
+                detail = _tail(self.log_path) or str(error)
+                self.stop()
+                raise ServiceError(f"{self.name} did not start: {_one_line(detail)}") from None
+            except BaseException:
+                self.stop()
+                raise
+        return self
+
+    def stop(self):
+        """Stop the server and whatever it left, remove its directory. Safe to call twice."""
+        with self._lock:
+            if not self.running:
+                return
+            try:
+                self._stop()
+            finally:
+                atexit.unregister(self.stop)
+                shutil.rmtree(self.tmpdir, ignore_errors=True)
+                self.tmpdir = None
+                self.executor = None
 
     def restart(self):
-        """Stop the server's process and start it again on the same port, with
-        the same data (servers that support it define _stop_process and
-        _start_process)."""
+        """Stop the server's process and start it again on the same port with
+        the same data."""
         with self._lock:
             if not self.running:
                 raise ServiceError(f"{self.name} is not running")
-            self._stop_process()
-            if not _wait_until(lambda: port_is_free(self.port), 30, 0.1):
+            _stop_executor(self.executor)
+            if not _wait_until(lambda: port_is_free(self.port), 30):
                 raise ServiceError(f"{self.name} port {self.port} still busy after stopping the server")
-            self._cancel.clear()
-            self._start_process()
+            try:
+                self.executor.start()
+            except ExecutorError as error:
+                raise ServiceError(f"{self.name} did not restart: {_one_line(_tail(self.log_path) or error)}") from None
         return self
+
+    def _stop(self):
+        _stop_executor(self.executor)
+
+    @property
+    def pid(self) -> int | None:
+        """The server's main process while running (its workers are its descendants)."""
+        process = self.executor.process if self.executor is not None else None
+        return process.pid if process is not None else None
 
     def __repr__(self):
         state = "running at " + self.url if self.running else "stopped"
         return f"<{type(self).__name__} {state}>"
+
+
+def _stop_executor(executor):
+    """Stop gracefully; if that fails, kill the process group and every process
+    the executor marked as its own (mirakuru finds them by an environment
+    variable, even those that left the group)."""
+    if executor is None:
+        return
+    try:
+        executor.stop()
+    except (ExecutorError, OSError, subprocess.SubprocessError):
+        with contextlib.suppress(ExecutorError, OSError):
+            executor.kill()
 
 
 # PostgreSQL ----------------------------------------------------------------
@@ -247,12 +278,13 @@ class PostgresServer(_Server):
     """A throwaway PostgreSQL cluster with database ``scheduler``.
 
     Attributes once started: ``url``, ``port``, ``host``, ``database``,
-    ``data_dir``, ``socket_dir``, ``log_path``. Tuned for tests (fsync off):
-    never point it at data you care about.
+    ``data_dir``, ``log_path``, ``pid`` (the postmaster). Tuned for tests
+    (fsync off): never point it at data you care about.
     """
 
     name = "postgres"
     FAST_CONFIG = {
+        "listen_addresses": f"'{HOST}'",
         "fsync": "off",
         "synchronous_commit": "off",
         "full_page_writes": "off",
@@ -272,13 +304,6 @@ class PostgresServer(_Server):
         self.bindir = bindir
         self.database = database
         self.extra_config = dict(config or {})
-        self.host = HOST
-        self.port: int | None = None
-        self.data_dir: Path | None = None
-        self.socket_dir: Path | None = None
-        self.log_path: Path | None = None
-
-    # Discovery
 
     @staticmethod
     def find_bindir() -> str | None:
@@ -307,8 +332,6 @@ class PostgresServer(_Server):
             )
         return None
 
-    # Lifecycle
-
     @property
     def url(self) -> str:
         return f"postgres://postgres@{self.host}:{self.port}/{self.database}"
@@ -318,187 +341,70 @@ class PostgresServer(_Server):
         """The maintenance database ``postgres`` of the same server."""
         return f"postgres://postgres@{self.host}:{self.port}/postgres"
 
-    def _tool(self, name):
-        return os.path.join(self.bindir, name)
+    @property
+    def data_dir(self) -> Path | None:
+        return self.tmpdir / "data" if self.tmpdir else None
 
-    def start(self):
-        with self._lock:
-            if self.running:
-                return self
-            self.bindir = self.bindir or self.find_bindir()
-            if not self.bindir or not os.access(self._tool("initdb"), os.X_OK):
-                raise ServiceError(self.missing_reason() or f"no initdb in {self.bindir}")
-            self._cancel.clear()
-            self._run_as, uid, gid = _service_user("postgres")
-            self.tmpdir = Path(tempfile.mkdtemp(prefix="test-postgres-"))
-            self._register()
+    @property
+    def log_path(self) -> Path | None:
+        return self.tmpdir / "postgres.log" if self.tmpdir else None
+
+    def _pg_ctl(self) -> str:
+        """pg_ctl, or as root a wrapper running it as the postgres user: the
+        executor runs pg_ctl itself (initdb, start, status, stop) and pg_ctl
+        refuses to run as root."""
+        pg_ctl = os.path.join(self.bindir, "pg_ctl")
+        if os.geteuid() != 0:
+            return pg_ctl
+        _kwargs, uid, gid = _service_user("postgres")
+        _chown_tree(self.tmpdir, uid, gid)
+        wrapper = self.tmpdir / "pg_ctl-as-postgres"
+        wrapper.write_text(f'#!/bin/sh\nexec setpriv --reuid={uid} --regid={gid} --clear-groups -- "{pg_ctl}" "$@"\n')
+        wrapper.chmod(0o700)
+        os.chown(wrapper, 0, 0)
+        return str(wrapper)
+
+    def _start(self):
+        from pytest_postgresql.executors.proc import PostgreSQLExecutor
+        from pytest_postgresql.janitor import DatabaseJanitor
+
+        self.bindir = self.bindir or self.find_bindir()
+        pg_ctl = self._pg_ctl()
+        for attempt in range(3):  # another process may take the free port before the server binds it
+            self.port = free_port()
+            self.executor = PostgreSQLExecutor(
+                executable=pg_ctl,
+                host=self.host,
+                port=self.port,
+                datadir=str(self.data_dir),
+                unixsocketdir=str(self.tmpdir),
+                logfile=str(self.log_path),
+                startparams=f"-w -t {int(self.startup_timeout)}",
+                dbname=self.database,
+                user="postgres",
+                timeout=int(self.startup_timeout),
+            )
+            self.executor.init_directory()
+            with open(self.data_dir / "postgresql.conf", "a") as conf:
+                conf.write("\n# tests/services.py\n")
+                for key, value in {**self.FAST_CONFIG, **self.extra_config}.items():
+                    conf.write(f"{key} = {value}\n")
             try:
-                self.data_dir = self.tmpdir / "data"
-                self.socket_dir = self.tmpdir / "sock"
-                self.socket_dir.mkdir()
-                self.log_path = self.tmpdir / "postgres.log"
-                _chown_tree(self.tmpdir, uid, gid)
-                self._initdb()
-                for attempt in range(3):
-                    self.port = free_port()
-                    self._write_config()
-                    if self._pg_ctl_start():
-                        break
-                    if attempt == 2 or "could not bind" not in self.log_path.read_text(errors="replace"):
-                        raise ServiceError(f"postgres did not start: {_tail(self.log_path, 3) or 'no log'}")
-                self._create_database()
-            except BaseException:
-                self.stop()
-                raise
-        return self
-
-    def _run(self, argv, timeout, **kwargs):
-        return subprocess.run(
-            argv,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            cwd=self.tmpdir,
-            env=_base_env(),
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # a Ctrl-C in the terminal must not reach the server
-            **self._run_as,
-            **kwargs,
-        )
-
-    def _initdb(self):
-        result = self._run(
-            [
-                self._tool("initdb"),
-                "-D",
-                str(self.data_dir),
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "--encoding=UTF8",
-                "--no-locale",
-                "--no-sync",
-            ],
-            timeout=120,
-        )
-        if result.returncode != 0:
-            raise ServiceError(f"initdb failed: {_one_line(result.stderr or result.stdout)}")
-
-    def _write_config(self):
-        settings = {
-            "listen_addresses": f"'{self.host}'",
-            "port": str(self.port),
-            "unix_socket_directories": f"'{self.socket_dir}'",
-            **self.FAST_CONFIG,
-            "logging_collector": "off",
-            **{key: str(value) for key, value in self.extra_config.items()},
-        }
-        # The last setting wins, so appending on a retry with another port is fine.
-        with open(self.data_dir / "postgresql.conf", "a") as conf:
-            conf.write("\n# tests/services.py\n")
-            for key, value in settings.items():
-                conf.write(f"{key} = {value}\n")
-        (self.data_dir / "pg_hba.conf").write_text("local all all trust\nhost all all 127.0.0.1/32 trust\n")
-
-    def _pg_ctl_start(self) -> bool:
-        try:
-            result = self._run(
-                [
-                    self._tool("pg_ctl"),
-                    "-D",
-                    str(self.data_dir),
-                    "-l",
-                    str(self.log_path),
-                    "-w",
-                    "-t",
-                    str(int(self.startup_timeout)),
-                    "start",
-                ],
-                timeout=self.startup_timeout + 15,
-            )
-        except subprocess.TimeoutExpired:
-            return False
-        return result.returncode == 0 and port_accepts(self.port)
-
-    def _create_database(self):
-        try:
-            import psycopg
-        except ImportError:
-            result = self._run(
-                [
-                    self._tool("psql"),
-                    "-h",
-                    str(self.socket_dir),
-                    "-p",
-                    str(self.port),
-                    "-U",
-                    "postgres",
-                    "-d",
-                    "postgres",
-                    "-v",
-                    "ON_ERROR_STOP=1",
-                    "-c",
-                    f'CREATE DATABASE "{self.database}"',
-                ],
-                timeout=60,
-            )
-            if result.returncode != 0:
-                raise ServiceError(f"could not create database {self.database}: {_one_line(result.stderr)}")
-            return
-        try:
-            with psycopg.connect(self.admin_url, autocommit=True, connect_timeout=10) as conn:
-                conn.execute(f'CREATE DATABASE "{self.database}"')
-        except psycopg.Error as error:
-            raise ServiceError(f"could not create database {self.database}: {_one_line(error)}") from None
+                self.executor.start()
+                break
+            except ExecutorError:
+                if attempt == 2 or "could not bind" not in _tail(self.log_path, 20):
+                    raise
+                _stop_executor(self.executor)
+        DatabaseJanitor(user="postgres", host=self.host, port=self.port, dbname=self.database).init()
 
     @property
     def pid(self) -> int | None:
         """The postmaster's process id while running (its backends are its children)."""
-        return self._postmaster_pid() if self.running and self.data_dir else None
-
-    def _postmaster_pid(self):
         try:
             return int((self.data_dir / "postmaster.pid").read_text().split()[0])
         except (OSError, ValueError, IndexError, TypeError):
             return None
-
-    def stop(self):
-        """Fast shutdown, then remove the directory. Safe to call twice."""
-        with self._lock:
-            if self._stopped:
-                return
-            try:
-                pid = self._postmaster_pid() if self.data_dir else None
-                if pid is not None:
-                    with contextlib.suppress(subprocess.TimeoutExpired):
-                        self._run(
-                            [self._tool("pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "-t", "30", "stop"],
-                            timeout=45,
-                        )
-                    # pg_ctl stop failed or timed out: the postmaster is ours, so end it.
-                    for sig in (signal.SIGQUIT, signal.SIGKILL):
-                        if not _pid_alive(pid):
-                            break
-                        with contextlib.suppress(ProcessLookupError):
-                            os.kill(pid, sig)
-                        _wait_until(lambda p=pid: not _pid_alive(p), 10, 0.05)
-            finally:
-                self._forget()
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child of ours counts as gone.
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 # RabbitMQ ------------------------------------------------------------------
@@ -517,17 +423,11 @@ class RabbitMQServer(_Server):
     def __init__(self, *, script_dir: str | None = None, startup_timeout: float = 60.0):
         super().__init__(startup_timeout)
         self.script_dir = script_dir
-        self.host = HOST
-        self.port: int | None = None
         self.dist_port: int | None = None
         self.epmd_port: int | None = None
         self.nodename = f"rabbit-{secrets.token_hex(4)}@localhost"
-        self.log_dir: Path | None = None
-        self._node: subprocess.Popen | None = None
-        self._epmd: subprocess.Popen | None = None
-        self._node_log = None
-
-    # Discovery
+        self._epmd = None
+        self._output = None
 
     @staticmethod
     def find_script_dir() -> str | None:
@@ -557,138 +457,101 @@ class RabbitMQServer(_Server):
             return "the pika package is not installed"
         return None
 
-    # Lifecycle
-
     @property
     def url(self) -> str:
         return f"amqp://guest:guest@{self.host}:{self.port}/%2F"
 
-    def start(self):
-        with self._lock:
-            if self.running:
-                return self
-            reason = self.missing_reason() if self.script_dir is None else None
-            if reason:
-                raise ServiceError(reason)
-            self.script_dir = self.script_dir or self.find_script_dir()
-            self._cancel.clear()
-            self._run_as, self._uid, self._gid = _service_user("rabbitmq")
-            self.tmpdir = Path(tempfile.mkdtemp(prefix="test-rabbitmq-"))
-            self._register()
-            try:
-                self._prepare_dir()
-                self.port = free_port()
-                # The CLI tools listen on dist_port + 10000 and up, so stay well below 55000.
-                self.dist_port = free_port(low=20000, high=44000)
-                self._ctl_port = free_port(low=44000, high=54000)
-                self.epmd_port = free_port(low=20000, high=44000)
-                self._start_epmd()
-                self._start_process()
-            except BaseException:
-                self.stop()
-                raise
-        return self
+    @property
+    def log_dir(self) -> Path | None:
+        return self.tmpdir / "log" if self.tmpdir else None
 
-    def _prepare_dir(self):
+    @property
+    def log_path(self) -> Path | None:
+        return self.log_dir / f"{self.nodename}.log" if self.tmpdir else None
+
+    def _prepare_dir(self, uid, gid):
         home = self.tmpdir / "home"
-        self.log_dir = self.tmpdir / "log"
         for directory in (home, self.log_dir, self.tmpdir / "mnesia"):
             directory.mkdir()
         cookie = home / ".erlang.cookie"
         cookie.write_text("".join(secrets.choice(string.ascii_uppercase) for _ in range(20)))
         cookie.chmod(0o400)
-        (self.tmpdir / "enabled_plugins").write_text("[].\n")
+        (self.tmpdir / "plugins").write_text("[].\n")
         (self.tmpdir / "rabbitmq-env.conf").write_text("# empty: ignore /etc/rabbitmq/rabbitmq-env.conf\n")
         (self.tmpdir / "rabbitmq.conf").write_text(
             "loopback_users.guest = true\nlog.console = false\nlog.file.level = info\ndisk_free_limit.absolute = 50MB\n"
         )
-        _chown_tree(self.tmpdir, self._uid, self._gid)
+        _chown_tree(self.tmpdir, uid, gid)
 
     def _env(self):
+        """The node's environment: its ports, its own epmd, cookie, data and
+        configuration files instead of the machine's, and 127.0.0.1 only."""
         tmp = self.tmpdir
-        return _base_env(
-            HOME=str(tmp / "home"),
-            ERL_EPMD_PORT=str(self.epmd_port),
-            ERL_EPMD_ADDRESS=self.host,
-            ERL_CRASH_DUMP=str(tmp / "erl_crash.dump"),
-            RABBITMQ_NODENAME=self.nodename,
-            RABBITMQ_USE_LONGNAME="false",
-            RABBITMQ_NODE_IP_ADDRESS=self.host,
-            RABBITMQ_NODE_PORT=str(self.port),
-            RABBITMQ_DIST_PORT=str(self.dist_port),
-            RABBITMQ_CTL_DIST_PORT_MIN=str(self._ctl_port),
-            RABBITMQ_CTL_DIST_PORT_MAX=str(self._ctl_port + 10),
-            RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}",
-            RABBITMQ_MNESIA_BASE=str(tmp / "mnesia"),
-            RABBITMQ_LOG_BASE=str(self.log_dir),
-            RABBITMQ_CONFIG_FILE=str(tmp / "rabbitmq.conf"),
-            RABBITMQ_ADVANCED_CONFIG_FILE=str(tmp / "advanced.config"),
-            RABBITMQ_CONF_ENV_FILE=str(tmp / "rabbitmq-env.conf"),
-            RABBITMQ_ENABLED_PLUGINS_FILE=str(tmp / "enabled_plugins"),
-            RABBITMQ_PID_FILE=str(tmp / "rabbitmq.pid"),
-        )
+        return {
+            "HOME": str(tmp / "home"),
+            "LANG": "C.UTF-8",
+            "LC_ALL": "C.UTF-8",
+            "ERL_EPMD_PORT": str(self.epmd_port),
+            "ERL_EPMD_ADDRESS": self.host,
+            "ERL_CRASH_DUMP": str(tmp / "erl_crash.dump"),
+            "RABBITMQ_NODENAME": self.nodename,
+            "RABBITMQ_USE_LONGNAME": "false",
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_MNESIA_BASE": str(tmp / "mnesia"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(tmp / "plugins"),
+            "RABBITMQ_NODE_IP_ADDRESS": self.host,
+            "RABBITMQ_CTL_DIST_PORT_MIN": str(self._ctl_port),
+            "RABBITMQ_CTL_DIST_PORT_MAX": str(self._ctl_port + 10),
+            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
+            "RABBITMQ_LOG_BASE": str(self.log_dir),
+            "RABBITMQ_CONFIG_FILE": str(tmp / "rabbitmq.conf"),
+            "RABBITMQ_ADVANCED_CONFIG_FILE": str(tmp / "advanced.config"),
+            "RABBITMQ_CONF_ENV_FILE": str(tmp / "rabbitmq-env.conf"),
+            "RABBITMQ_PID_FILE": str(tmp / "rabbitmq.pid"),
+        }
 
-    def _spawn(self, argv, log):
-        return subprocess.Popen(
-            argv,
-            cwd=self.tmpdir,
-            env=self._env(),
+    def _start(self):
+        self.script_dir = self.script_dir or self.find_script_dir()
+        self._run_as, uid, gid = _service_user("rabbitmq")
+        self.port = free_port()
+        # The CLI tools listen on dist_port + 10000 and up, so stay well below 55000.
+        self.dist_port = free_port(20000, 44000)
+        self._ctl_port = free_port(44000, 54000)
+        self.epmd_port = free_port(20000, 44000)
+        self._prepare_dir(uid, gid)
+        env = self._env()
+        self._epmd = TCPExecutor(
+            [self.find_epmd(), "-port", str(self.epmd_port), "-address", self.host],
+            self.host,
+            self.epmd_port,
+            timeout=10,
+            envvars=env,
+            stdout=subprocess.DEVNULL,
+            popen_kwargs=self._run_as,
+        )
+        self._epmd.start()
+        self._output = open(self.tmpdir / "rabbitmq-server.out", "ab")  # noqa: SIM115 (closed in _stop)
+        self.executor = _RabbitNode(
+            [os.path.join(self.script_dir, "rabbitmq-server")],
+            self.host,
+            self.port,
+            url=self.url,
+            timeout=self.startup_timeout,
+            envvars=env,
             stdin=subprocess.DEVNULL,
-            stdout=log,
+            stdout=self._output,
             stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: killpg reaches beam and its helpers
-            **self._run_as,
+            popen_kwargs=self._run_as,
         )
-
-    def _start_epmd(self):
-        log = open(self.tmpdir / "epmd.log", "ab")  # noqa: SIM115 (closed in _forget)
-        self._epmd_log = log
-        self._epmd = self._spawn([self.find_epmd(), "-port", str(self.epmd_port), "-address", self.host], log)
-        if not _wait_until(lambda: port_accepts(self.epmd_port) or self._epmd.poll() is not None, 10, 0.05) or (
-            self._epmd.poll() is not None
-        ):
-            raise ServiceError(f"epmd did not start on port {self.epmd_port}: {_tail(self.tmpdir / 'epmd.log', 2)}")
-
-    def _start_process(self):
-        self._node_log = open(self.tmpdir / "rabbitmq-server.out", "ab")  # noqa: SIM115
-        self._node = self._spawn([os.path.join(self.script_dir, "rabbitmq-server")], self._node_log)
-        if not _wait_until(self._amqp_ready, self.startup_timeout, 0.25, self._cancel):
-            exited = self._node.poll()
-            detail = _tail(self.tmpdir / "rabbitmq-server.out", 3) or _tail(self._main_log(), 3)
-            state = (
-                f"exited with status {exited}"
-                if exited is not None
-                else f"not ready after {self.startup_timeout:.0f} s"
-            )
-            if self._cancel.is_set():
-                state = "start cancelled"
-            raise ServiceError(f"rabbitmq {state}: {_one_line(detail) or 'no output'}")
-
-    def _main_log(self):
-        return self.log_dir / f"{self.nodename}.log" if self.log_dir else None
-
-    def _amqp_ready(self):
-        if self._node.poll() is not None:
-            return True  # give up waiting; _start_process reports it
-        if not port_accepts(self.port):
-            return False
-        import pika
-
-        try:
-            params = pika.URLParameters(
-                self.url + "?connection_attempts=1&socket_timeout=2&blocked_connection_timeout=2"
-            )
-            pika.BlockingConnection(params).close()
-        except Exception:
-            return False
-        return True
+        self.executor.start()
 
     def ctl(self, *args, timeout: float = 60.0) -> subprocess.CompletedProcess:
         """Run ``rabbitmqctl -n NODE ARGS`` against this node."""
         return subprocess.run(
             [os.path.join(self.script_dir, "rabbitmqctl"), "-n", self.nodename, *args],
             cwd=self.tmpdir,
-            env=self._env(),
+            env={**os.environ, **self._env()},
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
@@ -697,37 +560,36 @@ class RabbitMQServer(_Server):
             **self._run_as,
         )
 
-    def _stop_process(self):
-        node, self._node = self._node, None
-        if node is not None and node.poll() is None:
-            with contextlib.suppress(subprocess.TimeoutExpired, OSError):
-                self.ctl("stop", timeout=60)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                node.wait(timeout=30)
-        if node is not None:
-            # Whatever is left of the node's process group (beam, erl_child_setup, inet_gethost).
-            _kill_group(node)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                node.wait(timeout=5)
-        if self._node_log is not None:
-            self._node_log.close()
-            self._node_log = None
+    def _stop(self):
+        epmd, self._epmd = self._epmd, None
+        try:
+            _stop_executor(self.executor)
+        finally:
+            _stop_executor(epmd)
+            if self._output is not None:
+                self._output.close()
+                self._output = None
 
-    def stop(self):
-        """``rabbitmqctl stop``, then kill what is left; removes the directory. Safe to call twice."""
-        with self._lock:
-            if self._stopped:
-                return
-            try:
-                self._stop_process()
-                epmd, self._epmd = self._epmd, None
-                if epmd is not None:
-                    _kill_group(epmd)
-                    with contextlib.suppress(subprocess.TimeoutExpired):
-                        epmd.wait(timeout=5)
-                    self._epmd_log.close()
-            finally:
-                self._forget()
+
+class _RabbitNode(TCPExecutor):
+    """A RabbitMQ node, started once it answers AMQP (it accepts TCP connections
+    a little before it serves them)."""
+
+    def __init__(self, command, host, port, *, url, **kwargs):
+        super().__init__(command, host, port, **kwargs)
+        self.url = url
+
+    def after_start_check(self) -> bool:
+        if not super().after_start_check():
+            return False
+        import pika
+
+        params = pika.URLParameters(self.url + "?connection_attempts=1&socket_timeout=2&blocked_connection_timeout=2")
+        try:
+            pika.BlockingConnection(params).close()
+        except Exception:
+            return False
+        return True
 
 
 # Redis ---------------------------------------------------------------------
@@ -745,10 +607,6 @@ class RedisServer(_Server):
     def __init__(self, *, binary: str | None = None, startup_timeout: float = 30.0):
         super().__init__(startup_timeout)
         self.binary = binary
-        self.host = HOST
-        self.port: int | None = None
-        self._process: subprocess.Popen | None = None
-        self._log = None
 
     @staticmethod
     def find_binary() -> str | None:
@@ -770,88 +628,26 @@ class RedisServer(_Server):
     def url(self) -> str:
         return f"redis://{self.host}:{self.port}/0"
 
-    def start(self):
-        with self._lock:
-            if self.running:
-                return self
-            reason = self.missing_reason() if self.binary is None else None
-            if reason:
-                raise ServiceError(reason)
-            self.binary = self.binary or self.find_binary()
-            self._cancel.clear()
-            self.tmpdir = Path(tempfile.mkdtemp(prefix="test-redis-"))
-            self._register()
-            try:
-                self.port = free_port()
-                self._start_process()
-            except BaseException:
-                self.stop()
-                raise
-        return self
+    @property
+    def log_path(self) -> Path | None:
+        return self.tmpdir / f"redis-server.{self.port}.log" if self.tmpdir else None
 
-    def _start_process(self):
-        config = self.tmpdir / "redis.conf"
-        config.write_text(
-            f"bind {self.host}\nport {self.port}\ndir {self.tmpdir}\nprotected-mode yes\n"
-            'daemonize no\nsave ""\nappendonly yes\nappendfsync always\n'
-            f"logfile {self.tmpdir / 'redis.log'}\n"
+    def _start(self):
+        from pytest_redis.executor.process import RedisExecutor
+
+        self.port = free_port()
+        self.executor = RedisExecutor(
+            self.binary or self.find_binary(),
+            databases=16,
+            redis_timeout=0,
+            loglevel="notice",
+            host=self.host,
+            port=self.port,
+            startup_timeout=int(self.startup_timeout),
+            appendonly="yes",
+            datadir=self.tmpdir,
         )
-        self._log = open(self.tmpdir / "redis-server.out", "ab")  # noqa: SIM115 (closed in _stop_process)
-        self._process = subprocess.Popen(
-            [self.binary, str(config)],
-            cwd=self.tmpdir,
-            env=_base_env(),
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        if not _wait_until(self._ready, self.startup_timeout, 0.1, self._cancel):
-            exited = self._process.poll()
-            state = f"exited with status {exited}" if exited is not None else "not ready"
-            detail = _tail(self.tmpdir / "redis.log", 3) or _tail(self.tmpdir / "redis-server.out", 3)
-            raise ServiceError(f"redis {state}: {_one_line(detail) or 'no output'}")
-        if self._process.poll() is not None:
-            raise ServiceError(f"redis exited with status {self._process.poll()}")
-
-    def _ready(self):
-        if self._process.poll() is not None:
-            return True  # _start_process reports it
-        if not port_accepts(self.port):
-            return False
-        import redis
-
-        try:
-            return bool(redis.Redis(host=self.host, port=self.port, socket_timeout=2).ping())
-        except Exception:
-            return False
-
-    def _stop_process(self):
-        process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            with contextlib.suppress(Exception):
-                import redis
-
-                redis.Redis(host=self.host, port=self.port, socket_timeout=5).shutdown()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=15)
-        if process is not None:
-            _kill_group(process)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=5)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def stop(self):
-        """SHUTDOWN, then kill what is left; removes the directory. Safe to call twice."""
-        with self._lock:
-            if self._stopped:
-                return
-            try:
-                self._stop_process()
-            finally:
-                self._forget()
+        self.executor.start()
 
 
 # Several servers at once ---------------------------------------------------
@@ -864,25 +660,15 @@ def start_all(servers):
         return servers
     with ThreadPoolExecutor(max_workers=len(servers)) as pool:
         futures = [pool.submit(server.start) for server in servers]
-        try:
-            errors = []
-            for future in futures:
-                try:
-                    future.result()
-                except BaseException as error:
-                    errors.append(error)
-                    for server in servers:
-                        server.cancel()
-            if errors:
-                raise errors[0]
-        except BaseException:
-            for server in servers:
-                server.cancel()
-            for future in futures:
-                with contextlib.suppress(BaseException):
-                    future.result()
-            stop_all(servers)
-            raise
+        errors = []
+        for future in futures:
+            try:
+                future.result()
+            except BaseException as error:
+                errors.append(error)
+    if errors:
+        stop_all(servers)
+        raise errors[0]
     return servers
 
 

@@ -1,29 +1,42 @@
-"""The real-server harness of tests/services.py: each server starts, serves, stops and frees its port.
+"""The test harness: the real servers of tests/services.py (each starts,
+serves, stops and frees its port) and the one "required in CI" check.
 
-Missing binaries skip these tests on a developer machine, but fail them in CI
-(``CI=true``), where a skipped integration test would hide a broken setup.
+Missing binaries skip the server tests on a developer machine, but fail them in
+CI (``CI=true``), where a skipped integration test would hide a broken setup.
 """
 
-import os
+import time
 
 import pytest
 
-from tests.services import PostgresServer, RabbitMQServer, port_accepts, port_is_free
-
-pytestmark = pytest.mark.integration
-
-
-def require(server_class):
-    reason = server_class.missing_reason()
-    if reason is None:
-        return
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"CI=true but {reason}")
-    pytest.skip(reason)
+from tests.services import (
+    PostgresServer,
+    RabbitMQServer,
+    RedisServer,
+    free_port,
+    port_accepts,
+    port_is_free,
+    require,
+)
 
 
+def test_it_skips_what_is_missing_outside_ci(monkeypatch):
+    monkeypatch.delenv("CI", raising=False)
+    require(None)
+    with pytest.raises(pytest.skip.Exception, match="no frobnicator"):
+        require("no frobnicator")
+
+
+def test_it_fails_what_is_missing_in_ci(monkeypatch):
+    monkeypatch.setenv("CI", "true")
+    require(None)
+    with pytest.raises(pytest.fail.Exception, match="CI=true but no frobnicator"):
+        require("no frobnicator")
+
+
+@pytest.mark.integration
 def test_postgres_server_starts_serves_and_stops():
-    require(PostgresServer)
+    require(PostgresServer.missing_reason())
     import psycopg
 
     server = PostgresServer()
@@ -41,8 +54,9 @@ def test_postgres_server_starts_serves_and_stops():
     server.stop()  # idempotent
 
 
+@pytest.mark.integration
 def test_rabbitmq_server_starts_serves_restarts_and_stops():
-    require(RabbitMQServer)
+    require(RabbitMQServer.missing_reason())
     import pika
 
     server = RabbitMQServer()
@@ -90,9 +104,35 @@ def test_rabbitmq_server_starts_serves_restarts_and_stops():
     server.stop()  # idempotent
 
 
+@pytest.mark.integration
+def test_redis_server_starts_serves_restarts_and_stops():
+    require(RedisServer.missing_reason())
+    import redis
+
+    server = RedisServer()
+    with server:
+        assert server.url == f"redis://127.0.0.1:{server.port}/0"
+        client = redis.Redis.from_url(server.url)
+        client.rpush("harness-check", b"kept")
+        port = server.port
+        server.restart()
+        assert server.port == port
+        # Append-only persistence: what was queued outlives a restart.
+        assert redis.Redis.from_url(server.url).lpop("harness-check") == b"kept"
+        tmpdir = server.tmpdir
+    assert not port_accepts(port)
+    assert not tmpdir.exists()
+    server.stop()  # idempotent
+
+
+def test_free_ports_are_free():
+    port = free_port()
+    assert port_is_free(port)
+    assert 20000 <= free_port(20000, 21000) <= 21000
+
+
 def _get(channel, queue, auto_ack=False, tries=50):
     """basic_get, allowing a moment for a just-published message to be routed."""
-    import time
 
     for _ in range(tries):
         method, properties, body = channel.basic_get(queue, auto_ack=auto_ack)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.services import free_port
+from tests.services import free_port, require
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
@@ -49,25 +49,19 @@ START_TIMEOUT_SECONDS = 120
 STOP_TIMEOUT_SECONDS = 30
 
 
-def unavailable(reason):
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{reason}; CI must run the browser tests", pytrace=False)
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="session")
 def sync_api():
     try:
         from playwright import sync_api
     except ImportError:
-        unavailable("Playwright is not installed (pip install -r requirements/dev.txt)")
+        require("Playwright is not installed (pip install -r requirements/dev.txt)")
     return sync_api
 
 
 @pytest.fixture(scope="session")
 def chromium_path():
     if not os.access(CHROMIUM, os.X_OK):
-        unavailable(f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)")
+        require(f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)")
     return CHROMIUM
 
 

@@ -33,15 +33,12 @@ from tests.services import (
     RedisServer,
     ServiceError,
     random_secret_key,
+    require,
     start_all,
     stop_all,
 )
 
 BROKER_SERVERS = {"rabbitmq": RabbitMQServer, "redis": RedisServer}
-
-
-def in_ci():
-    return os.environ.get("CI", "").lower() == "true"
 
 
 def pytest_generate_tests(metafunc):
@@ -93,11 +90,7 @@ def pytest_runtest_makereport(item, call):
 def servers(broker_name):
     """(PostgresServer, the broker's server: RabbitMQServer or RedisServer), started in parallel."""
     broker_server = BROKER_SERVERS[broker_name]
-    missing = [reason for reason in (PostgresServer.missing_reason(), broker_server.missing_reason()) if reason]
-    if missing:
-        if in_ci():
-            pytest.fail("CI=true but " + "; ".join(missing), pytrace=False)
-        pytest.skip("; ".join(missing))
+    require("; ".join(filter(None, (PostgresServer.missing_reason(), broker_server.missing_reason()))) or None)
     pg, mq = PostgresServer(), broker_server()
     try:
         start_all([pg, mq])
