@@ -1,14 +1,19 @@
 """The test harness: the real servers of tests/services.py (each starts,
-serves, stops and frees its port) and the one "required in CI" check.
+serves, stops and frees its port), the process harness of tests/processes.py,
+and the one "required in CI" check.
 
 Missing binaries skip the server tests on a developer machine, but fail them in
 CI (``CI=true``), where a skipped integration test would hide a broken setup.
 """
 
+import signal
+import subprocess
+import sys
 import time
 
 import pytest
 
+from tests.processes import CpuMeter, Process, group_members, pid_alive, tcp_peer_ports
 from tests.services import (
     PostgresServer,
     RabbitMQServer,
@@ -131,8 +136,81 @@ def test_free_ports_are_free():
     assert 20000 <= free_port(20000, 21000) <= 21000
 
 
+# The process harness ------------------------------------------------------------------
+
+# A parent that starts a child in a session of its own (as a worker starts a
+# shell run), prints the child's pid, and then waits forever.
+ESCAPING_PARENT = """
+import subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True)
+print(child.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def _wait(predicate, what, tries=600):
+    for _ in range(tries):
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"gave up waiting for {what}")
+
+
+def test_it_stops_a_process_and_what_it_left_in_other_sessions(tmp_path):
+    process = Process("escaping", [sys.executable, "-c", ESCAPING_PARENT], None, tmp_path)
+    try:
+        child = int(_wait(lambda: process.tail().strip(), "the child's pid"))
+        assert process.alive()
+        assert child in process.descendants()
+        assert group_members(process.pid) == [process.pid]  # the child left the group
+
+        assert process.stop(grace=5) == -signal.SIGTERM
+        _wait(lambda: not pid_alive(child), "the child to be killed")
+        assert not process.alive()
+    finally:
+        process.stop(grace=0)
+
+
+def test_it_sees_the_peer_ports_of_a_process(tmp_path):
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        code = f"import socket, time; s = socket.create_connection(('127.0.0.1', {port})); time.sleep(600)"
+        process = Process("client", [sys.executable, "-c", code], None, tmp_path)
+        try:
+            connection, _address = server.accept()
+            with connection:
+                assert port in _wait(lambda: tcp_peer_ports(process.pid), "the connection")
+        finally:
+            process.stop(grace=0)
+
+
+def test_it_counts_the_cpu_of_a_process_and_its_children():
+    busy = "import time\nend = time.process_time() + 0.5\nwhile time.process_time() < end: pass\n"
+    code = (
+        f"import subprocess, sys, time; subprocess.run([sys.executable, '-c', {busy!r}]); "
+        "print('done', flush=True); time.sleep(600)"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    meter = CpuMeter(lambda: {"busy": [parent.pid]})
+    try:
+        meter.start()
+        assert parent.stdout.readline().strip() == "done"
+        report = meter.stop()
+    finally:
+        parent.kill()
+        parent.wait()
+        parent.stdout.close()
+    # The child's half second, reaped by the parent, counts for the group.
+    assert report["cpu_seconds_by_process"]["busy"] >= 0.4
+    assert report["pct_of"].startswith("all ")
+
+
 def _get(channel, queue, auto_ack=False, tries=50):
     """basic_get, allowing a moment for a just-published message to be routed."""
+    import time
 
     for _ in range(tries):
         method, properties, body = channel.basic_get(queue, auto_ack=auto_ack)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import platform
@@ -36,6 +35,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from tests.benchmarks.benchlib import NEUTRAL_BY_TYPE  # noqa: E402
+from tests.processes import CpuMeter, Process  # noqa: E402
 from tests.services import PostgresServer, free_port, port_accepts, random_secret_key  # noqa: E402
 
 TARGET_P99_MS = 50.0
@@ -350,137 +350,56 @@ def marked_line(output, marker):
 
 
 class Gunicorn:
+    """The API's gunicorn, a process of the shared harness (tests/processes.py)."""
+
     def __init__(self, env, workers, logdir):
         self.env = env
         self.workers = workers
         self.port = free_port()
-        self.log_path = Path(logdir) / "gunicorn.log"
+        self.logdir = logdir
         self.process = None
 
     def start(self, timeout=60):
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "scheduler_site.wsgi",
-                "-b",
-                f"127.0.0.1:{self.port}",
-                "-w",
-                str(self.workers),
-                "--threads",
-                "1",
-                "--log-level",
-                "warning",
-            ],
-            cwd=ROOT,
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        argv = [sys.executable, "-m", "gunicorn", "scheduler_site.wsgi", "-b", f"127.0.0.1:{self.port}"]
+        argv += ["-w", str(self.workers), "--threads", "1", "--log-level", "warning"]
+        self.process = Process("gunicorn", argv, self.env, self.logdir)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise SystemExit(f"api_latency: gunicorn exited: {self.log_tail()}")
+            if not self.process.alive():
+                raise SystemExit(f"api_latency: gunicorn exited: {self.process.log_tail(5)}")
             if port_accepts(self.port):
                 return
             time.sleep(0.1)
-        raise SystemExit(f"api_latency: gunicorn not listening after {timeout} s: {self.log_tail()}")
-
-    def log_tail(self):
-        try:
-            return " | ".join(self.log_path.read_text(errors="replace").strip().splitlines()[-5:])
-        except OSError:
-            return ""
+        raise SystemExit(f"api_latency: gunicorn not listening after {timeout} s: {self.process.log_tail(5)}")
 
     def stop(self):
+        """SIGTERM: the master stops its workers; what is left after 20 s is killed."""
         process, self.process = self.process, None
-        if process is None:
-            return
-        if process.poll() is None:
-            process.terminate()  # graceful: the master stops its workers
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=20)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)  # whatever is left of its group
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=5)
-        self._log.close()
+        if process is not None:
+            process.stop(grace=20)
 
 
 # CPU accounting -------------------------------------------------------------
 
 
-def _process_table():
-    """{pid: (ppid, own cpu ticks, cpu ticks of its reaped children)} of every process we can read."""
-    table = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        table[int(entry)] = (int(fields[1]), int(fields[11]) + int(fields[12]), int(fields[13]) + int(fields[14]))
-    return table
+class RequestCpuMeter(CpuMeter):
+    """Where the CPU went during a measurement, per request: our server
+    (gunicorn master and workers), our database (postmaster and backends),
+    the generator (this script), and everyone else (``other_processes_pct``:
+    the machine is shared)."""
 
-
-def _machine_ticks():
-    with open("/proc/stat") as handle:
-        values = [int(value) for value in handle.readline().split()[1:9]]
-    total = sum(values)
-    return total - values[3] - values[4], total  # busy, total (idle and iowait are not busy)
-
-
-class CpuMeter:
-    """Where the CPU went during a measurement: our server, our database, the generator, everyone else.
-
-    A group is a root process and its children (gunicorn master and workers,
-    postmaster and backends). Children that exit during the window (Django
-    closes its connection after CONN_MAX_AGE, so backends come and go) are
-    counted through the root's reaped-children time. The machine is shared:
-    ``other_processes_pct`` says how much of it other processes took meanwhile.
-    """
-
-    def __init__(self, groups):
-        self.groups = groups  # name -> callable returning the root pid
-        self.tick_ms = 1000 / os.sysconf("SC_CLK_TCK")
-
-    def _snapshot(self):
-        table = _process_table()
-        groups = {}
-        for name, root_of in self.groups.items():
-            root = root_of()
-            if root not in table:
-                groups[name] = (0, {})
-                continue
-            members = (
-                {root} if name == "generator" else {root} | {pid for pid, (ppid, _, _) in table.items() if ppid == root}
-            )
-            groups[name] = (table[root][2] if name != "generator" else 0, {pid: table[pid][1] for pid in members})
-        return _machine_ticks(), groups
-
-    def start(self):
-        self._start = self._snapshot()
+    def __init__(self, gunicorn, postgres):
+        super().__init__(
+            lambda: {"gunicorn": [gunicorn.process.pid], "postgres": [postgres.pid], "script": [os.getpid()]}
+        )
 
     def stop(self, requests):
-        (busy0, total0), groups0 = self._start
-        (busy1, total1), groups1 = self._snapshot()
-        span = max(total1 - total0, 1)
-        result = {"machine_busy_pct": round(100 * (busy1 - busy0) / span, 1)}
-        ours = 0
-        for name, (reaped1, ticks1) in groups1.items():
-            reaped0, ticks0 = groups0.get(name, (0, {}))
-            used = sum(value - ticks0.get(pid, 0) for pid, value in ticks1.items())
-            # Members that exited: their whole life is in the root's reaped time; keep only the window.
-            used += (reaped1 - reaped0) - sum(value for pid, value in ticks0.items() if pid not in ticks1)
-            ours += used
-            result[f"{name}_cpu_ms_per_request"] = round(used * self.tick_ms / max(requests, 1), 2)
-        result["other_processes_pct"] = round(max(0, 100 * (busy1 - busy0 - ours) / span), 1)
+        report = super().stop()
+        result = {"machine_busy_pct": report["machine_busy_pct"]}
+        for name, seconds in report["cpu_seconds_by_process"].items():
+            name = "generator" if name == "script" else name
+            result[f"{name}_cpu_ms_per_request"] = round(seconds * 1000 / max(requests, 1), 2)
+        result["other_processes_pct"] = report["other_processes_pct"]
         return result
 
 
@@ -790,13 +709,7 @@ def main(argv=None):
                 args.rate,
                 args.seconds,
                 args.warmup,
-                CpuMeter(
-                    {
-                        "gunicorn": lambda: gunicorn.process.pid,
-                        "postgres": lambda: postgres.pid,
-                        "generator": os.getpid,
-                    }
-                ),
+                RequestCpuMeter(gunicorn, postgres),
             )
         )
         cookie = marked_line(manage(env, "shell", "-c", ADMIN_SESSION), "SESSION_COOKIE=")
@@ -807,13 +720,7 @@ def main(argv=None):
                     cookie,
                     args.admin_rate,
                     args.admin_seconds,
-                    CpuMeter(
-                        {
-                            "gunicorn": lambda: gunicorn.process.pid,
-                            "postgres": lambda: postgres.pid,
-                            "generator": os.getpid,
-                        }
-                    ),
+                    RequestCpuMeter(gunicorn, postgres),
                 )
             )
         )

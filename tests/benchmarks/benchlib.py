@@ -3,8 +3,10 @@
 Each benchmark script builds a :class:`Stack`: a private PostgreSQL and
 RabbitMQ (tests/services.py), migrated with ``manage.py migrate``, and the
 project's own processes (``manage.py rundispatcher``, ``manage.py rundramatiq``)
-started as subprocesses with the environment the product reads
-(DATABASE_URL, BROKER_URL, SECRET_KEY, WORKER_ID, LOG_LEVEL=warning, ...).
+started by the process harness the integration tests use too
+(tests/processes.py), with the environment the product reads (DATABASE_URL,
+BROKER_URL, SECRET_KEY, WORKER_ID, LOG_LEVEL=warning, ...) and none of the
+product's settings of the outer environment.
 ``Stack.stop()`` stops every process the stack started, including what those
 processes left behind (a shell run lives in its own session, so killing a
 worker's process group does not reach it), deletes the broker queues and
@@ -15,8 +17,9 @@ every NOT NULL column is given a value, and a column added to the models after
 this file was written gets a neutral value by type (reported by the scripts),
 so a new migration does not break the benchmarks.
 
-Only public interfaces are used: tests/services.py's servers and helpers, the
-management commands, the database schema and the broker.
+Only public interfaces are used: tests/services.py's servers and helpers,
+tests/processes.py, the management commands, the database schema and the
+broker.
 """
 
 from __future__ import annotations
@@ -37,9 +40,8 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from tests.processes import CpuMeter, Processes  # noqa: E402
 from tests.services import PostgresServer, RabbitMQServer, random_secret_key, start_all, stop_all  # noqa: E402
-
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 class BenchmarkError(SystemExit):
@@ -121,222 +123,6 @@ def machine_info():
         "note": "2-core machine shared with other test runs; see cpu.other_processes_pct for the share "
         "other processes took while measuring",
     }
-
-
-# /proc -----------------------------------------------------------------------
-
-
-def proc_stat(pid):
-    """(ppid, pgid, state, own cpu ticks, reaped children's cpu ticks, start time) or None."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            fields = handle.read().rsplit(b")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return (
-        int(fields[1]),
-        int(fields[2]),
-        fields[0].decode(),
-        int(fields[11]) + int(fields[12]),
-        int(fields[13]) + int(fields[14]),
-        int(fields[19]),
-    )
-
-
-def process_table():
-    table = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            stat = proc_stat(int(entry))
-            if stat is not None:
-                table[int(entry)] = stat
-    return table
-
-
-def descendants(root, table=None):
-    """Pids of every live descendant of ``root`` (not root itself)."""
-    table = table if table is not None else process_table()
-    children = {}
-    for pid, stat in table.items():
-        children.setdefault(stat[0], []).append(pid)
-    found, stack = [], list(children.get(root, ()))
-    while stack:
-        pid = stack.pop()
-        found.append(pid)
-        stack.extend(children.get(pid, ()))
-    return found
-
-
-def cmdline(pid):
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            return handle.read().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        return ""
-
-
-def memory_status(pid):
-    """{'VmRSS': kB, 'VmHWM': kB, ...} of a live process, {} once it is gone."""
-    values = {}
-    try:
-        with open(f"/proc/{pid}/status") as handle:
-            for line in handle:
-                key, _, rest = line.partition(":")
-                if key.startswith("Vm") or key.startswith("Rss"):
-                    parts = rest.split()
-                    if parts and parts[0].isdigit():
-                        values[key] = int(parts[0])
-    except OSError:
-        return {}
-    return values
-
-
-def _machine_ticks():
-    with open("/proc/stat") as handle:
-        values = [int(value) for value in handle.readline().split()[1:9]]
-    total = sum(values)
-    return total - values[3] - values[4], total  # busy (idle and iowait are not), total
-
-
-class CpuMeter:
-    """Machine CPU use over a window: each of our groups of processes (the
-    servers, every process the stack started with its children, this script)
-    and everyone else's.
-
-    A group is its root pids and all their descendants. A member that exits
-    inside the window is counted through its parent's reaped-children time
-    (PostgreSQL backends, shell runs) when the parent is a member too; a
-    process of ours that is gone by the end and was not reaped by a member
-    (a whole group that exited, an orphan) is undercounted, which only
-    inflates "others".
-    """
-
-    def __init__(self, groups):
-        self.groups = groups  # callable -> {name: [root pids]}; a name "script" counts only the pid itself
-
-    def _snapshot(self):
-        table = process_table()
-        snapshot = {}
-        for name, roots in self.groups().items():
-            roots = [pid for pid in roots if pid in table]
-            members = set(roots)
-            if name != "script":
-                for root in roots:
-                    members.update(descendants(root, table))
-            # (own ticks, reaped children's ticks) of each member; the script's children are groups of their own.
-            snapshot[name] = {pid: (table[pid][3], table[pid][4] if name != "script" else 0) for pid in members}
-        return _machine_ticks(), snapshot
-
-    def start(self):
-        self._start = self._snapshot()
-        self._started_at = time.monotonic()
-
-    def stop(self):
-        (busy0, total0), groups0 = self._start
-        (busy1, total1), groups1 = self._snapshot()
-        span = max(total1 - total0, 1)
-        seconds = time.monotonic() - self._started_at
-        per_group, ours = {}, 0
-        for name in sorted(set(groups0) | set(groups1)):
-            before, after = groups0.get(name, {}), groups1.get(name, {})
-            used = 0
-            for pid, (own, reaped) in after.items():
-                own0, reaped0 = before.get(pid, (0, 0))
-                used += own - own0 + reaped - reaped0
-            # A member that exited was reaped by another member (its parent), whose reaped time
-            # grew by its whole life: take off the part before the window.
-            used -= sum(own + reaped for pid, (own, reaped) in before.items() if pid not in after)
-            used = max(used, 0)
-            ours += used
-            per_group[name] = round(used / CLK_TCK, 2)
-        cpus = os.cpu_count() or 1
-        return {
-            "window_s": round(seconds, 1),
-            "machine_busy_pct": round(100 * (busy1 - busy0) / span, 1),
-            "ours_pct": round(min(100.0, 100 * ours / span), 1),
-            "other_processes_pct": round(max(0.0, 100 * (busy1 - busy0 - ours) / span), 1),
-            "pct_of": f"all {cpus} cpus",
-            "cpu_seconds_by_process": per_group,
-            "loadavg_at_end": [round(value, 2) for value in os.getloadavg()],
-        }
-
-
-# Processes ---------------------------------------------------------------------
-
-
-class Proc:
-    """A subprocess of ours, in its own process group, logging to a file."""
-
-    def __init__(self, label, argv, env, logdir):
-        self.label = label
-        self.log_path = Path(logdir) / f"{label}.log"
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
-            argv,
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.pid = self.process.pid
-        self.started_at = time.time()
-        self._known = {}  # pid -> start time of every descendant seen, to clean up after
-
-    def alive(self):
-        return self.process.poll() is None
-
-    def remember_descendants(self):
-        """Note every live descendant (a shell run in its own session included) so
-        that stop() can reach it even after its parent died."""
-        table = process_table()
-        for pid in [self.pid, *descendants(self.pid, table)]:
-            if pid in table:
-                self._known[pid] = table[pid][5]
-        return self._known
-
-    def children(self):
-        return descendants(self.pid)
-
-    def log_tail(self, lines=8):
-        try:
-            text = self.log_path.read_text(errors="replace").strip().splitlines()
-        except OSError:
-            return ""
-        return " | ".join(line.strip() for line in text[-lines:])
-
-    def wait(self, timeout=None):
-        return self.process.wait(timeout=timeout)
-
-    def _still_ours(self, pid, start):
-        stat = proc_stat(pid)
-        return stat is not None and stat[5] == start and stat[2] not in ("Z", "X")
-
-    def stop(self, timeout=30.0, sig=signal.SIGTERM):
-        """``sig`` to the group, wait up to ``timeout``, then SIGKILL the group and
-        every descendant seen (shell runs sit in sessions of their own)."""
-        if self.alive():
-            self.remember_descendants()
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, sig)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(timeout=timeout)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, signal.SIGKILL)
-        for pid, start in list(self._known.items()):
-            if pid == self.pid or not self._still_ours(pid, start):
-                continue
-            stat = proc_stat(pid)
-            with contextlib.suppress(ProcessLookupError, PermissionError, TypeError):
-                if stat[1] == pid:  # a leader of its own group (a shell run): the whole group
-                    os.killpg(pid, signal.SIGKILL)
-                os.kill(pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(timeout=5)
-        if not self._log.closed:
-            self._log.close()
-        return self.process.returncode
 
 
 # The stack --------------------------------------------------------------------
@@ -434,7 +220,7 @@ class Stack:
         self.rabbitmq = RabbitMQServer() if rabbitmq else None
         self.secret_key = random_secret_key()  # 50 characters
         self.logdir = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
-        self.procs = []
+        self.processes = None  # once the servers run
         self.neutral_filled = {}
         self._conn = None
 
@@ -444,6 +230,9 @@ class Stack:
         started = time.perf_counter()
         servers = [self.postgres] + ([self.rabbitmq] if self.rabbitmq else [])
         start_all(servers)
+        self.processes = Processes(
+            self.postgres.url, self.rabbitmq.url if self.rabbitmq else "", self.secret_key, self.logdir
+        )
         self.log(f"postgres at {self.postgres.url}" + (f", rabbitmq at {self.rabbitmq.url}" if self.rabbitmq else ""))
         self.manage("migrate", "--noinput", "-v", "0")
         self.log(f"migrated ({time.perf_counter() - started:.1f} s since start)")
@@ -473,10 +262,9 @@ class Stack:
 
     def stop(self):
         """Stop every process we started (newest first), empty the broker, stop the servers."""
-        for proc in reversed(self.procs):
+        if self.processes is not None:
             with contextlib.suppress(Exception):
-                proc.stop(timeout=15)
-        self.procs.clear()
+                self.processes.stop_all(grace=15)
         if self._conn is not None:
             with contextlib.suppress(Exception):
                 self._conn.close()
@@ -490,37 +278,14 @@ class Stack:
         else:
             shutil.rmtree(self.logdir, ignore_errors=True)
 
-    # Environment and commands
+    # Commands and processes (tests/processes.py)
 
-    def env(self, **overrides):
-        env = dict(os.environ)
-        for name in ("DJANGO_SETTINGS_MODULE", "WORKER_ID"):
-            env.pop(name, None)
-        env.update(
-            DATABASE_URL=self.postgres.url,
-            BROKER_URL=self.rabbitmq.url if self.rabbitmq else "",
-            SECRET_KEY=self.secret_key,
-            DEBUG="false",
-            LOG_LEVEL="warning",
-            PYTHONUNBUFFERED="1",
-            # No fixed metrics ports: several benchmarks (and test runs) share the machine.
-            DISPATCHER_METRICS_PORT="0",
-            WORKER_METRICS_PORT="0",
-            # The no-op python target of the benchmarks' tasks.
-            PYTHON_CALLABLE_MODULES="tests.callables",
-        )
-        env.update({key: str(value) for key, value in overrides.items()})
-        return env
+    @property
+    def procs(self):
+        return self.processes.running if self.processes is not None else []
 
     def manage(self, *args, timeout=900, **env):
-        result = subprocess.run(
-            [sys.executable, str(ROOT / "manage.py"), *args],
-            cwd=ROOT,
-            env=self.env(**env),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
+        result = self.processes.manage(*args, timeout=timeout, **env)
         if result.returncode != 0:
             tail = (result.stderr or result.stdout).strip().splitlines()[-5:]
             raise BenchmarkError(f"{self.name}: manage.py {args[0]} failed: " + " | ".join(tail))
@@ -528,50 +293,28 @@ class Stack:
 
     def spawn(self, label, *args, **env):
         """Start ``manage.py ARGS`` in the background (its own process group)."""
-        proc = Proc(label, [sys.executable, str(ROOT / "manage.py"), *args], self.env(**env), self.logdir)
-        self.procs.append(proc)
-        return proc
+        return self.processes.spawn(label, *args, **env)
 
     def dispatcher(self, label="dispatcher", *args, **env):
-        return self.spawn(label, "rundispatcher", *args, **env)
+        return self.processes.dispatcher(label, *args, **env)
 
     def worker(self, worker_id, threads=8, *args, **env):
         """``rundramatiq --processes 1 --threads N`` as WORKER_ID ``worker_id``."""
-        return self.spawn(
-            worker_id,
-            "rundramatiq",
-            "--processes",
-            "1",
-            "--threads",
-            str(threads),
-            *args,
-            WORKER_ID=worker_id,
-            **env,
-        )
+        return self.processes.worker(worker_id, *args, threads=threads, **env)
 
     def forget(self, proc):
-        with contextlib.suppress(ValueError):
-            self.procs.remove(proc)
+        self.processes.forget(proc)
 
     def cpu_groups(self):
         """{name: root pids} of the processes whose CPU counts as ours."""
         groups = {"script": [os.getpid()]}
         if self.postgres.pid:
             groups["postgres"] = [self.postgres.pid]
-        if self.rabbitmq is not None and self.rabbitmq.running:
-            groups["rabbitmq"] = self._rabbit_pids()
+        if self.rabbitmq is not None and self.rabbitmq.pid:
+            groups["rabbitmq"] = [self.rabbitmq.pid]
         for proc in self.procs:
-            groups.setdefault(proc.label, []).append(proc.pid)
+            groups.setdefault(proc.name, []).append(proc.pid)
         return groups
-
-    def _rabbit_pids(self):
-        if not hasattr(self, "_rabbit_cache"):
-            self._rabbit_cache = [
-                int(entry)
-                for entry in os.listdir("/proc")
-                if entry.isdigit() and "beam" in (line := cmdline(int(entry))) and str(self.rabbitmq.tmpdir) in line
-            ]
-        return self._rabbit_cache
 
     def cpu_meter(self):
         return CpuMeter(self.cpu_groups)
@@ -666,8 +409,8 @@ class Stack:
     def wait_workers(self, worker_ids, timeout=90):
         def registered():
             for proc in self.procs:
-                if proc.label in worker_ids and not proc.alive():
-                    raise BenchmarkError(f"{self.name}: worker {proc.label} exited: {proc.log_tail()}")
+                if proc.name in worker_ids and not proc.alive():
+                    raise BenchmarkError(f"{self.name}: worker {proc.name} exited: {proc.log_tail()}")
             found = self.scalar(
                 "SELECT count(*) FROM workers_app_worker WHERE id = ANY(%s) AND status = 'active'",
                 (list(worker_ids),),
@@ -680,7 +423,7 @@ class Stack:
     def ensure_alive(self, *procs):
         for proc in procs:
             if not proc.alive():
-                raise BenchmarkError(f"{self.name}: {proc.label} exited ({proc.process.returncode}): {proc.log_tail()}")
+                raise BenchmarkError(f"{self.name}: {proc.name} exited ({proc.returncode}): {proc.log_tail()}")
 
     # Broker
 

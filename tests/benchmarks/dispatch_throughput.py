@@ -44,10 +44,10 @@ from tests.benchmarks.benchlib import (
     install_sigterm,
     machine_info,
     make_log,
-    memory_status,
     start_py_spy,
     stop_py_spy,
 )
+from tests.processes import memory_status
 
 TARGET_PER_MIN = 300_000
 log = make_log("dispatch_throughput")
@@ -155,7 +155,7 @@ def main(argv=None):
         exited_at, code = None, None
         deadline = time.monotonic() + args.timeout
         while time.monotonic() < deadline:
-            code = proc.process.poll()
+            code = proc.popen.poll()
             if code is not None:
                 exited_at = time.time()
                 break

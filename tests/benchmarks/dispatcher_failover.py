@@ -163,17 +163,17 @@ def main(argv=None):
             t_kill = time.time()
             os.kill(victim.pid, signal.SIGKILL)
             victim.wait(timeout=10)
-            log(f"kill {number + 1}: {victim.label} (pid {victim.pid}) killed")
+            log(f"kill {number + 1}: {victim.name} (pid {victim.pid}) killed")
             survivors = [proc for proc in dispatchers if proc is not victim]
             deadline = t_kill + args.observe
             while time.time() < deadline:
                 stack.ensure_alive(*survivors, *workers)
                 time.sleep(0.1)
-            victim.stop(timeout=5)
+            victim.stop(grace=5)
             stack.forget(victim)
             replacement = stack.dispatcher(f"dispatcher-{number + 3}")
             dispatchers[number % 2] = replacement
-            report["kills"].append({"killed": victim.label, "at": t_kill, "replaced_by": replacement.label})
+            report["kills"].append({"killed": victim.name, "at": t_kill, "replaced_by": replacement.name})
             pause(args.recover)
         report["cpu"] = meter.stop()
         t_end = time.time()

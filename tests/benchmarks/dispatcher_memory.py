@@ -36,9 +36,9 @@ from tests.benchmarks.benchlib import (
     install_sigterm,
     machine_info,
     make_log,
-    memory_status,
     wait_until,
 )
+from tests.processes import memory_status
 
 TARGET_MB = 200.0
 log = make_log("dispatcher_memory")

@@ -36,6 +36,8 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.benchmarks.benchlib import (
@@ -43,14 +45,13 @@ from tests.benchmarks.benchlib import (
     BenchmarkError,
     Raw,
     Stack,
-    descendants,
     emit,
     install_sigterm,
     machine_info,
     make_log,
-    proc_stat,
     wait_until,
 )
+from tests.processes import descendants, pid_alive
 
 TARGET_S = 15.0
 log = make_log("worker_kill")
@@ -112,10 +113,13 @@ def scenario(stack, name, env, args):
         )
     ]
     pid = stack.worker_pid(victim)
-    if proc_stat(pid) is None or pid not in descendants(workers[victim].pid):
+    if not pid_alive(pid) or pid not in descendants(workers[victim].pid):
         raise BenchmarkError(f"worker_kill: registered pid {pid} of {victim} is not a live child of its rundramatiq")
     # What the worker process runs: shell runs, each the leader of its own session.
-    run_groups = [(child, proc_stat(child)[5]) for child in descendants(pid) if proc_stat(child) is not None]
+    run_groups = []
+    for child in descendants(pid):
+        with contextlib.suppress(psutil.Error):
+            run_groups.append(psutil.Process(child))
     workers[victim].remember_descendants()
     time.sleep(args.settle)
     last_heartbeat = epoch(
@@ -124,11 +128,11 @@ def scenario(stack, name, env, args):
 
     t_kill = time.time()
     os.kill(pid, signal.SIGKILL)
-    for child, start in run_groups:
-        stat = proc_stat(child)
-        if stat is not None and stat[5] == start and stat[1] == child:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(child, signal.SIGKILL)
+    for child in run_groups:
+        # is_running() checks the pid still names the same process (not a reused pid).
+        with contextlib.suppress(psutil.Error, ProcessLookupError, PermissionError):
+            if child.is_running() and os.getpgid(child.pid) == child.pid:
+                os.killpg(child.pid, signal.SIGKILL)
     log(f"killed {victim} (pid {pid}) running {len(victim_runs)} run(s); waiting for the retries")
 
     def retries_started():
@@ -218,7 +222,7 @@ def scenario(stack, name, env, args):
     )
     result["retries_cancelled_within_s"] = round(time.time() - started, 2) if cancelled else None
     for proc in [dispatcher, *workers.values()]:
-        proc.stop(timeout=20)
+        proc.stop(grace=20)
         stack.forget(proc)
     return result
 

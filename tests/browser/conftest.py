@@ -14,9 +14,7 @@ import contextlib
 import os
 import re
 import secrets
-import signal
 import string
-import subprocess
 import sys
 import time
 import urllib.error
@@ -26,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.processes import Process
 from tests.services import free_port, require
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -101,32 +100,28 @@ def scheduler_server(request, tmp_path_factory, chromium_path, sync_api):
         "LOG_LEVEL": "warning",
     }
     env.pop("WORKER_ID", None)
-    log = workdir / "server.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "manage.py",
-                "runscheduler",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--web-workers",
-                "1",
-                "--embedded-workers",
-                "2",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            # Its own process group, so nothing it started outlives the tests.
-            start_new_session=True,
-        )
-    server = Server(url=f"http://127.0.0.1:{port}", username=ADMIN_USERNAME, password=password, log=log)
-    request.addfinalizer(lambda: _stop(process))
+    process = Process(
+        "server",
+        [
+            sys.executable,
+            "manage.py",
+            "runscheduler",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--web-workers",
+            "1",
+            "--embedded-workers",
+            "2",
+        ],
+        env,
+        workdir,
+    )
+    server = Server(url=f"http://127.0.0.1:{port}", username=ADMIN_USERNAME, password=password, log=process.log_path)
+    # SIGTERM lets runscheduler stop gunicorn and the dispatcher itself; what
+    # is left of its process group after the grace period is killed.
+    request.addfinalizer(lambda: process.stop(grace=STOP_TIMEOUT_SECONDS))
     _wait_healthy(process, server)
     return server
 
@@ -134,7 +129,7 @@ def scheduler_server(request, tmp_path_factory, chromium_path, sync_api):
 def _wait_healthy(process, server):
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
-        if process.poll() is not None:
+        if not process.alive():
             pytest.fail(f"runscheduler exited with {process.returncode}:\n{server.log_tail()}", pytrace=False)
         with (
             contextlib.suppress(OSError, urllib.error.URLError),
@@ -144,20 +139,6 @@ def _wait_healthy(process, server):
                 return
         time.sleep(0.3)
     pytest.fail(f"runscheduler was not healthy after {START_TIMEOUT_SECONDS} s:\n{server.log_tail()}", pytrace=False)
-
-
-def _stop(process):
-    """SIGTERM lets runscheduler stop gunicorn and the dispatcher itself; what
-    is left of its process group after the grace period is killed."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=STOP_TIMEOUT_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.integration.support import Cluster, Database, group_members, kill_group, pid_alive
+from tests.integration.support import Cluster, Database
+from tests.processes import group_members, kill_group, pid_alive
 from tests.services import (
     PostgresServer,
     RabbitMQServer,

@@ -8,24 +8,17 @@ rows and read outcomes with plain SQL on the private server the processes use.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
-import signal
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-ROOT = Path(__file__).resolve().parents[2]
-MANAGE = str(ROOT / "manage.py")
-PYTHON = sys.executable
+from tests.processes import Processes, descendants, tcp_peer_ports
 
 FINAL_STATUSES = ("completed", "failed", "timeout", "cancelled", "skipped")
 WAKEUP_CHANNEL = "scheduler_wakeup"  # tasks_app.models.WAKEUP_CHANNEL
@@ -37,35 +30,6 @@ DEAD_AFTER_SECONDS = 4
 TICK_SECONDS = 0.25
 # A generous bound for anything that should take a few seconds.
 DEADLINE = 45.0
-
-# The configuration variables of SPEC §3: the outer environment's values must
-# not leak into the processes under test.
-CONFIG_VARIABLES = (
-    "DATABASE_URL",
-    "BROKER_URL",
-    "SECRET_KEY",
-    "DEBUG",
-    "ALLOWED_HOSTS",
-    "CORS_ALLOWED_ORIGINS",
-    "API_IP_ALLOWLIST",
-    "JWT_ACCESS_MINUTES",
-    "JWT_REFRESH_DAYS",
-    "API_THROTTLE_RATE",
-    "DISPATCHER_TICK_SECONDS",
-    "DISPATCHER_BATCH_SIZE",
-    "WORKER_ID",
-    "WORKER_HEARTBEAT_SECONDS",
-    "WORKER_DEAD_AFTER_SECONDS",
-    "RUN_OUTPUT_LIMIT_BYTES",
-    "RUN_RETENTION_DAYS",
-    "LOG_FORMAT",
-    "LOG_LEVEL",
-    "ENABLED_EXECUTORS",
-    "METRICS_BIND_ADDRESS",
-    "PYTHON_CALLABLE_MODULES",
-    "RUN_AS_USER",
-    "HTTP_EXECUTOR_BLOCKED_NETWORKS",
-)
 
 
 def now():
@@ -299,205 +263,33 @@ def _summary(run):
 # Processes -------------------------------------------------------------------
 
 
-def _proc_stat(pid):
-    """(state, ppid, pgrp) of a process from /proc, or None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            fields = stat.read().rsplit(b")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return fields[0].decode(), int(fields[1]), int(fields[2])
-
-
-def pid_alive(pid):
-    """True while ``pid`` runs. A zombie counts as gone: PID 1 here need not reap
-    the orphans it inherits."""
-    stat = _proc_stat(pid)
-    return stat is not None and stat[0] not in ("Z", "X")
-
-
-def group_members(pgid):
-    """Live (non-zombie) processes of process group ``pgid``."""
-    members = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            stat = _proc_stat(int(entry))
-            if stat is not None and stat[2] == pgid and stat[0] not in ("Z", "X"):
-                members.append(int(entry))
-    return members
-
-
-def descendants(pid):
-    """Pids of every live descendant of ``pid``."""
-    children = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            stat = _proc_stat(int(entry))
-            if stat is not None and stat[0] not in ("Z", "X"):
-                children.setdefault(stat[1], []).append(int(entry))
-    found, stack = [], list(children.get(pid, ()))
-    while stack:
-        current = stack.pop()
-        found.append(current)
-        stack.extend(children.get(current, ()))
-    return found
-
-
-def tcp_peer_ports(pid):
-    """Remote ports of the established TCP (IPv4) connections of process ``pid``."""
-    inodes = set()
-    with contextlib.suppress(OSError):
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            with contextlib.suppress(OSError):
-                link = os.readlink(f"/proc/{pid}/fd/{fd}")
-                if link.startswith("socket:["):
-                    inodes.add(link[len("socket:[") : -1])
-    ports = set()
-    with open("/proc/net/tcp") as table:
-        for line in itertools.islice(table, 1, None):
-            fields = line.split()
-            if fields[3] == "01" and fields[9] in inodes:  # 01: ESTABLISHED
-                ports.add(int(fields[2].rsplit(":", 1)[1], 16))
-    return ports
-
-
-def kill_group(pgid, grace=5.0):
-    """SIGTERM, then SIGKILL, process group ``pgid`` until no live member is left."""
-    for signum, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-        if not group_members(pgid):
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, signum)
-        deadline = time.monotonic() + wait
-        while group_members(pgid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-
-
-class Process:
-    """A command of ours, leader of its own process group, output in a log file."""
-
-    def __init__(self, name, argv, env, log_dir):
-        self.name = name
-        self.argv = argv
-        self.log_path = Path(log_dir) / f"{name}.log"
-        self.started_at = now()
-        with open(self.log_path, "ab") as log:
-            self.popen = subprocess.Popen(
-                argv,
-                cwd=ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self.pid = self.popen.pid
-
-    def alive(self):
-        return self.popen.poll() is None
-
-    def stop(self, grace=10.0):
-        """SIGTERM the leader, as a supervisor does (rundramatiq's master passes it
-        on to its worker process: a second SIGTERM sent to the whole group would
-        make the worker exit at once), then SIGKILL what is left of the group
-        after ``grace``."""
-        with contextlib.suppress(ProcessLookupError):
-            self.popen.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            self.popen.poll()
-            if not group_members(self.pid):
-                break
-            time.sleep(0.05)
-        kill_group(self.pid, grace=0)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.popen.wait(timeout=5)
-
-    def tail(self, lines=40):
-        try:
-            text = self.log_path.read_text(errors="replace").splitlines()
-        except OSError:
-            return ""
-        return "\n".join(text[-lines:])
-
-    def __repr__(self):
-        return f"<Process {self.name} pid {self.pid}>"
-
-
-class Cluster:
-    """The scheduler's processes on the private servers: dispatchers and workers."""
+class Cluster(Processes):
+    """The scheduler's processes on the private servers: dispatchers and workers,
+    with intervals short enough that recovery is quick."""
 
     def __init__(self, database_url, broker_url, secret_key, log_dir):
+        super().__init__(
+            database_url,
+            broker_url,
+            secret_key,
+            log_dir,
+            WORKER_HEARTBEAT_SECONDS=HEARTBEAT_SECONDS,
+            WORKER_DEAD_AFTER_SECONDS=DEAD_AFTER_SECONDS,
+            DISPATCHER_TICK_SECONDS=TICK_SECONDS,
+        )
         self.database_port = urlsplit(database_url).port
-        self.database_url = database_url
-        self.broker_url = broker_url
-        self.secret_key = secret_key
-        self.log_dir = Path(log_dir)
-        self.processes = []  # running
-        self.history = []  # every process started, for the logs of a failed test
 
-    def env(self, **extra):
-        env = {key: value for key, value in os.environ.items() if key not in CONFIG_VARIABLES}
-        env.update(
-            {
-                "DATABASE_URL": self.database_url,
-                "BROKER_URL": self.broker_url,
-                "SECRET_KEY": self.secret_key,
-                "DEBUG": "false",
-                "LOG_LEVEL": "warning",
-                "WORKER_HEARTBEAT_SECONDS": str(HEARTBEAT_SECONDS),
-                "WORKER_DEAD_AFTER_SECONDS": str(DEAD_AFTER_SECONDS),
-                "DISPATCHER_TICK_SECONDS": str(TICK_SECONDS),
-                # No metrics endpoints: the default ports are fixed ones on this
-                # machine, where a developer's own scheduler may be listening.
-                "DISPATCHER_METRICS_PORT": "0",
-                "WORKER_METRICS_PORT": "0",
-                "DJANGO_SETTINGS_MODULE": "scheduler_site.settings",
-                "PYTHONUNBUFFERED": "1",
-                "PYTHON_CALLABLE_MODULES": "tests.callables",
-                **{key: str(value) for key, value in extra.items()},
-            }
-        )
-        return env
-
-    def manage(self, *args, timeout=300):
-        """Run ``manage.py ARGS`` to completion against the servers."""
-        return subprocess.run(
-            [PYTHON, MANAGE, *args],
-            cwd=ROOT,
-            env=self.env(),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-
-    def _start(self, name, argv, env):
-        process = Process(name, argv, env, self.log_dir)
-        self.processes.append(process)
-        self.history.append(process)
-        return process
+    @property
+    def processes(self):
+        return self.running
 
     def start_dispatcher(self, name, **env):
-        return self._start(f"dispatcher-{name}", [PYTHON, MANAGE, "rundispatcher"], self.env(**env))
+        return self.dispatcher(f"dispatcher-{name}", **env)
 
     def start_worker(self, worker_id, queues=("default",), threads=4):
-        argv = [
-            PYTHON,
-            MANAGE,
-            "rundramatiq",
-            "--processes",
-            "1",
-            "--threads",
-            str(threads),
-            "--worker-shutdown-timeout",
-            "5000",
-            "--queues",
-            *queues,
-        ]
-        process = self._start(f"worker-{worker_id}", argv, self.env(WORKER_ID=worker_id))
-        process.worker_id = worker_id
-        return process
+        return self.worker(
+            worker_id, "--worker-shutdown-timeout", "5000", threads=threads, queues=queues, name=f"worker-{worker_id}"
+        )
 
     def wait_ready(self, db, *processes, timeout=60.0):
         """Workers are ready once registered (a registration newer than the
@@ -507,7 +299,7 @@ class Cluster:
 
             def probe(process=process):
                 if not process.alive():
-                    raise AssertionError(f"{process.name} exited with {process.popen.returncode}:\n{process.tail()}")
+                    raise AssertionError(f"{process.name} exited with {process.returncode}:\n{process.tail()}")
                 if hasattr(process, "worker_id"):
                     row = db.worker(process.worker_id)
                     return (
@@ -528,25 +320,3 @@ class Cluster:
         pid = db.worker(process.worker_id)["pid"]
         assert pid in descendants(process.pid), f"worker {process.worker_id} pid {pid} is not a child of {process}"
         return pid
-
-    def stop(self, process, grace=10.0):
-        process.stop(grace)
-        if process in self.processes:
-            self.processes.remove(process)
-
-    def stop_all(self):
-        errors = []
-        for process in reversed(list(self.processes)):
-            try:
-                self.stop(process)
-            except Exception as error:  # keep stopping the others
-                errors.append(error)
-        if errors:
-            raise errors[0]
-
-    def tails(self, lines=30):
-        return "\n".join(
-            f"----- {p.name} (pid {p.pid}, {'running' if p.alive() else f'exit {p.popen.returncode}'}) -----\n"
-            f"{p.tail(lines)}"
-            for p in self.history
-        )

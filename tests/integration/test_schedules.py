@@ -7,7 +7,8 @@ from datetime import timedelta
 
 import pytest
 
-from tests.integration.support import now, pid_alive, wait_for
+from tests.integration.support import now, wait_for
+from tests.processes import pid_alive
 
 pytestmark = pytest.mark.integration
 

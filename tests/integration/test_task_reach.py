@@ -7,7 +7,8 @@ import pwd
 
 import pytest
 
-from tests.integration.support import pid_alive, wait_for
+from tests.integration.support import wait_for
+from tests.processes import pid_alive
 
 pytestmark = pytest.mark.integration
 

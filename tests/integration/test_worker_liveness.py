@@ -9,7 +9,8 @@ import signal
 
 import pytest
 
-from tests.integration.support import pid_alive, unique_name, wait_for
+from tests.integration.support import unique_name, wait_for
+from tests.processes import pid_alive
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,8 @@ import signal
 
 import pytest
 
-from tests.integration.support import DEAD_AFTER_SECONDS, pid_alive, unique_name, wait_for
+from tests.integration.support import DEAD_AFTER_SECONDS, unique_name, wait_for
+from tests.processes import pid_alive
 
 pytestmark = pytest.mark.integration
 
