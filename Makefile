@@ -7,8 +7,8 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 # Unit and API tests run in this many processes (pytest-xdist), each with its
-# own test database; the integration tests, which start servers and measure
-# what they do, run one at a time.
+# own test database; the integration tests run in two groups side by side, each
+# on servers, dispatchers and workers of its own (tests/integration/conftest.py).
 TEST_PROCESSES ?= 2
 
 .PHONY: run test setup lint test-sqlite test-postgres clean
@@ -41,11 +41,14 @@ test-sqlite: $(VENV)/.dev
 
 # Everything on a PostgreSQL that tests/services.py starts on a free port and
 # stops at the end; the integration tests start their own PostgreSQL,
-# RabbitMQ and Redis servers, dispatchers and workers.
+# RabbitMQ and Redis servers, dispatchers and workers. The browser tests are
+# left to test-sqlite: they drive a server of their own on SQLite, whatever
+# DATABASE_URL says, so a second run would test the same thing again.
 
 test-postgres: $(VENV)/.dev
-	$(BIN)/python -m tests.services --postgres -- $(BIN)/pytest -m "not integration" -n $(TEST_PROCESSES)
-	$(BIN)/python -m tests.services --postgres -- $(BIN)/pytest -m integration
+	$(BIN)/python -m tests.services --postgres -- $(BIN)/pytest -m "not integration" -n $(TEST_PROCESSES) \
+		--ignore=tests/browser
+	$(BIN)/python -m tests.services --postgres -- $(BIN)/pytest -m integration -n 2 --dist loadgroup
 
 test: lint test-sqlite test-postgres
 

@@ -11,6 +11,14 @@ Tests marked ``@pytest.mark.brokers("rabbitmq", "redis")`` run once per broker:
 the package's servers, cluster and scheduler are then started once for each
 (a private redis-server, tests/services.py), the RabbitMQ tests first.
 
+Under pytest-xdist with ``--dist loadgroup`` (as ``make test`` runs them) two of
+these stacks run side by side, one in each xdist process, each with its own
+servers, database, broker, scheduler and temporary files: nothing is shared
+between them. The tests are split into two groups of about the same length:
+the RabbitMQ tests of the slow modules (:data:`FIRST_STACK_MODULES`), and the
+other RabbitMQ tests followed by the Redis ones. Without xdist everything runs
+in one process, as before.
+
 Missing server binaries skip the suite on a developer machine and fail it in CI
 (``CI=true``), where a skipped integration test would hide a broken setup.
 """
@@ -41,6 +49,16 @@ from tests.services import (
 
 BROKER_SERVERS = {"rabbitmq": RabbitMQServer, "redis": RedisServer}
 
+# The RabbitMQ tests of these modules (which kill, restart and wait out
+# heartbeats) take about as long as all the others with the Redis stack's start.
+FIRST_STACK_MODULES = {
+    "test_broker_restart",
+    "test_redispatch",
+    "test_schedules",
+    "test_worker_liveness",
+    "test_workers",
+}
+
 
 def pytest_generate_tests(metafunc):
     """``broker_name`` (the servers' broker): the names of the test's ``brokers``
@@ -59,6 +77,15 @@ def _broker_of(item):
     callspec = getattr(item, "callspec", None)
     name = callspec.params.get("broker_name", "rabbitmq") if callspec else "rabbitmq"
     return list(BROKER_SERVERS).index(name)
+
+
+def pytest_itemcollected(item):
+    """Each test of this folder in one of two xdist groups (see the module's
+    docstring); ``--dist loadgroup`` runs each group in one process."""
+    if Path(__file__).parent not in Path(str(item.path)).parents:
+        return
+    first = _broker_of(item) == 0 and item.module.__name__.rsplit(".", 1)[-1] in FIRST_STACK_MODULES
+    item.add_marker(pytest.mark.xdist_group("integration-first" if first else "integration-second"))
 
 
 @pytest.hookimpl(trylast=True)
