@@ -106,6 +106,7 @@ def _load():
     config["API_IP_ALLOWLIST"] = env.env_networks("API_IP_ALLOWLIST")
     config["JWT_ACCESS_MINUTES"] = env.env_int("JWT_ACCESS_MINUTES", 15, 1, 7 * 24 * 60)
     config["JWT_REFRESH_DAYS"] = env.env_int("JWT_REFRESH_DAYS", 7, 1, 365)
+    config["AUTH_CACHE_SECONDS"] = env.env_int("AUTH_CACHE_SECONDS", 5, 0, 60)
     config["API_THROTTLE_RATE"] = env.env_rate("API_THROTTLE_RATE", "1200/minute")
     config["DISPATCHER_TICK_SECONDS"] = env.env_float("DISPATCHER_TICK_SECONDS", 1.0, 0.05, 60)
     config["DISPATCHER_BATCH_SIZE"] = env.env_int("DISPATCHER_BATCH_SIZE", 1000, 1, 100_000)
@@ -329,6 +330,10 @@ REST_FRAMEWORK = {
     "DEFAULT_VERSIONING_CLASS": None,
     "COERCE_DECIMAL_TO_STRING": False,
 }
+
+# How long a web process remembers who an API key or access token is
+# (system_app.principals): the longest a revocation takes on other processes.
+AUTH_CACHE_SECONDS = _config["AUTH_CACHE_SECONDS"]
 
 SIMPLE_JWT = {
     "ACCESS_TOKEN_LIFETIME": timedelta(minutes=_config["JWT_ACCESS_MINUTES"]),

@@ -11,6 +11,7 @@ from django.db import models
 from django.utils import timezone
 
 from system_app import encryption
+from system_app.principals import PRINCIPALS, forget_all, private_copy
 
 API_KEY_PREFIX = "scheduler_"
 API_KEY_ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
@@ -91,6 +92,15 @@ class ApiKey(models.Model):
     def __str__(self):
         return f"{self.name} ({self.prefix}…)"
 
+    def save(self, *args, **kwargs):
+        super().save(*args, **kwargs)
+        forget_all()  # a narrower scope or an earlier expiry applies at once
+
+    def delete(self, *args, **kwargs):
+        result = super().delete(*args, **kwargs)
+        forget_all()
+        return result
+
     @classmethod
     def issue(cls, *, name, created_by, permissions, expires_at=None):
         """Create a key and return (api_key, raw_key). The raw key is never stored."""
@@ -107,25 +117,41 @@ class ApiKey(models.Model):
 
     @classmethod
     def authenticate(cls, raw_key, now=None):
-        """The usable key matching ``raw_key``, or None."""
+        """The usable key matching ``raw_key`` (with its creator), or None.
+
+        A key authenticated in the last few seconds comes from this process's
+        memory of principals (system_app.principals); its expiry is checked
+        against ``now`` all the same. The copy returned is the caller's own.
+        """
         now = now or timezone.now()
-        api_key = cls.objects.usable(now).select_related("created_by").filter(key_hash=hash_key(raw_key)).first()
-        if api_key is None or not api_key.created_by.is_active:
+        cache_key = PRINCIPALS.digest("key:", raw_key)
+        api_key = PRINCIPALS.get(cache_key)
+        if api_key is None:
+            generation = PRINCIPALS.generation
+            api_key = cls.objects.usable(now).select_related("created_by").filter(key_hash=hash_key(raw_key)).first()
+            if api_key is None or not api_key.created_by.is_active:
+                return None
+            user_permissions(api_key.created_by)  # read once, kept on the creator
+            PRINCIPALS.put(cache_key, api_key, generation)
+        elif api_key.expires_at is not None and api_key.expires_at <= now:
             return None
         # At most one write a minute per key, not one per request.
         if api_key.last_used_at is None or now - api_key.last_used_at > timedelta(minutes=1):
             cls.objects.filter(pk=api_key.pk).update(last_used_at=now)
             api_key.last_used_at = now
-        return api_key
+        return private_copy(api_key, "created_by")
 
     def effective_permissions(self):
         """The key's own scope, narrowed to what its creator holds today."""
         return set(self.permissions) & user_permissions(self.created_by)
 
     def revoke(self, now=None):
+        """Revoke the key; this process stops accepting it at once, other web
+        processes within AUTH_CACHE_SECONDS (system_app.principals)."""
         changed = ApiKey.objects.filter(pk=self.pk, revoked=False).update(
             revoked=True, revoked_at=now or timezone.now()
         )
+        forget_all()
         self.refresh_from_db(fields=["revoked", "revoked_at"])
         return bool(changed)
 
