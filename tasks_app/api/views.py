@@ -14,6 +14,7 @@ from rest_framework.views import APIView
 
 from system_app import audit
 from system_app.api.base import AuditedModelViewSet
+from system_app.api.representation import FastReadMixin, FastRepresentation
 from system_app.authentication import StaffSessionAuthentication
 from system_app.exceptions import Conflict, InvalidQuery
 from system_app.filters import ListFilterBackend
@@ -49,6 +50,12 @@ NEWEST_RUNS_FIRST = ["-scheduled_at", "-id"]
 RUN_CURSOR_ORDERING = ["scheduled_at"]
 
 
+# The listings' and details' output, without DRF's per-field code (same bytes).
+TASK_REPRESENTATION = FastRepresentation(TaskSerializer)
+RUN_REPRESENTATION = FastRepresentation(TaskRunSerializer)
+RUN_DETAIL_REPRESENTATION = FastRepresentation(TaskRunDetailSerializer)
+
+
 def run_list_queryset():
     # Listings never carry the (up to 64 KiB each) output tails.
     return TaskRun.objects.defer("stdout", "stderr")
@@ -59,9 +66,10 @@ def run_list_queryset():
         parameters=[OpenApiParameter("force", bool, description="cancel dispatched and running runs, then delete")]
     )
 )
-class TaskViewSet(AuditedModelViewSet):
+class TaskViewSet(FastReadMixin, AuditedModelViewSet):
     queryset = Task.objects.select_related("created_by").prefetch_related("dependency_links")
     serializer_class = TaskSerializer
+    list_representation = detail_representation = TASK_REPRESENTATION
     filterset_class = TaskFilter
     filter_backends = [ListFilterBackend, TaskOrderingFilter]
     ordering_fields = ["id", "name", "created_at", "updated_at", "next_run_at", "last_run_at", "priority", "status"]
@@ -220,7 +228,7 @@ class TaskViewSet(AuditedModelViewSet):
         task = get_object_or_404(Task.objects.only("pk"), pk=pk)
         queryset = OrderingFilter().filter_queryset(request, run_list_queryset().filter(task=task), self)
         page = self.paginate_queryset(queryset)
-        return self.get_paginated_response(TaskRunSerializer(page, many=True).data)
+        return self.get_paginated_response(RUN_REPRESENTATION.many(page))
 
     @extend_schema(parameters=[StatsQuerySerializer], responses={200: TaskStatsSerializer}, filters=False)
     @action(detail=True, methods=["get"], filterset_class=None)
@@ -233,9 +241,11 @@ class TaskViewSet(AuditedModelViewSet):
         return Response(TaskStatsSerializer({"days": days, **stats}).data)
 
 
-class TaskRunViewSet(viewsets.ReadOnlyModelViewSet):
+class TaskRunViewSet(FastReadMixin, viewsets.ReadOnlyModelViewSet):
     queryset = TaskRun.objects.all()
     serializer_class = TaskRunSerializer
+    list_representation = RUN_REPRESENTATION
+    detail_representation = RUN_DETAIL_REPRESENTATION
     filterset_class = TaskRunFilter
     ordering_fields = RUN_ORDERING
     ordering = NEWEST_RUNS_FIRST

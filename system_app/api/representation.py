@@ -1,0 +1,175 @@
+"""The read side of a serializer without DRF's per-field machinery.
+
+A list of 20 tasks through ``TaskSerializer(many=True)`` costs more CPU than
+the rest of the request together: the serializer builds its 36 fields anew on
+every request (``ModelSerializer.get_fields`` reads the model's metadata and
+deep-copies the declared fields), then calls ``get_attribute`` and
+``to_representation`` of each field for each row, through several layers of
+generic code. ``FastRepresentation`` reads the serializer's fields once per
+process and turns each into one plain function from a model instance to the
+value the serializer would give; fields it does not know keep the serializer's
+own code. The output is the serializer's, key for key and value for value
+(tests/system_app/test_representation.py compares them over varied rows).
+
+Only for serializers that do not override ``to_representation``: those shape
+their output in code this module does not see.
+"""
+
+from operator import attrgetter
+
+from django.conf import settings
+from django.core.exceptions import FieldDoesNotExist
+from django.utils import timezone
+from rest_framework import ISO_8601, fields, relations, serializers
+from rest_framework.response import Response
+from rest_framework.settings import api_settings
+
+
+def _plain(field, cls):
+    """Whether ``field`` renders exactly as ``cls`` does (no override on the way)."""
+    return isinstance(field, cls) and type(field).to_representation is cls.to_representation
+
+
+def _concrete_attname(model, source):
+    """The model attribute a simple ``source`` reads, or None when it is not a
+    concrete column (a property, a relation's object, a method)."""
+    if "." in source:
+        return None
+    try:
+        model_field = model._meta.get_field(source)
+    except FieldDoesNotExist:
+        return None
+    if not getattr(model_field, "concrete", False) or model_field.many_to_many:
+        return None
+    return model_field.attname
+
+
+def _datetime_converter(field):
+    """DRF's ISO 8601 output: in the current time zone, ``Z`` for UTC."""
+    if getattr(field, "format", api_settings.DATETIME_FORMAT) != ISO_8601 or hasattr(field, "timezone"):
+        return None
+
+    def convert(value, zone):
+        if not value:
+            return None
+        if isinstance(value, str):
+            return value
+        if zone is not None:
+            value = value.astimezone(zone) if timezone.is_aware(value) else field.enforce_timezone(value)
+        text = value.isoformat()
+        return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+    return convert
+
+
+def _converter(field):
+    """``convert(value, zone)`` for a non-null value of ``field``, or None to keep its own code."""
+    if isinstance(field, fields.DateTimeField) and _plain(field, fields.DateTimeField):
+        return _datetime_converter(field)
+    if _plain(field, fields.ChoiceField):
+        choices = field.choice_strings_to_values
+        return lambda value, zone: value if value in ("", None) else choices.get(str(value), value)
+    if _plain(field, fields.CharField):
+        return lambda value, zone: value if type(value) is str else str(value)
+    if _plain(field, fields.IntegerField):
+        return lambda value, zone: value if type(value) is int else int(value)
+    if _plain(field, fields.FloatField):
+        return lambda value, zone: float(value)
+    if _plain(field, fields.BooleanField):
+        return lambda value, zone: value if type(value) is bool else field.to_representation(value)
+    if (_plain(field, fields.JSONField) and not field.binary) or _plain(field, fields.ReadOnlyField):
+        return lambda value, zone: value
+    return None
+
+
+class FastRepresentation:
+    """``serializer_class``'s output for model instances, computed with one
+    precompiled reader per field. Built on first use, then shared by every
+    request of the process (it holds no per-request state)."""
+
+    def __init__(self, serializer_class):
+        if serializer_class.to_representation is not serializers.Serializer.to_representation:
+            raise TypeError(f"{serializer_class.__name__} overrides to_representation")
+        self.serializer_class = serializer_class
+        self._readers = None
+
+    def readers(self):
+        if self._readers is None:
+            self._readers = self._build()
+        return self._readers
+
+    def _build(self):
+        serializer = self.serializer_class()
+        model = serializer.Meta.model
+        readers = []
+        for field in serializer._readable_fields:
+            name = field.field_name
+            attname = None
+            if len(field.source_attrs) == 1:
+                attname = _concrete_attname(model, field.source_attrs[0])
+            if (
+                attname is not None
+                and isinstance(field, relations.PrimaryKeyRelatedField)
+                and type(field).to_representation is relations.PrimaryKeyRelatedField.to_representation
+                and field.pk_field is None
+            ):
+                # The foreign key's column holds the id the field would read from the object.
+                readers.append((name, attrgetter(attname), lambda value, zone: value))
+                continue
+            convert = _converter(field) if attname is not None else None
+            if convert is None:
+                readers.append((name, None, field))
+            else:
+                readers.append((name, attrgetter(attname), convert))
+        return readers
+
+    def one(self, instance):
+        return self._row(instance, self.readers(), _zone())
+
+    def many(self, instances):
+        readers, zone = self.readers(), _zone()
+        return [self._row(instance, readers, zone) for instance in instances]
+
+    @staticmethod
+    def _row(instance, readers, zone):
+        row = {}
+        for name, read, convert in readers:
+            if read is not None:
+                value = read(instance)
+                row[name] = None if value is None else convert(value, zone)
+                continue
+            # The serializer's own way, as Serializer.to_representation does it.
+            try:
+                attribute = convert.get_attribute(instance)
+            except fields.SkipField:
+                continue
+            check = attribute.pk if isinstance(attribute, relations.PKOnlyObject) else attribute
+            row[name] = None if check is None else convert.to_representation(attribute)
+        return row
+
+
+def _zone():
+    """The zone DRF's DateTimeField renders in (DateTimeField.default_timezone)."""
+    return timezone.get_current_timezone() if settings.USE_TZ else None
+
+
+class FastReadMixin:
+    """``list`` and ``retrieve`` of a viewset through FastRepresentations of
+    its read serializers; writes keep the serializer."""
+
+    list_representation = None
+    detail_representation = None
+
+    def list(self, request, *args, **kwargs):
+        if self.list_representation is None:
+            return super().list(request, *args, **kwargs)
+        queryset = self.filter_queryset(self.get_queryset())
+        page = self.paginate_queryset(queryset)
+        if page is None:
+            return Response(self.list_representation.many(queryset))
+        return self.get_paginated_response(self.list_representation.many(page))
+
+    def retrieve(self, request, *args, **kwargs):
+        if self.detail_representation is None:
+            return super().retrieve(request, *args, **kwargs)
+        return Response(self.detail_representation.one(self.get_object()))
