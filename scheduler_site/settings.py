@@ -309,7 +309,7 @@ REST_FRAMEWORK = {
         "system_app.authentication.BearerJWTAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["system_app.permissions.HasScopedPermission"],
-    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_RENDERER_CLASSES": ["system_app.renderers.FastJSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["system_app.parsers.SchedulerJSONParser"],
     "DEFAULT_FILTER_BACKENDS": [
         "system_app.filters.ListFilterBackend",
