@@ -963,6 +963,18 @@ class TaskDependency(models.Model):
     def __str__(self):
         return f"{self.task_id} -> {self.depends_on_id}"
 
+    @classmethod
+    def ids_by_task(cls, tasks):
+        """{task id: sorted ids of the tasks it depends on} for ``tasks``, in
+        one query that builds no model instances (the API's task listings)."""
+        ids = {task.pk: [] for task in tasks}
+        if ids:
+            for task_id, depends_on_id in cls.objects.filter(task_id__in=ids).values_list("task_id", "depends_on_id"):
+                ids[task_id].append(depends_on_id)
+        for values in ids.values():
+            values.sort()
+        return ids
+
 
 class TaskRunQuerySet(models.QuerySet):
     def active(self):

@@ -38,7 +38,7 @@ from tasks_app.api.serializers import (
 from tasks_app.backfill import BackfillError, backfill
 from tasks_app.filters import TaskFilter, TaskOrderingFilter, TaskRunFilter
 from tasks_app.jitter import jittered
-from tasks_app.models import RunStatus, Task, TaskRun, interval_anchor
+from tasks_app.models import RunStatus, Task, TaskDependency, TaskRun, interval_anchor
 from tasks_app.versions import list_versions, restorable_values
 
 # A trigger overriding these changes what runs, so it needs task.write too.
@@ -51,7 +51,7 @@ RUN_CURSOR_ORDERING = ["scheduled_at"]
 
 
 # The listings' and details' output, without DRF's per-field code (same bytes).
-TASK_REPRESENTATION = FastRepresentation(TaskSerializer)
+TASK_REPRESENTATION = FastRepresentation(TaskSerializer, batch={"dependencies": TaskDependency.ids_by_task})
 RUN_REPRESENTATION = FastRepresentation(TaskRunSerializer)
 RUN_DETAIL_REPRESENTATION = FastRepresentation(TaskRunDetailSerializer)
 
@@ -91,6 +91,12 @@ class TaskViewSet(FastReadMixin, AuditedModelViewSet):
         "history": "task.read",
         "restore": "task.write",
     }
+
+    def get_queryset(self):
+        queryset = super().get_queryset()
+        if self.action in ("list", "retrieve"):
+            return queryset.prefetch_related(None)  # the representation reads the links in one query
+        return queryset
 
     def perform_create(self, serializer):
         serializer.validated_data["created_by"] = self.request.user
