@@ -28,6 +28,7 @@ from system_app.admin import (
 )
 from system_app.exceptions import Conflict
 from tasks_app import schedules
+from tasks_app.admin_filters import TaskSearchFilter
 from tasks_app.admin_history import TaskHistoryAdminMixin
 from tasks_app.admin_pages import RunPagesMixin, TaskPagesMixin
 from tasks_app.admin_pagination import EstimatedCountPaginator
@@ -567,7 +568,7 @@ class TaskRunAdmin(RunPagesMixin, ScopedPermissionsMixin, admin.ModelAdmin):
         "execution_time",
     ]
     list_display_links = ["id", "task_name"]
-    list_filter = ["status", "trigger", WorkerFilter, "task"]
+    list_filter = ["status", "trigger", WorkerFilter, TaskSearchFilter]
     search_fields = ["task_name"]
     search_help_text = "Search by task name."
     date_hierarchy = "scheduled_at"
