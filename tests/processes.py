@@ -29,18 +29,21 @@ ROOT = Path(__file__).resolve().parents[1]
 MANAGE = str(ROOT / "manage.py")
 PYTHON = sys.executable
 
-# The configuration variables of SPEC §3: the outer environment's values must
-# not leak into the processes under test.
+# The configuration variables of SPEC §3 (the README's table, which a test
+# compares with this list): the outer environment's values must not leak into
+# the processes under test.
 CONFIG_VARIABLES = (
     "DATABASE_URL",
     "BROKER_URL",
     "SECRET_KEY",
+    "SECRETS_KEY",
     "DEBUG",
     "ALLOWED_HOSTS",
     "CORS_ALLOWED_ORIGINS",
     "API_IP_ALLOWLIST",
     "JWT_ACCESS_MINUTES",
     "JWT_REFRESH_DAYS",
+    "AUTH_CACHE_SECONDS",
     "API_THROTTLE_RATE",
     "DISPATCHER_TICK_SECONDS",
     "DISPATCHER_BATCH_SIZE",
@@ -49,10 +52,23 @@ CONFIG_VARIABLES = (
     "WORKER_DEAD_AFTER_SECONDS",
     "RUN_OUTPUT_LIMIT_BYTES",
     "RUN_RETENTION_DAYS",
+    "RUN_RETENTION_KEEP_PER_TASK",
+    "EVENT_RETENTION_DAYS",
+    "AUDIT_RETENTION_DAYS",
+    "DISPATCHER_METRICS_PORT",
+    "WORKER_METRICS_PORT",
+    "METRICS_BIND_ADDRESS",
     "LOG_FORMAT",
     "LOG_LEVEL",
     "ENABLED_EXECUTORS",
-    "METRICS_BIND_ADDRESS",
+    "TRUSTED_PROXY_COUNT",
+    "LOGIN_FAILURE_LIMIT",
+    "METRICS_TOKEN",
+    "SECURE_HSTS_SECONDS",
+    "SECURE_SSL_REDIRECT",
+    "SECURE_PROXY_SSL_HEADER",
+    "PUBLIC_BASE_URL",
+    "EMAIL_URL",
     "PYTHON_CALLABLE_MODULES",
     "RUN_AS_USER",
     "HTTP_EXECUTOR_BLOCKED_NETWORKS",

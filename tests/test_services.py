@@ -6,6 +6,7 @@ Missing binaries skip the server tests on a developer machine, but fail them in
 CI (``CI=true``), where a skipped integration test would hide a broken setup.
 """
 
+import re
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import time
 
 import pytest
 
-from tests.processes import CpuMeter, Process, group_members, pid_alive, tcp_peer_ports
+from tests.processes import CONFIG_VARIABLES, ROOT, CpuMeter, Process, group_members, pid_alive, tcp_peer_ports
 from tests.services import (
     PostgresServer,
     RabbitMQServer,
@@ -218,3 +219,8 @@ def _get(channel, queue, auto_ack=False, tries=50):
             return method, properties, body
         time.sleep(0.1)
     raise AssertionError(f"no message arrived in {queue}")
+
+
+def test_it_keeps_every_documented_setting_out_of_the_processes_under_test():
+    documented = re.findall(r"^\| `([A-Z_]+)` \|", (ROOT / "README.md").read_text(), re.MULTILINE)
+    assert documented and sorted(CONFIG_VARIABLES) == sorted(documented)
