@@ -549,6 +549,17 @@ class RunChangeList(SafeChangeList):
         return super().get_queryset(request, exclude_parameters).defer(*HEAVY_RUN_FIELDS)
 
 
+def run_moment_column(field, description):
+    """A run list column showing the run's ``field`` in its task's timezone
+    (the admin's ``_task_zone``, read once per row)."""
+
+    @admin.display(description=description)
+    def column(self, obj):
+        return moment(getattr(obj, field), self._task_zone(obj))
+
+    return column
+
+
 @admin.register(TaskRun)
 class TaskRunAdmin(RunPagesMixin, ScopedPermissionsMixin, admin.ModelAdmin):
     """Runs are written by the dispatcher and the workers: the admin reads
@@ -711,21 +722,10 @@ class TaskRunAdmin(RunPagesMixin, ScopedPermissionsMixin, admin.ModelAdmin):
             obj._task_zone = zone_of(Task.objects.filter(pk=obj.task_id).values_list("timezone", flat=True).first())
         return obj._task_zone
 
-    @admin.display(description="scheduled at")
-    def scheduled(self, obj):
-        return moment(obj.scheduled_at, self._task_zone(obj))
-
-    @admin.display(description="dispatched at")
-    def dispatched(self, obj):
-        return moment(obj.dispatched_at, self._task_zone(obj))
-
-    @admin.display(description="started at")
-    def started(self, obj):
-        return moment(obj.started_at, self._task_zone(obj))
-
-    @admin.display(description="completed at")
-    def completed(self, obj):
-        return moment(obj.completed_at, self._task_zone(obj))
+    scheduled = run_moment_column("scheduled_at", "scheduled at")
+    dispatched = run_moment_column("dispatched_at", "dispatched at")
+    started = run_moment_column("started_at", "started at")
+    completed = run_moment_column("completed_at", "completed at")
 
     @admin.display(description="task")
     def task_link(self, obj):
