@@ -102,16 +102,22 @@ def open_gates_page(now, batch_size=None, after=0, set_aside=None):
     return task_ids, opened
 
 
-def open_gates(now, batch_size=None):
-    """Open every gate that is met, page after page (a whole walk of
-    GateStep); returns the runs whose gate opened."""
-    opened, after, size = 0, 0, default_batch_size(batch_size)
+def walk_pages(page, now, batch_size=None):
+    """Call ``page(now, size, after)`` page after page, by task id, to the
+    end (the whole walk that GateStep and TriggerStep take a page a call);
+    returns the sum of the counts it returned."""
+    total, after, size = 0, 0, default_batch_size(batch_size)
     while True:
-        task_ids, count = open_gates_page(now, size, after)
-        opened += count
+        task_ids, count = page(now, size, after)
+        total += count
         if len(task_ids) < size:
-            return opened
+            return total
         after = task_ids[-1]
+
+
+def open_gates(now, batch_size=None):
+    """Open every gate that is met; returns the runs whose gate opened."""
+    return walk_pages(open_gates_page, now, batch_size)
 
 
 def trigger_dependents_page(now, batch_size=None, after=0, set_aside=None):
@@ -147,15 +153,8 @@ def trigger_dependents_page(now, batch_size=None, after=0, set_aside=None):
 
 
 def trigger_dependents(now, batch_size=None):
-    """Trigger every dependency-only task due to run, page after page (a
-    whole walk of TriggerStep); returns the runs created."""
-    created, after, size = 0, 0, default_batch_size(batch_size)
-    while True:
-        task_ids, count = trigger_dependents_page(now, size, after)
-        created += count
-        if len(task_ids) < size:
-            return created
-        after = task_ids[-1]
+    """Trigger every dependency-only task due to run; returns the runs created."""
+    return walk_pages(trigger_dependents_page, now, batch_size)
 
 
 class PagingStep(Step):
