@@ -112,7 +112,7 @@ def test_it_marks_a_worker_whose_lock_is_free_down_at_once_and_fails_its_runs(lo
     legacy = WorkerFactory(id="legacy", liveness_lock=False, last_heartbeat=now)  # holds no lock
     locks("alive")
     runs = {worker.pk: running_run(worker) for worker in (gone, alive, legacy)}
-    assert recovery.recover_lost_workers(now) == 1
+    assert recovery.recover_lost_workers(now) == 2  # one worker marked down, one run failed
     statuses = dict(Worker.objects.values_list("pk", "status"))
     assert statuses == {"gone": WorkerStatus.DOWN, "alive": WorkerStatus.ACTIVE, "legacy": WorkerStatus.ACTIVE}
     for worker_id, run in runs.items():
