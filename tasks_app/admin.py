@@ -33,7 +33,15 @@ from tasks_app.admin_history import TaskHistoryAdminMixin
 from tasks_app.admin_pages import RunPagesMixin, TaskPagesMixin
 from tasks_app.admin_pagination import EstimatedCountPaginator
 from tasks_app.admin_times import moment, zone_of
-from tasks_app.models import FINAL_RUN_STATUSES, RunStatus, Task, TaskDependency, TaskRun, TaskStatus
+from tasks_app.models import (
+    FINAL_RUN_STATUSES,
+    DispatcherProcess,
+    RunStatus,
+    Task,
+    TaskDependency,
+    TaskRun,
+    TaskStatus,
+)
 from tasks_app.notifications import admin as notifications_admin  # noqa: F401  (channels and the outbox)
 from tasks_app.notifications.explain import explain
 from tasks_app.notifications.models import default_notify_on
@@ -775,3 +783,23 @@ class TaskRunAdmin(RunPagesMixin, ScopedPermissionsMixin, admin.ModelAdmin):
             skipped="not retried",
             errors=(Conflict,),
         )
+
+
+@admin.register(DispatcherProcess)
+class DispatcherProcessAdmin(ScopedPermissionsMixin, admin.ModelAdmin):
+    """The running dispatchers (PostgreSQL), as they registered: read-only,
+    written by the dispatchers themselves (tasks_app/dispatcher/liveness.py)."""
+
+    view_scope = "task.read"
+    list_display = ["id", "started_at"]
+    fields = ["id", "started_at"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

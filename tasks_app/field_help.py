@@ -106,6 +106,7 @@ RUN_HELP = {
     "retry_count": "Attempt number of this fire: 0 is the first attempt, 1 the first retry.",
     "scheduled_at": "When the run was due (UTC).",
     "dispatched_at": "When the dispatcher handed it to the broker (UTC).",
+    "dispatched_by": "The dispatcher process that marked it dispatched and publishes its message.",
     "started_at": "When a worker started it (UTC).",
     "completed_at": "When it finished (UTC).",
     "exit_code": "shell: the command's exit status; null for other executors.",

@@ -1001,12 +1001,16 @@ class TaskRunQuerySet(models.QuerySet):
     # Each returns how many runs it changed. The worker's own transitions
     # (claim, finish, release) are TaskRun methods.
 
-    def mark_dispatched(self, now):
+    def mark_dispatched(self, now, by=None):
         """pending -> dispatched, just before their messages are published
-        (enqueueing.py says why in that order). Conditional on pending: a run
-        cancelled between the enqueue step's select and this update is not
-        dispatched."""
-        return self.filter(status=RunStatus.PENDING).update(status=RunStatus.DISPATCHED, dispatched_at=now)
+        (enqueueing.py says why in that order), stamped with the id of the
+        dispatcher ``by`` that publishes them: if it dies before it does,
+        another one publishes them at once (recovery.FailoverStep).
+        Conditional on pending: a run cancelled between the enqueue step's
+        select and this update is not dispatched."""
+        return self.filter(status=RunStatus.PENDING).update(
+            status=RunStatus.DISPATCHED, dispatched_at=now, dispatched_by=by
+        )
 
     def undispatch(self, now):
         """dispatched -> pending for runs marked dispatched at ``now`` whose
@@ -1014,22 +1018,26 @@ class TaskRunQuerySet(models.QuerySet):
         enqueues them again. Conditional on dispatched at ``now``: a run a worker
         claimed meanwhile, or one dispatched by another pass, is left alone."""
         return self.filter(status=RunStatus.DISPATCHED, dispatched_at=now).update(
-            status=RunStatus.PENDING, dispatched_at=None
+            status=RunStatus.PENDING, dispatched_at=None, dispatched_by=None
         )
 
-    def redispatch(self, now):
+    def redispatch(self, now, by=None):
         """Restart the clock of dispatched runs about to be published again (their
         message presumed lost), so they are not sent again before REDISPATCH_AFTER
-        even if this publish fails. Conditional on dispatched: a run a worker
-        claimed in between is not touched."""
-        return self.filter(status=RunStatus.DISPATCHED).update(dispatched_at=now)
+        even if this publish fails, and make the dispatcher ``by`` that publishes
+        them their owner: if it dies in turn before publishing, another one
+        takes them over. Conditional on dispatched: a run a worker claimed in
+        between is not touched."""
+        return self.filter(status=RunStatus.DISPATCHED).update(dispatched_at=now, dispatched_by=by)
 
     def requeue_dispatched(self):
         """dispatched -> pending: runs whose message is known to be gone (the
         in-memory broker restarted, a draining worker refused it); the enqueue
         step sends them again. Conditional on dispatched: a run claimed or
         cancelled in between is left alone."""
-        return self.filter(status=RunStatus.DISPATCHED).update(status=RunStatus.PENDING, dispatched_at=None)
+        return self.filter(status=RunStatus.DISPATCHED).update(
+            status=RunStatus.PENDING, dispatched_at=None, dispatched_by=None
+        )
 
     def fail_lost(self, run_ids, now):
         """running -> failed ("worker lost") for ``run_ids``, whose worker is
@@ -1106,6 +1114,11 @@ class TaskRunQuerySet(models.QuerySet):
         """Runs handed to the broker more than ``after`` ago that no worker started."""
         return self.filter(status=RunStatus.DISPATCHED, dispatched_at__lt=now - after)
 
+    def orphaned(self, dispatcher_ids):
+        """Dispatched runs, not started, that one of ``dispatcher_ids`` (dead
+        dispatchers) marked: their message may never have been published."""
+        return self.filter(status=RunStatus.DISPATCHED, dispatched_by__in=dispatcher_ids)
+
     def cancel_active(self, reason, now):
         """Cancel every active run of this queryset in two updates (the bulk form of
         TaskRun.cancel): pending and dispatched runs end at once, running ones get
@@ -1149,6 +1162,9 @@ class TaskRun(models.Model):
     retry_count = models.PositiveSmallIntegerField(default=0)
     scheduled_at = models.DateTimeField()
     dispatched_at = models.DateTimeField(null=True, blank=True)
+    # The dispatcher process that marked the run dispatched and publishes its
+    # message (DispatcherProcess.id); another takes it over if that one dies.
+    dispatched_by = models.CharField(max_length=255, null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
     exit_code = models.IntegerField(null=True, blank=True)
@@ -1420,3 +1436,20 @@ def retry_delay(base_seconds, attempt, jitter):
     """
     delay = min(base_seconds * (2 ** (attempt - 1)), 3600)
     return timedelta(seconds=delay * (0.5 + jitter / 2))
+
+
+class DispatcherProcess(models.Model):
+    """A running dispatcher process (SPEC §2, high availability), registered at
+    its start and removed at its clean stop. On PostgreSQL it holds a liveness
+    lock keyed by this id (tasks_app/dispatcher/liveness.py) for as long as it
+    lives; a row whose lock is free is a dead dispatcher, whose dispatched runs
+    another one publishes again (recovery.FailoverStep), then deletes the row."""
+
+    id = models.CharField(max_length=255, primary_key=True)
+    started_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["started_at", "id"]
+
+    def __str__(self):
+        return self.id

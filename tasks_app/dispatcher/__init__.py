@@ -4,6 +4,7 @@ Each step is an object ``step(now) -> int`` (rows handled in one batch; 0 when
 it found no work) that ``rundispatcher`` runs, in this order, through
 :class:`tasks_app.dispatcher.loop.Dispatcher`:
 
+* recovery.FailoverStep        a dead dispatcher's dispatched runs -> sent again at once (PostgreSQL)
 * recovery.RecoverWorkersStep  lost workers -> their running runs failed    (recovery rounds)
 * recovery.ExpireStep          runs past their timeout -> `timeout`          (recovery rounds)
 * notifying.LateStep           runs not started in time -> reported late    (recovery rounds)

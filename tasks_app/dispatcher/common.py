@@ -26,6 +26,7 @@ class Step:
     work. The loop calls it again until it returns 0 (``drain``) or once a
     pass.
 
+    A step that publishes is given the broker and its dispatcher's id.
     A step object keeps what lasts between its batches: the rows it set aside
     (``set_aside``) and, for steps that page, a cursor.
     """
@@ -42,9 +43,11 @@ class Step:
     # The name of a step drained after each of this step's batches.
     then = None
 
-    def __init__(self, batch_size=None, broker=None):
+    def __init__(self, batch_size=None, broker=None, dispatcher_id=None):
         self.batch_size = default_batch_size(batch_size)
         self.broker = broker
+        # The id the runs this step marks dispatched are stamped with (liveness.py).
+        self.dispatcher_id = dispatcher_id
         self.set_aside = SetAside()
 
     def __call__(self, now):

@@ -5,9 +5,12 @@ conditional UPDATE, committed), then published. Publishing first would let a
 fast worker receive a message for a run still `pending`, find nothing to
 claim, and drop it, leaving the run stuck for the recovery delay. Marked
 first, the worst case is a crash between commit and publish: the runs are
-`dispatched` with no message, and the recovery step enqueues them again after
-60 s. A publish that fails is undone at once (the unsent runs go back to
-`pending`).
+`dispatched` with no message, stamped with the id of the dead dispatcher:
+on PostgreSQL another dispatcher sees its liveness lock free and publishes
+them again at once (recovery.FailoverStep), else the re-dispatch recovery
+enqueues them again after 60 s. A dispatcher that stops cleanly finishes the
+batch in progress (loop.py), publishing it or undoing it. A publish that
+fails is undone at once (the unsent runs go back to `pending`).
 
 A run whose message cannot be built is set aside for a minute and reported;
 the rest of its batch goes out.
@@ -87,9 +90,10 @@ def waiting_their_turn():
     return serial & (Exists(started) | Exists(older))
 
 
-def enqueue_ready_runs(now, batch_size=None, broker=None, set_aside=None):
-    """Mark one batch of ready runs dispatched (TaskRun.objects.mark_dispatched)
-    and publish them; returns how many runs it handled. Two queries.
+def enqueue_ready_runs(now, batch_size=None, broker=None, set_aside=None, dispatcher_id=None):
+    """Mark one batch of ready runs dispatched by ``dispatcher_id``
+    (TaskRun.objects.mark_dispatched) and publish them; returns how many runs
+    it handled. Two queries.
 
     A run whose message cannot be built is left pending, reported, and kept
     out of the next batches (``set_aside``) for a minute."""
@@ -108,7 +112,7 @@ def enqueue_ready_runs(now, batch_size=None, broker=None, set_aside=None):
             set_aside=set_aside,
             describe=lambda row: (row[0], f"enqueueing run #{row[0]}", {"run_id": row[0]}),
         )
-        TaskRun.objects.filter(pk__in=[row[0] for row, _message in built]).mark_dispatched(now)
+        TaskRun.objects.filter(pk__in=[row[0] for row, _message in built]).mark_dispatched(now, by=dispatcher_id)
         save_events(errors)
     sendable = [row for row, _message in built]
     try:
@@ -126,4 +130,4 @@ class EnqueueStep(Step):
     publishes = True
 
     def __call__(self, now):
-        return enqueue_ready_runs(now, self.batch_size, self.broker, self.set_aside)
+        return enqueue_ready_runs(now, self.batch_size, self.broker, self.set_aside, self.dispatcher_id)

@@ -4,7 +4,8 @@ Shaped like healthchecks' sendalerts. The steps are objects in a list, in the
 order a pass runs them, each ``step(now) -> int``: one batch per call, the
 rows it handled (0 when it found no work). A pass drains each step in turn
 (calls it until it returns 0, or once for the steps that say so); the
-recovery steps run only every RECOVERY_EVERY_SECONDS; after each batch of the
+recovery steps run only every RECOVERY_EVERY_SECONDS (the failover step,
+first, checks the other dispatchers' liveness every second on its own); after each batch of the
 plan step the enqueue step is drained, so planned runs go out as they come.
 Between passes the loop closes stale connections and naps until the earliest
 next_run_at or pending run, or DISPATCHER_TICK_SECONDS, whichever comes
@@ -28,7 +29,7 @@ from django.utils import timezone
 
 from system_app import db, metrics
 from system_app.models import EventLevel
-from tasks_app.dispatcher import enqueueing, gating, notifying, planning, recovery, retention, retries
+from tasks_app.dispatcher import enqueueing, gating, liveness, notifying, planning, recovery, retention, retries
 from tasks_app.dispatcher.backoff import BrokerBackoff
 from tasks_app.dispatcher.common import event, save_events
 from tasks_app.dispatcher.wakeup import Wakeup
@@ -44,8 +45,11 @@ ERROR_EVENT_EVERY_SECONDS = 60.0
 
 
 class Dispatcher:
-    def __init__(self, broker, *, batch_size=None, tick=None, clock=timezone.now, wakeup=None):
+    def __init__(self, broker, *, batch_size=None, tick=None, clock=timezone.now, wakeup=None, dispatcher_id=None):
         self.broker = broker
+        # This process's id, stamped on the runs it dispatches, and its
+        # liveness lock on PostgreSQL (held from run_forever's start).
+        self.liveness = liveness.DispatcherLiveness(dispatcher_id)
         self.batch_size = batch_size or settings.DISPATCHER_BATCH_SIZE
         self.tick = tick or settings.DISPATCHER_TICK_SECONDS
         self.clock = clock
@@ -58,18 +62,19 @@ class Dispatcher:
         self.prune = retention.PruneStep()
         # Sends the outbox from its own threads; its step only claims and submits.
         self.notifier = notifying.Notifier(clock=clock)
-        size = self.batch_size
+        size, me = self.batch_size, self.liveness.id
         # In the order a pass runs them.
         self.steps = [
+            recovery.FailoverStep(size, broker, self.liveness),
             recovery.RecoverWorkersStep(size),
             recovery.ExpireStep(size),
             notifying.LateStep(size),
-            recovery.RedispatchStep(size, broker),
+            recovery.RedispatchStep(size, broker, me),
             retries.RetryStep(size),
             planning.PlanStep(size),
             gating.TriggerStep(size),
             gating.GateStep(size),
-            enqueueing.EnqueueStep(size, broker),
+            enqueueing.EnqueueStep(size, broker, me),
             self.prune,
             self.notifier,
         ]
@@ -180,11 +185,18 @@ class Dispatcher:
         return max(0.0, nap)
 
     def run_forever(self):
-        while not self.stopping:
-            self.run_pass()
-            db.close_stale_connections()  # outside any atomic block, between passes
-            if self.stopping:
-                break
-            self.wakeup.wait(self.seconds_until_work(self.clock()))
+        """Pass after pass until stop(). The liveness lock is held throughout;
+        a stop finishes the batch in progress (published, or undone if the
+        publish failed) before the dispatcher unregisters."""
+        self.liveness.start()
+        try:
+            while not self.stopping:
+                self.run_pass()
+                db.close_stale_connections()  # outside any atomic block, between passes
+                if self.stopping:
+                    break
+                self.wakeup.wait(self.seconds_until_work(self.clock()))
+        finally:
+            self.liveness.stop()
         self.wakeup.close()
         self.notifier.close()
