@@ -81,7 +81,7 @@ RECOVERIES = _shared(
     Counter(
         "scheduler_recoveries_total",
         "Recoveries by the dispatcher: worker_down, run_worker_lost, run_timeout, run_redispatched, "
-        "run_broker_restart.",
+        "run_dispatcher_lost, run_broker_restart.",
         ["kind"],
     )
 )

@@ -7,7 +7,8 @@ registered as a DispatcherProcess row. A dispatcher killed between marking a
 batch and publishing it loses its lock at once; another dispatcher's failover
 step (recovery.FailoverStep) finds the registered ids whose lock is free and
 publishes their dispatched runs again, without waiting for the 60 s
-re-dispatch. On SQLite there is one dispatcher: nothing is registered.
+re-dispatch. On SQLite there is one dispatcher: nothing is registered; nor
+by `rundispatcher --once`, which takes no lock and takes nothing over.
 
 The lock is taken before the row is inserted, so a registered id whose lock
 is free is a dead process, never one still starting. A dispatcher whose lock
@@ -43,19 +44,22 @@ class DispatcherLiveness:
         self.id = dispatcher_id or new_id()
         self.lock = liveness.LivenessLock(NAMESPACE, liveness.hash32(self.id), f"dispatcher {self.id}")
         self._registered_with = 0  # the lock acquisition the registration follows
+        self.started = False
 
     @property
-    def supported(self):
-        return liveness.supported()
+    def active(self):
+        """Started (a running loop, not ``rundispatcher --once``) on PostgreSQL."""
+        return self.started and liveness.supported()
 
     def start(self):
         """PostgreSQL: take the lock, then register. Returns whether held."""
+        self.started = True
         return self.ensure()
 
     def ensure(self):
         """Take the lock again if its connection broke, and register again
         after each new acquisition. Returns whether the lock is held."""
-        if not self.supported:
+        if not self.active:
             return False
         held = self.lock.ensure()
         if held and self._registered_with != self.lock.acquisitions:
@@ -70,6 +74,7 @@ class DispatcherLiveness:
     def stop(self):
         """At a clean stop, after the last batch was published or undone:
         unregister, then release the lock."""
+        self.started = False
         if self._registered_with:
             try:
                 DispatcherProcess.objects.filter(id=self.id).delete()
@@ -81,7 +86,7 @@ class DispatcherLiveness:
     def dead(self):
         """The ids of the other registered dispatchers whose lock no process
         holds: they are gone. Two statements; empty on SQLite."""
-        if not self.supported:
+        if not liveness.supported():
             return set()
         others = DispatcherProcess.objects.exclude(id=self.id).values_list("id", flat=True)
         by_key = {}

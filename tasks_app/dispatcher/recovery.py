@@ -338,7 +338,8 @@ class FailoverStep(Step):
     publishing it so delays its runs by this check and a pass, not by
     REDISPATCH_AFTER. Every pass, not only in recovery rounds: the check is
     one cheap read and one lock statement, and SPEC §7 wants a gap under 5 s.
-    Nothing on SQLite (one dispatcher)."""
+    Nothing on SQLite (one dispatcher), nor in a dispatcher that did not
+    start its liveness (``rundispatcher --once``)."""
 
     name = "failover"
     publishes = True
@@ -351,7 +352,7 @@ class FailoverStep(Step):
         self._checked = None
 
     def __call__(self, now):
-        if self.liveness is None or not self.liveness.supported:
+        if self.liveness is None or not self.liveness.active:
             return 0
         if not self._dead:
             checked = self.clock()

@@ -151,3 +151,13 @@ def test_a_dispatcher_whose_lock_connection_broke_takes_it_again_and_registers_a
     dispatcher.liveness.lock._connection.close()
     assert dispatcher.liveness.ensure() is True
     assert DispatcherProcess.objects.filter(id="flaky").exists()
+
+
+@postgresql_only
+def test_a_dispatcher_that_did_not_start_its_liveness_neither_registers_nor_takes_over(broker):
+    once = Dispatcher(broker, clock=lambda: NOW, dispatcher_id="once")  # rundispatcher --once
+    DispatcherProcess.objects.create(id="gone")
+    run = pending(TaskFactory(), status=RunStatus.DISPATCHED, dispatched_at=NOW, dispatched_by="gone")
+    assert once.step("failover")(NOW) == 0
+    assert refreshed(run).dispatched_by == "gone"
+    assert set(DispatcherProcess.objects.values_list("id", flat=True)) == {"gone"}
