@@ -19,8 +19,9 @@ moment it is enqueued, dispatched_at); a run planned or enqueued late still
 gets the scheduled_at of its slot, so gaps are measured between consecutive
 runs of a task in slot order. At the end the script waits up to ``--settle``
 (90) seconds for runs still in flight: a run a killed dispatcher marked
-dispatched but never published is re-enqueued by the 60 s recovery, and its
-late start is a gap of its task. Reported:
+dispatched but never published is published again by the surviving
+dispatcher's failover within about a second (before it, by the 60 s
+recovery), and its late start is a gap of its task. Reported:
 
 * ``longest_gap_s`` around the kills (gaps that began between 3 s before a
   kill and the end of its observation window), the worst task of all (the
@@ -31,7 +32,9 @@ late start is a gap of its task. Reported:
   a task has no run at all; ``skipped_runs``: runs recorded as skipped;
 * ``runs_dispatched_but_unpublished`` (still `dispatched` and not started 5 s
   after the last kill), ``runs_re_enqueued_after_60s`` (the recovery's
-  events), ``fires_over_5s_late`` and the start lag around each kill.
+  events), ``runs_taken_over_from_a_dead_dispatcher`` (the failover's events:
+  0 means no kill landed between a mark and its publish), ``fires_over_5s_late``
+  and the start lag around each kill.
 """
 
 from __future__ import annotations
@@ -263,6 +266,7 @@ def main(argv=None):
         redispatched = stack.scalar(
             "SELECT count(*) FROM system_app_systemevent WHERE message LIKE 'run re-enqueued%%'"
         )
+        taken_over = stack.scalar("SELECT count(*) FROM system_app_systemevent WHERE message LIKE 'run taken over%%'")
         report.update(
             {
                 "gap_measured_on": column,
@@ -273,6 +277,7 @@ def main(argv=None):
                 "skipped_runs": statuses.get("skipped", 0),
                 "runs_dispatched_but_unpublished": unpublished,
                 "runs_re_enqueued_after_60s": redispatched,
+                "runs_taken_over_from_a_dead_dispatcher": taken_over,
                 "fires_over_5s_late": late if args.workers else None,
                 "settled_after_s": round(t_settled - t_end, 1),
                 "longest_gap_s": max(kill["longest_gap_s"] for kill in report["kills"]),
