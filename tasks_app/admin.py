@@ -441,8 +441,9 @@ class TaskAdmin(TaskPagesMixin, ScopedPermissionsMixin, AuditedAdminMixin, TaskH
             return
         # Task.clean() (run by the form) recomputed next_run_at if the edit
         # reschedules; the rest of the dispatcher's bookkeeping stays as stored.
-        rescheduled = {"schedule", "timezone", "status"} & set(form.changed_data)
-        obj.save_definition(also={"next_run_at"} if rescheduled else ())
+        also = {"next_run_at"} if {"schedule", "timezone", "status"} & set(form.changed_data) else set()
+        also |= obj.record_status_edit(form.initial.get("status"), request.user.get_username())
+        obj.save_definition(also)
 
     def get_deleted_objects(self, objs, request):
         """Counts instead of Django's list of every cascaded row: a task can

@@ -614,6 +614,20 @@ class Task(models.Model):
             self.record_version()
         return bool(changed)
 
+    def record_status_edit(self, previous, by=""):
+        """After an edit (the API's PUT/PATCH, the admin's form) moved
+        ``status`` from ``previous``, set what pause() and resume() set: who
+        paused, and a new failure streak on resume. Returns the bookkeeping
+        fields the edit must save (save_definition's ``also``)."""
+        if self.status == previous:
+            return set()
+        self.paused_by = (by or "")[:150] if self.status == TaskStatus.PAUSED else ""
+        self.paused_reason = ""
+        if self.status != TaskStatus.ACTIVE:
+            return set()
+        self.failure_streak = 0
+        return {"failure_streak"}
+
     # Alerts (SPEC §9) ---------------------------------------------------------
 
     def notifications_for(self, event, payload, *, run_id=None, now=None):

@@ -167,18 +167,12 @@ class TaskSerializer(ValidatedModelSerializer):
             if validated_data.get("next_run_at", instance.next_run_at) != instance.next_run_at
             else set()
         )
-        status = validated_data.get("status")
-        if status is not None and status != instance.status:
-            # Pausing or resuming through PUT/PATCH says who, as pause/resume do.
-            request = self.context.get("request")
-            by = request.user.get_username() if request is not None and request.user.is_authenticated else ""
-            instance.paused_by = by if status == "paused" else ""
-            instance.paused_reason = ""
-            if status == "active":
-                instance.failure_streak = 0
-                also.add("failure_streak")
+        previous = instance.status
         for key, value in validated_data.items():
             setattr(instance, key, value)
+        request = self.context.get("request")
+        by = request.user.get_username() if request is not None and request.user.is_authenticated else ""
+        also |= instance.record_status_edit(previous, by)
         instance._version_dependency_ids = dependencies  # None: the current links
         instance.save_definition(also)
         instance._version_dependency_ids = None

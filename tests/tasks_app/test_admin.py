@@ -263,6 +263,22 @@ def test_it_keeps_what_the_dispatcher_wrote_while_the_form_was_checked(client, b
     assert (task.next_run_at, task.failure_streak, task.last_run_status) == (planned, 2, "failed")
 
 
+def test_it_pauses_and_resumes_through_the_form_as_the_api_does(client, boss):
+    task = TaskFactory(schedule="@hourly")
+    task.next_run_at = task.compute_next_run_at()
+    task.save()
+
+    client.post(task_url(task), change_form(task, schedule="@hourly", status="paused"), follow=True)
+    task.refresh_from_db()
+    assert (task.status, task.paused_by, task.next_run_at) == ("paused", boss.username, None)
+
+    Task.objects.filter(pk=task.pk).update(failure_streak=3)
+    client.post(task_url(task), change_form(task, schedule="@hourly", status="active"), follow=True)
+    task.refresh_from_db()
+    assert (task.status, task.paused_by, task.failure_streak) == ("active", "", 0)
+    assert task.next_run_at > timezone.now()
+
+
 def test_it_adds_a_dependency_through_the_inline(client, boss):
     upstream = TaskFactory(name="upstream")
     task = TaskFactory(name="downstream")
