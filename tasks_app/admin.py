@@ -18,6 +18,7 @@ from system_app.admin import (
     GREY,
     RED,
     AuditedAdminMixin,
+    ReadOnlyAdminMixin,
     SafeChangeList,
     ScopedPermissionsMixin,
     coloured,
@@ -787,7 +788,7 @@ class TaskRunAdmin(RunPagesMixin, ScopedPermissionsMixin, admin.ModelAdmin):
 
 
 @admin.register(DispatcherProcess)
-class DispatcherProcessAdmin(ScopedPermissionsMixin, admin.ModelAdmin):
+class DispatcherProcessAdmin(ScopedPermissionsMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     """The running dispatchers (PostgreSQL), as they registered: read-only,
     written by the dispatchers themselves (tasks_app/dispatcher/liveness.py)."""
 
@@ -795,12 +796,3 @@ class DispatcherProcessAdmin(ScopedPermissionsMixin, admin.ModelAdmin):
     list_display = ["id", "started_at"]
     fields = ["id", "started_at"]
     readonly_fields = fields
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

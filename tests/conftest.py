@@ -1,5 +1,6 @@
 """Shared fixtures: named principals with different rights, API clients, a clock."""
 
+import dramatiq
 import pytest
 from django.contrib.auth.models import Group
 from django.core.cache import cache
@@ -114,3 +115,12 @@ def key_client(admin_user):
         return bearer_client(raw)
 
     return make
+
+
+@pytest.fixture
+def broker():
+    """The in-memory broker, emptied before and after the test."""
+    broker = dramatiq.get_broker()
+    broker.flush_all()
+    yield broker
+    broker.flush_all()

@@ -3,7 +3,7 @@
 from django.contrib import admin
 from django.utils import timezone
 
-from system_app.admin import AMBER, GREEN, RED, ScopedPermissionsMixin, coloured, run_action
+from system_app.admin import AMBER, GREEN, RED, ReadOnlyAdminMixin, ScopedPermissionsMixin, coloured, run_action
 from workers_app.models import Worker, WorkerStatus
 
 WORKER_STATUS_COLOURS = {WorkerStatus.ACTIVE: GREEN, WorkerStatus.DRAINING: AMBER, WorkerStatus.DOWN: RED}
@@ -14,7 +14,7 @@ def _number(value, unit="", digits=1):
 
 
 @admin.register(Worker)
-class WorkerAdmin(ScopedPermissionsMixin, admin.ModelAdmin):
+class WorkerAdmin(ScopedPermissionsMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     """Workers register and report themselves; the admin only reads them and
     asks one to drain."""
 
@@ -55,15 +55,6 @@ class WorkerAdmin(ScopedPermissionsMixin, admin.ModelAdmin):
         "memory_label",
     ]
     readonly_fields = fields
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def has_drain_permission(self, request):
         return self.holds(request, "worker.write") or request.user.has_perm("workers_app.change_worker")

@@ -57,14 +57,6 @@ def _fresh_runtime():
     runtime.reset()
 
 
-@pytest.fixture
-def broker():
-    broker = dramatiq.get_broker()
-    broker.flush_all()
-    yield broker
-    broker.flush_all()
-
-
 def dispatched(command, scheduled_ago=2.0, **task_fields):
     task = TaskFactory(command=command, **task_fields)
     now = timezone.now()

@@ -2,7 +2,6 @@
 
 from datetime import UTC, datetime, timedelta
 
-import dramatiq
 import pytest
 
 from system_app.exceptions import Conflict
@@ -14,14 +13,6 @@ pytestmark = pytest.mark.django_db
 
 T0 = datetime(2026, 1, 5, 12, 0, 0, tzinfo=UTC)
 STARTED = (RunStatus.DISPATCHED, RunStatus.RUNNING)
-
-
-@pytest.fixture
-def broker():
-    broker = dramatiq.get_broker()
-    broker.flush_all()
-    yield broker
-    broker.flush_all()
 
 
 def counts(task):

@@ -18,14 +18,6 @@ pytestmark = pytest.mark.django_db
 NOW = datetime(2026, 1, 5, 12, 0, 30, tzinfo=UTC)
 
 
-@pytest.fixture
-def broker():
-    broker = dramatiq.get_broker()
-    broker.flush_all()
-    yield broker
-    broker.flush_all()
-
-
 def queued(broker, queue_name):
     return queue_depth.held_messages(broker, queue_name)
 
