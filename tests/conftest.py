@@ -124,3 +124,17 @@ def broker():
     broker.flush_all()
     yield broker
     broker.flush_all()
+
+
+@pytest.fixture
+def boss(client, db):
+    """A superuser named boss, logged in to the admin with ``client``."""
+    user = factories.UserFactory(username="boss", is_staff=True, is_superuser=True)
+    client.force_login(user)
+    return user
+
+
+@pytest.fixture
+def boss_client(client, boss):
+    """``client``, logged in to the admin as boss."""
+    return client

@@ -18,13 +18,6 @@ KEYS_URL = reverse("admin:system_app_apikey_changelist")
 KEY_ADD_URL = reverse("admin:system_app_apikey_add")
 
 
-@pytest.fixture
-def boss(client):
-    user = UserFactory(username="boss", is_staff=True, is_superuser=True)
-    client.force_login(user)
-    return user
-
-
 def messages_of(response):
     return [str(m) for m in get_messages(response.wsgi_request)]
 

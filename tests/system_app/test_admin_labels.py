@@ -6,14 +6,7 @@ from django.contrib import admin
 from django.urls import reverse
 from django_dramatiq.models import Task as DramatiqTask
 
-from tests.factories import UserFactory
-
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def boss(client):
-    client.force_login(UserFactory(username="boss", is_staff=True, is_superuser=True))
 
 
 def test_it_names_the_apps_for_people(client, boss):

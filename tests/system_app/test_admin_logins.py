@@ -10,13 +10,6 @@ from tests.factories import UserFactory
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def boss(client):
-    user = UserFactory(username="boss", is_staff=True, is_superuser=True)
-    client.force_login(user)
-    return user
-
-
 def test_it_revokes_a_login_from_the_admin(client, boss):
     vera = UserFactory(username="vera")
     family, _token = RefreshTokenFamily.start(vera)

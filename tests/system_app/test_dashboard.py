@@ -25,13 +25,6 @@ def staff(user):
     return user
 
 
-@pytest.fixture
-def boss(client):
-    user = UserFactory(username="boss", is_staff=True, is_superuser=True)
-    client.force_login(user)
-    return user
-
-
 def run_at(scheduled_at, status, task=None, started_after=None, **fields):
     """A run due at ``scheduled_at``; ``started_after`` seconds later it started."""
     if started_after is not None:

@@ -20,7 +20,7 @@ from tests.api_helpers import (
     fast_passwords,  # noqa: F401 (autouse fixture)
     task_body,
 )
-from tests.factories import TaskFactory, TaskRunFactory, UserFactory, WorkerFactory
+from tests.factories import TaskFactory, TaskRunFactory, WorkerFactory
 from tests.tasks_app.test_admin import change_form as admin_change_form
 from tests.tasks_app.test_admin import task_form as admin_task_form
 
@@ -358,13 +358,6 @@ def test_it_accepts_a_one_off_time_at_the_end_of_the_calendar(as_admin):
 # The admin ----------------------------------------------------------------------------
 
 
-@pytest.fixture
-def boss(client):
-    """A superuser logged in to the admin."""
-    client.force_login(UserFactory(username="boss", is_staff=True, is_superuser=True))
-    return client
-
-
 BAD_ADMIN_TASK_FIELDS = [
     ("metadata", '{"x": "\\u0000"}'),
     ("metadata", '{"\\u0000": 1}'),
@@ -393,29 +386,29 @@ BAD_ADMIN_TASK_FIELDS = [
 @pytest.mark.parametrize(
     ("field", "value"), BAD_ADMIN_TASK_FIELDS, ids=[f"{f}-{i}" for i, (f, _v) in enumerate(BAD_ADMIN_TASK_FIELDS)]
 )
-def test_it_shows_a_form_error_for_a_hostile_admin_task_field(boss, field, value):
-    response = boss.post(reverse("admin:tasks_app_task_add"), admin_task_form(**{field: value}))
+def test_it_shows_a_form_error_for_a_hostile_admin_task_field(boss_client, field, value):
+    response = boss_client.post(reverse("admin:tasks_app_task_add"), admin_task_form(**{field: value}))
     assert response.status_code == 200, response.status_code
     assert field in response.context["adminform"].form.errors, response.context["adminform"].form.errors
     assert not Task.objects.exists()
 
 
-def test_it_shows_a_form_error_for_a_hostile_admin_task_change(boss, rows):
+def test_it_shows_a_form_error_for_a_hostile_admin_task_change(boss_client, rows):
     task = Task.objects.get(pk=rows["task"])
     url = reverse("admin:tasks_app_task_change", args=[task.pk])
-    response = boss.post(url, admin_change_form(task, metadata='{"x": "\\u0000"}'))
+    response = boss_client.post(url, admin_change_form(task, metadata='{"x": "\\u0000"}'))
     assert response.status_code == 200, response.status_code
     assert "metadata" in response.context["adminform"].form.errors
 
 
-def test_it_shows_the_change_page_of_a_task_at_the_end_of_the_calendar(boss):
+def test_it_shows_the_change_page_of_a_task_at_the_end_of_the_calendar(boss_client):
     task = TaskFactory(name="last", schedule="@at 9999-12-31T23:59:59Z", timezone="Pacific/Kiritimati")
     task.next_run_at = task.compute_next_run_at()
     task.save()
-    response = boss.get(reverse("admin:tasks_app_task_change", args=[task.pk]))
+    response = boss_client.get(reverse("admin:tasks_app_task_change", args=[task.pk]))
     assert response.status_code == 200
     assert b"9999-12-31 23:59:59" in response.content
-    assert boss.get(reverse("admin:tasks_app_task_changelist")).status_code == 200
+    assert boss_client.get(reverse("admin:tasks_app_task_changelist")).status_code == 200
 
 
 ADMIN_LISTS = [
@@ -452,8 +445,8 @@ ADMIN_QUERIES = [
 
 @pytest.mark.parametrize("query", ADMIN_QUERIES)
 @pytest.mark.parametrize("name", ADMIN_LISTS)
-def test_it_lists_with_hostile_admin_filters(boss, rows, name, query):
-    response = boss.get(f"{reverse(name)}?{query}")
+def test_it_lists_with_hostile_admin_filters(boss_client, rows, name, query):
+    response = boss_client.get(f"{reverse(name)}?{query}")
     assert response.status_code in (200, 302, 400), (response.status_code, response.content[:300])
 
 
@@ -468,9 +461,9 @@ def test_it_lists_with_hostile_admin_filters(boss, rows, name, query):
     ],
 )
 @pytest.mark.parametrize("object_id", ["%00", "w%00", "%C2%B2", BIG])
-def test_it_answers_a_hostile_admin_object_id(boss, name, object_id):
+def test_it_answers_a_hostile_admin_object_id(boss_client, name, object_id):
     url = reverse(name, args=["PLACEHOLDER"]).replace("PLACEHOLDER", object_id)
-    response = boss.get(url)
+    response = boss_client.get(url)
     assert response.status_code in (302, 400, 404), (response.status_code, response.content[:300])
 
 
@@ -484,14 +477,14 @@ def test_it_answers_a_hostile_admin_object_id(boss, name, object_id):
     ],
 )
 @pytest.mark.parametrize("selected", ["\x00", "w\x00", "²", "٣", BIG, "\ud800"])
-def test_it_answers_an_admin_action_on_hostile_ids(boss, rows, name, action, selected):
+def test_it_answers_an_admin_action_on_hostile_ids(boss_client, rows, name, action, selected):
     data = {"action": action, "_selected_action": [selected], "index": "0"}
     body = "&".join(
         f"{k}={quote(v.encode('utf-8', 'surrogatepass'))}"
         for k, vs in data.items()
         for v in ([vs] if isinstance(vs, str) else vs)
     )
-    response = boss.generic("POST", reverse(name), body, content_type="application/x-www-form-urlencoded")
+    response = boss_client.generic("POST", reverse(name), body, content_type="application/x-www-form-urlencoded")
     assert response.status_code in (200, 302, 400), (response.status_code, response.content[:300])
 
 
@@ -499,8 +492,8 @@ def test_it_answers_an_admin_action_on_hostile_ids(boss, rows, name, action, sel
     "config",
     ['{"url": "http://a.example/\\u0000"}', '{"url": "http://a.example/\\ud800"}', '{"url": 1e400}', "[" * 5000],
 )
-def test_it_shows_a_form_error_for_a_hostile_admin_channel_config(boss, config):
-    response = boss.post(
+def test_it_shows_a_form_error_for_a_hostile_admin_channel_config(boss_client, config):
+    response = boss_client.post(
         reverse("admin:tasks_app_channel_add"), {"name": "hooks", "kind": "webhook", "config": config, "enabled": "on"}
     )
     assert response.status_code == 200, response.status_code

@@ -17,13 +17,6 @@ LIST_URL = reverse("admin:system_app_secret_changelist")
 VALUE = "admin-typed-value-3e8d0b"
 
 
-@pytest.fixture
-def boss(client):
-    user = UserFactory(username="boss", is_staff=True, is_superuser=True)
-    client.force_login(user)
-    return user
-
-
 def change_url(secret):
     return reverse("admin:system_app_secret_change", args=[secret.pk])
 

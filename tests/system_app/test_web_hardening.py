@@ -13,7 +13,6 @@ import pytest
 from django.test import override_settings
 
 from scheduler_site import settings as site_settings
-from tests.factories import UserFactory
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "s3cret-metrics-token-0123456789"
@@ -43,13 +42,6 @@ def assert_no_inline_script(html):
 def assert_only_local_assets(html):
     for url in LOCAL_ASSET.findall(html):
         assert not re.match(r"^(https?:)?//", url), url
-
-
-@pytest.fixture
-def boss(client, db):
-    user = UserFactory(username="boss", is_staff=True, is_superuser=True)
-    client.force_login(user)
-    return user
 
 
 # Content-Security-Policy ----------------------------------------------------------

@@ -21,14 +21,6 @@ TASK_ADD_URL = reverse("admin:tasks_app_task_add")
 RUNS_URL = reverse("admin:tasks_app_taskrun_changelist")
 
 
-@pytest.fixture
-def boss(client):
-    """A superuser logged in to the admin."""
-    user = UserFactory(username="boss", is_staff=True, is_superuser=True)
-    client.force_login(user)
-    return user
-
-
 def task_url(task):
     return reverse("admin:tasks_app_task_change", args=[task.pk])
 

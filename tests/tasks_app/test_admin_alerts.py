@@ -5,16 +5,9 @@ from django.core import mail
 
 from system_app.models import AuditEntry
 from tasks_app.notifications.models import Channel
-from tests.factories import ChannelFactory, NotificationFactory, UserFactory
+from tests.factories import ChannelFactory, NotificationFactory
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def boss(client):
-    user = UserFactory(username="boss", is_staff=True, is_superuser=True)
-    client.force_login(user)
-    return user
 
 
 def test_it_shows_a_channel_with_its_credentials_masked(client, boss):

@@ -18,11 +18,6 @@ pytestmark = pytest.mark.django_db
 GRID_URL = reverse("admin:tasks_app_task_grid")
 
 
-@pytest.fixture
-def boss(client):
-    client.force_login(UserFactory(username="boss", is_staff=True, is_superuser=True))
-
-
 def depends(task, *upstreams):
     for upstream in upstreams:
         TaskDependency.objects.create(task=task, depends_on=upstream)

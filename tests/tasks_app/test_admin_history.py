@@ -15,14 +15,6 @@ from tests.tasks_app.test_admin import change_form, messages_of, task_url
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def boss(client):
-    """A superuser logged in to the admin."""
-    user = UserFactory(username="boss", is_staff=True, is_superuser=True)
-    client.force_login(user)
-    return user
-
-
 def history_url(task):
     return reverse("admin:tasks_app_task_history", args=[task.pk])
 

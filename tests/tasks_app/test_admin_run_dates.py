@@ -9,17 +9,11 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from tasks_app.templatetags.run_admin import periods
-from tests.factories import TaskFactory, TaskRunFactory, UserFactory
+from tests.factories import TaskFactory, TaskRunFactory
 
 pytestmark = pytest.mark.django_db
 
 RUNS_URL = reverse("admin:tasks_app_taskrun_changelist")
-
-
-@pytest.fixture
-def boss(client):
-    client.force_login(UserFactory(username="boss", is_staff=True, is_superuser=True))
-    return client
 
 
 @pytest.fixture
@@ -37,27 +31,27 @@ def hierarchy(client, **params):
     return response.content.decode()
 
 
-def test_it_lists_the_months_between_the_first_and_last_run(boss, runs):
-    page = hierarchy(boss)
+def test_it_lists_the_months_between_the_first_and_last_run(boss_client, runs):
+    page = hierarchy(boss_client)
     assert "scheduled_at__month=11&amp;scheduled_at__year=2025" in page
     assert "scheduled_at__month=12&amp;scheduled_at__year=2025" in page
     assert "scheduled_at__month=10&amp;" not in page
 
 
-def test_it_lists_the_days_of_a_month(boss, runs):
-    page = hierarchy(boss, scheduled_at__year="2025", scheduled_at__month="12")
+def test_it_lists_the_days_of_a_month(boss_client, runs):
+    page = hierarchy(boss_client, scheduled_at__year="2025", scheduled_at__month="12")
     assert "scheduled_at__day=2" in page
     assert "scheduled_at__day=3" not in page  # after the last run
 
 
-def test_it_shows_a_day(boss, runs):
-    page = hierarchy(boss, scheduled_at__year="2025", scheduled_at__month="11", scheduled_at__day="28")
+def test_it_shows_a_day(boss_client, runs):
+    page = hierarchy(boss_client, scheduled_at__year="2025", scheduled_at__month="11", scheduled_at__day="28")
     assert "November 28" in page
 
 
-def test_it_lists_nothing_without_runs(boss):
-    hierarchy(boss)
-    hierarchy(boss, scheduled_at__year="2025")
+def test_it_lists_nothing_without_runs(boss_client):
+    hierarchy(boss_client)
+    hierarchy(boss_client, scheduled_at__year="2025")
 
 
 def test_it_counts_periods_across_a_year_end():

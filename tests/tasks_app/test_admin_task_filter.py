@@ -9,17 +9,11 @@ from django.urls import reverse
 
 from tasks_app.admin_filters import find_task_id
 from tasks_app.models import RunStatus
-from tests.factories import TaskFactory, TaskRunFactory, UserFactory
+from tests.factories import TaskFactory, TaskRunFactory
 
 pytestmark = pytest.mark.django_db
 
 RUNS_URL = reverse("admin:tasks_app_taskrun_changelist")
-
-
-@pytest.fixture
-def boss(client):
-    client.force_login(UserFactory(username="boss", is_staff=True, is_superuser=True))
-    return client
 
 
 @pytest.fixture
@@ -37,11 +31,11 @@ def listed(client, **params):
     return {run.task_name for run in response.context["cl"].result_list}, response.content.decode()
 
 
-def test_it_lists_no_task_names_in_the_sidebar(boss, runs):
+def test_it_lists_no_task_names_in_the_sidebar(boss_client, runs):
     for n in range(30):
         TaskFactory(name=f"idle-task-{n}")
     with CaptureQueriesContext(connection) as captured:
-        names, page = listed(boss)
+        names, page = listed(boss_client)
     assert names == {"nightly-backup", "hourly-sync"}
     assert "idle-task-" not in page
     assert 'name="task_search"' in page
@@ -49,8 +43,8 @@ def test_it_lists_no_task_names_in_the_sidebar(boss, runs):
     assert reads_of_tasks == []
 
 
-def test_it_filters_by_task_id_as_before(boss, runs):
-    names, page = listed(boss, task__id__exact=str(runs["nightly"].task_id))
+def test_it_filters_by_task_id_as_before(boss_client, runs):
+    names, page = listed(boss_client, task__id__exact=str(runs["nightly"].task_id))
     assert names == {"nightly-backup"}
     assert 'class="selected"' in page and "nightly-backup" in page
 
@@ -59,32 +53,32 @@ def test_it_filters_by_task_id_as_before(boss, runs):
     ("text", "expected"),
     [("nightly-backup", {"nightly-backup"}), ("SYNC", {"hourly-sync"}), (" hourly ", {"hourly-sync"})],
 )
-def test_it_finds_a_task_by_name(boss, runs, text, expected):
-    names, _page = listed(boss, task_search=text)
+def test_it_finds_a_task_by_name(boss_client, runs, text, expected):
+    names, _page = listed(boss_client, task_search=text)
     assert names == expected
 
 
-def test_it_finds_a_task_by_id(boss, runs):
-    names, _page = listed(boss, task_search=str(runs["hourly"].task_id))
+def test_it_finds_a_task_by_id(boss_client, runs):
+    names, _page = listed(boss_client, task_search=str(runs["hourly"].task_id))
     assert names == {"hourly-sync"}
 
 
-def test_it_shows_nothing_for_an_unknown_task(boss, runs):
-    names, page = listed(boss, task_search="no-such-task")
+def test_it_shows_nothing_for_an_unknown_task(boss_client, runs):
+    names, page = listed(boss_client, task_search="no-such-task")
     assert names == set()
     assert "no task matches" in page
-    names, _page = listed(boss, task__id__exact="999999")
+    names, _page = listed(boss_client, task__id__exact="999999")
     assert names == set()
-    names, _page = listed(boss, task__id__exact="٣")
+    names, _page = listed(boss_client, task__id__exact="٣")
     assert names == set()
 
 
-def test_it_keeps_the_other_filters_in_the_search_form(boss, runs):
-    _names, page = listed(boss, status__exact="failed")
+def test_it_keeps_the_other_filters_in_the_search_form(boss_client, runs):
+    _names, page = listed(boss_client, status__exact="failed")
     assert '<input type="hidden" name="status__exact" value="failed">' in page
-    names, _page = listed(boss, status__exact="failed", task_search="hourly")
+    names, _page = listed(boss_client, status__exact="failed", task_search="hourly")
     assert names == set()  # both filters apply
-    names, _page = listed(boss, status__exact="failed", task_search="nightly")
+    names, _page = listed(boss_client, status__exact="failed", task_search="nightly")
     assert names == {"nightly-backup"}
 
 

@@ -6,18 +6,11 @@ from datetime import UTC, datetime
 import pytest
 from django.urls import reverse
 
-from tests.factories import TaskFactory, TaskRunFactory, UserFactory
+from tests.factories import TaskFactory, TaskRunFactory
 
 pytestmark = pytest.mark.django_db
 
 WINTER_NINE_BERLIN = datetime(2026, 11, 30, 8, 0, 5, tzinfo=UTC)
-
-
-@pytest.fixture
-def boss(client):
-    user = UserFactory(username="boss", is_staff=True, is_superuser=True)
-    client.force_login(user)
-    return user
 
 
 @pytest.fixture

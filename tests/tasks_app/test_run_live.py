@@ -15,13 +15,6 @@ from tests.factories import TaskRunFactory, UserFactory
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def boss(client):
-    user = UserFactory(username="boss", is_staff=True, is_superuser=True)
-    client.force_login(user)
-    return user
-
-
 def live_url(run):
     return reverse("admin:tasks_app_taskrun_live", args=[run.pk])
 

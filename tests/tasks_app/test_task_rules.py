@@ -16,7 +16,7 @@ from tests.api_helpers import (
     fast_passwords,  # noqa: F401 (autouse fixture)
     task_body,
 )
-from tests.factories import SecretFactory, TaskFactory, UserFactory
+from tests.factories import SecretFactory, TaskFactory
 from tests.tasks_app.test_admin import change_form, task_form
 
 pytestmark = pytest.mark.django_db
@@ -162,12 +162,6 @@ def rows(db):
     return {"task": task, "downstream": downstream}
 
 
-@pytest.fixture
-def boss(client):
-    client.force_login(UserFactory(username="boss", is_staff=True, is_superuser=True))
-    return client
-
-
 def cases_for(write):
     return [pytest.param(field, overrides, id=case) for case, field, overrides, writes in CASES if write in writes]
 
@@ -189,18 +183,18 @@ def test_the_api_refuses_a_bad_change(as_admin, rows, field, overrides):
 
 
 @pytest.mark.parametrize(("field", "overrides"), cases_for("add"))
-def test_the_admin_refuses_a_bad_new_task(boss, rows, field, overrides):
+def test_the_admin_refuses_a_bad_new_task(boss_client, rows, field, overrides):
     before = Task.objects.count()
-    response = boss.post(reverse("admin:tasks_app_task_add"), task_form(**form_data(resolve(overrides, rows))))
+    response = boss_client.post(reverse("admin:tasks_app_task_add"), task_form(**form_data(resolve(overrides, rows))))
     assert field in admin_errors(response)
     assert Task.objects.count() == before
 
 
 @pytest.mark.parametrize(("field", "overrides"), cases_for("change"))
-def test_the_admin_refuses_a_bad_change(boss, rows, field, overrides):
+def test_the_admin_refuses_a_bad_change(boss_client, rows, field, overrides):
     task = rows["task"]
     url = reverse("admin:tasks_app_task_change", args=[task.pk])
-    response = boss.post(url, change_form(task, **form_data(resolve(overrides, rows))))
+    response = boss_client.post(url, change_form(task, **form_data(resolve(overrides, rows))))
     assert field in admin_errors(response)
     assert Task.history.filter(id=task.pk).count() == 1
 
@@ -233,13 +227,13 @@ def test_every_writable_rule_field_has_a_case():
 # Rescheduling: the same for both ------------------------------------------------
 
 
-def api_patch(as_admin, boss, task, changes):
+def api_patch(as_admin, boss_client, task, changes):
     assert as_admin.patch(f"/api/tasks/{task.pk}", changes, format="json").status_code == 200
 
 
-def admin_change(as_admin, boss, task, changes):
+def admin_change(as_admin, boss_client, task, changes):
     url = reverse("admin:tasks_app_task_change", args=[task.pk])
-    assert boss.post(url, change_form(task, **form_data(changes))).status_code == 302
+    assert boss_client.post(url, change_form(task, **form_data(changes))).status_code == 302
 
 
 @pytest.mark.parametrize("write", [api_patch, admin_change], ids=["api", "admin"])
@@ -254,13 +248,13 @@ def admin_change(as_admin, boss, task, changes):
     ],
     ids=["schedule", "timezone", "status", "description", "retries"],
 )
-def test_both_reschedule_a_task_when_its_schedule_changes(as_admin, boss, rows, write, changes, rescheduled):
+def test_both_reschedule_a_task_when_its_schedule_changes(as_admin, boss_client, rows, write, changes, rescheduled):
     task = rows["task"]
     marker = Task.objects.get(pk=task.pk).compute_next_run_at().replace(year=2099)  # no schedule computes this
     Task.objects.filter(pk=task.pk).update(next_run_at=marker)
     task.refresh_from_db()
 
-    write(as_admin, boss, task, changes)
+    write(as_admin, boss_client, task, changes)
 
     task.refresh_from_db()
     if not rescheduled:

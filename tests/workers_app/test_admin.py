@@ -17,13 +17,6 @@ pytestmark = pytest.mark.django_db
 WORKERS_URL = reverse("admin:workers_app_worker_changelist")
 
 
-@pytest.fixture
-def boss(client):
-    user = UserFactory(username="boss", is_staff=True, is_superuser=True)
-    client.force_login(user)
-    return user
-
-
 def drain(client, workers):
     return client.post(WORKERS_URL, {"action": "drain", "_selected_action": [w.pk for w in workers]}, follow=True)
 
