@@ -214,7 +214,13 @@ class Stack:
         config = dict(pg_config or {})
         if pg_stats:
             # Diagnostics only (--pg-stats): where PostgreSQL spends its time, statement by statement.
-            config.update({"shared_preload_libraries": "'pg_stat_statements'", "pg_stat_statements.track": "all"})
+            config.update(
+                {
+                    "shared_preload_libraries": "'pg_stat_statements'",
+                    "pg_stat_statements.track": "all",
+                    "pg_stat_statements.track_planning": "on",
+                }
+            )
         self.pg_stats = pg_stats
         self.postgres = PostgresServer(config=config)
         self.rabbitmq = RabbitMQServer() if rabbitmq else None
@@ -249,15 +255,24 @@ class Stack:
         if not self.pg_stats:
             return None
         rows = self.rows(
-            "SELECT calls, round(total_exec_time::numeric, 1), round(mean_exec_time::numeric, 3), rows, "
+            "SELECT calls, round(total_exec_time::numeric, 1), round(mean_exec_time::numeric, 3), "
+            "round(total_plan_time::numeric, 1), rows, "
             "shared_blks_hit + shared_blks_read, left(regexp_replace(query, '\\s+', ' ', 'g'), 300) "
             "FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-            "ORDER BY total_exec_time DESC LIMIT %s",
+            "ORDER BY total_exec_time + total_plan_time DESC LIMIT %s",
             (limit,),
         )
         return [
-            {"calls": c, "total_ms": float(t), "mean_ms": float(m), "rows": n, "blocks": b, "query": q}
-            for c, t, m, n, b, q in rows
+            {
+                "calls": c,
+                "total_ms": float(t),
+                "mean_ms": float(m),
+                "plan_ms": float(p),
+                "rows": n,
+                "blocks": b,
+                "query": q,
+            }
+            for c, t, m, p, n, b, q in rows
         ]
 
     def stop(self):
