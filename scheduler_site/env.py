@@ -142,6 +142,10 @@ def env_user(name, default, environ=None):
     return value
 
 
+# psycopg's own default. It only matters to a cursor that binds on the server,
+# and the one such cursor (tasks_app/run_sql.py) prepares at the first execution.
+PREPARE_THRESHOLD = 5
+
 _RATE = re.compile(r"^(\d+)/(s|sec|second|m|min|minute|h|hour|d|day)$")
 
 
@@ -189,6 +193,18 @@ def parse_database_url(name, url, sqlite_default_path):
         except ValueError:
             raise ConfigError(name, "the port is not a number") from None
         options = dict(parse_qsl(parts.query))
+        try:
+            conn_max_age = int(options.pop("conn_max_age", 60))
+        except ValueError:
+            raise ConfigError(name, "conn_max_age is not a number of seconds") from None
+        prepared = options.pop("prepared_statements", "on")
+        if prepared not in ("on", "off"):
+            raise ConfigError(name, "prepared_statements must be on or off")
+        # The worker's hot statements (tasks_app/run_sql.py) ask to be prepared;
+        # Django's own queries bind on the client and never are. "off" is for a
+        # pooler that cannot keep prepared statements (PgBouncer before 1.21, or
+        # without max_prepared_statements, in transaction mode).
+        options["prepare_threshold"] = PREPARE_THRESHOLD if prepared == "on" else None
         return {
             "ENGINE": "django.db.backends.postgresql",
             "NAME": database,
@@ -196,7 +212,7 @@ def parse_database_url(name, url, sqlite_default_path):
             "PASSWORD": unquote(parts.password or ""),
             "HOST": parts.hostname or "",
             "PORT": str(port or ""),
-            "CONN_MAX_AGE": int(options.pop("conn_max_age", 60)),
+            "CONN_MAX_AGE": conn_max_age,
             "CONN_HEALTH_CHECKS": True,
             "OPTIONS": options,
         }

@@ -7,6 +7,13 @@ is the ceiling of end-to-end throughput with no-op runs. So TaskRun.claim,
 TaskRun.finish and Task.record_last_run use these statements; the rules they implement (which rows an
 UPDATE may touch, what it sets) stay in the model's methods and docstrings.
 
+On PostgreSQL these statements are prepared on the server (``cursor()``):
+pg_stat_statements showed PostgreSQL *planning* the claim for 0.28 ms per run
+against 0.37 ms of executing it, and the three statements together for 0.45 ms
+of the 1.1 ms PostgreSQL spent per run. Django's own queries bind parameters
+on the client and are never prepared, so only these few statements occupy the
+server's per-connection plan cache.
+
 Nothing here imports the models (models.py imports this module): the model
 classes are passed in. The column lists come from the models' fields, so a
 field added later needs no change here; values read back go through the same
@@ -14,6 +21,11 @@ converters the ORM applies (SQLite's datetimes and booleans, JSON).
 """
 
 from django.db import connection
+
+try:
+    from django.db.backends.postgresql.base import ServerBindingCursor
+except ImportError:  # no psycopg: SQLite only
+    ServerBindingCursor = None
 
 # (model, vendor) -> (columns SQL, [attname], [(field, converters)]); built once.
 _loaders = {}
@@ -47,6 +59,31 @@ def _instance(model, row):
     return model.from_db(connection.alias, names, values)
 
 
+if ServerBindingCursor is not None:
+
+    class PreparedCursor(ServerBindingCursor):
+        """Binds parameters on the server and asks for every statement to be
+        prepared; psycopg keeps the prepared statements per connection. A
+        connection whose ``prepare_threshold`` is None (``DATABASE_URL``'s
+        ``?prepared_statements=off``) prepares nothing."""
+
+        def execute(self, query, params=None, **kwargs):
+            kwargs.setdefault("prepare", True)
+            return super().execute(query, params, **kwargs)
+
+
+def cursor():
+    """A cursor for the hot statements: prepared on PostgreSQL, Django's usual
+    cursor elsewhere; through Django's wrapper either way (errors as Django's,
+    queries logged when Django logs them)."""
+    if connection.vendor != "postgresql":
+        return connection.cursor()
+    connection.ensure_connection()
+    connection.validate_thread_sharing()
+    raw = PreparedCursor(connection.connection)
+    return connection.make_debug_cursor(raw) if connection.queries_logged else connection.make_cursor(raw)
+
+
 def claim_run(run_model, task_model, run_id, worker_id, now, from_status, to_status):
     """UPDATE one run from ``from_status`` to ``to_status`` on ``worker_id`` and
     return it with its task loaded, or None when no row matched.
@@ -63,29 +100,29 @@ def claim_run(run_model, task_model, run_id, worker_id, now, from_status, to_sta
     )
     params = [to_status, worker_id, connection.ops.adapt_datetimefield_value(now), run_id, from_status]
     width = len(run_model._meta.concrete_fields)
-    with connection.cursor() as cursor:
+    with cursor() as statement:
         if connection.vendor == "postgresql":
             claimed_columns, _names, _converters = _loader(run_model, alias="claimed")
             task_columns, _names, _converters = _loader(task_model, alias="task")
-            cursor.execute(
+            statement.execute(
                 f"WITH {quote('claimed')} AS ({update}) SELECT {claimed_columns}, {task_columns} "
                 f"FROM {quote('claimed')} JOIN {task_table} AS {quote('task')} "
                 f"ON {quote('task')}.{quote('id')} = {quote('claimed')}.{quote('task_id')}",
                 params,
             )
-            row = cursor.fetchone()
+            row = statement.fetchone()
             if row is None:
                 return None
             run_row, task_row = row[:width], row[width:]
         else:
-            cursor.execute(update, params)
-            run_row = cursor.fetchone()
+            statement.execute(update, params)
+            run_row = statement.fetchone()
             if run_row is None:
                 return None
             task_columns, _names, _converters = _loader(task_model)
             task_id = run_row[[field.attname for field in run_model._meta.concrete_fields].index("task_id")]
-            cursor.execute(f"SELECT {task_columns} FROM {task_table} WHERE {quote('id')} = %s", [task_id])
-            task_row = cursor.fetchone()
+            statement.execute(f"SELECT {task_columns} FROM {task_table} WHERE {quote('id')} = %s", [task_id])
+            task_row = statement.fetchone()
     run = _instance(run_model, run_row)
     if task_row is not None:  # always, but for a task deleted in between (its runs go with it)
         run.task = _instance(task_model, task_row)
@@ -104,13 +141,13 @@ def finish_run(run_model, run_id, worker_id, running_status, fields):
         params.append(field.get_db_prep_save(value, connection))
     worker_match = f"{quote('worker_id')} = %s" if worker_id is not None else f"{quote('worker_id')} IS NULL"
     params += [run_id, running_status] + ([worker_id] if worker_id is not None else [])
-    with connection.cursor() as cursor:
-        cursor.execute(
+    with cursor() as statement:
+        statement.execute(
             f"UPDATE {quote(meta.db_table)} SET {', '.join(assignments)} "
             f"WHERE {quote('id')} = %s AND {quote('status')} = %s AND {worker_match}",
             params,
         )
-        return cursor.rowcount == 1
+        return statement.rowcount == 1
 
 
 def record_last_run(task_model, task_id, started_at, status):
@@ -120,20 +157,25 @@ def record_last_run(task_model, task_id, started_at, status):
     quote = connection.ops.quote_name
     meta = task_model._meta
     last_at, last_status = quote("last_run_at"), quote("last_run_status")
-    # A run that never started (started_at NULL) moves nothing.
-    newer = f"(%s IS NOT NULL AND ({last_at} IS NULL OR {last_at} <= %s))"
-    started = connection.ops.adapt_datetimefield_value(started_at)
     notify_on = meta.get_field("notify_on")
-    with connection.cursor() as cursor:
-        cursor.execute(
+    returning = f"RETURNING {quote('failure_streak')}, {quote(notify_on.column)}, {quote('retry_count')}"
+    if started_at is None:
+        # A run that never started moves nothing; the row is locked all the same.
+        sql = f"UPDATE {quote(meta.db_table)} SET {last_at} = {last_at} WHERE {quote('id')} = %s {returning}"
+        params = [task_id]
+    else:
+        newer = f"({last_at} IS NULL OR {last_at} <= %s)"
+        started = connection.ops.adapt_datetimefield_value(started_at)
+        sql = (
             f"UPDATE {quote(meta.db_table)} SET "
             f"{last_at} = CASE WHEN {newer} THEN %s ELSE {last_at} END, "
             f"{last_status} = CASE WHEN {newer} THEN %s ELSE {last_status} END "
-            f"WHERE {quote('id')} = %s "
-            f"RETURNING {quote('failure_streak')}, {quote(notify_on.column)}, {quote('retry_count')}",
-            [started, started, started, started, started, str(status), task_id],
+            f"WHERE {quote('id')} = %s {returning}"
         )
-        row = cursor.fetchone()
+        params = [started, started, started, str(status), task_id]
+    with cursor() as statement:
+        statement.execute(sql, params)
+        row = statement.fetchone()
     if row is None:
         return None
     streak, notify, retries = row

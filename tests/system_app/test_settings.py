@@ -73,6 +73,23 @@ def test_it_parses_a_postgres_url():
     assert (config["HOST"], config["PORT"]) == ("db.local", "6543")
 
 
+def test_postgresql_prepares_the_hot_statements_unless_told_not_to():
+    url = "postgres://app@db.local/sched"
+    assert env.parse_database_url("DATABASE_URL", url, "unused")["OPTIONS"]["prepare_threshold"] == 5
+    off = env.parse_database_url("DATABASE_URL", url + "?prepared_statements=off&conn_max_age=0", "unused")
+    assert off["OPTIONS"] == {"prepare_threshold": None}
+    assert off["CONN_MAX_AGE"] == 0
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [("prepared_statements=maybe", "prepared_statements must be on or off"), ("conn_max_age=soon", "conn_max_age")],
+)
+def test_bad_postgresql_url_options_get_a_one_line_error(query, message):
+    with pytest.raises(env.ConfigError, match=message):
+        env.parse_database_url("DATABASE_URL", f"postgres://app@db.local/sched?{query}", "unused")
+
+
 def test_it_configures_sqlite_with_wal_and_a_busy_timeout():
     config = env.parse_database_url("DATABASE_URL", "", "/tmp/x.sqlite3")
     assert "journal_mode=WAL" in config["OPTIONS"]["init_command"]
