@@ -653,6 +653,10 @@ class Task(models.Model):
         """
         return run_sql.record_last_run(cls, task_id, started_at, status)
 
+    def outcome_state(self):
+        """(failure_streak, notify_on, retry_count): what record_last_run returns."""
+        return self.failure_streak, self.notify_on, self.retry_count
+
     @classmethod
     def record_outcome(cls, run, now=None, source="worker"):
         """Count a finished run in its task's failure streak and write the
@@ -1367,7 +1371,7 @@ class TaskRun(models.Model):
         return bool(cls.objects.filter(pk=run_id).requeue_dispatched())
 
     def finish(self, outcome, now=None):
-        """Record the outcome of a run this worker started, in one UPDATE.
+        """Record the outcome of a run this worker started, in one statement.
 
         ``outcome`` has status, exit_code, result, error_message, stdout, stderr
         and execution_time. The update is conditional on the run still running on
@@ -1375,6 +1379,11 @@ class TaskRun(models.Model):
         run timed out (and perhaps retried it), that verdict stands and this late
         outcome is dropped (returns False). The task's last_run_* only moves
         forward, so an older run finishing late does not hide a newer one.
+
+        When the task as claimed says the outcome will not matter to alerts but
+        the statement finds it does (a streak began meanwhile), the streak and
+        its notifications are written by a second transaction right after the
+        first: a crash between the two would lose that one alert.
         """
         now = now or timezone.now()
         fields = {
@@ -1387,17 +1396,43 @@ class TaskRun(models.Model):
             "execution_time": outcome.execution_time,
             "completed_at": now,
         }
-        # One transaction with the notifications it causes (the outbox, SPEC §9).
-        # Plain SQL (run_sql.py): this is every run's hot path. A completed run
-        # of a task with no failure streak that notifies nothing on success
-        # (the common case) costs the two UPDATEs and nothing more.
-        with transaction.atomic():
-            if not run_sql.finish_run(TaskRun, self.pk, self.worker_id, RunStatus.RUNNING, fields):
-                return False
+        claimed = self._state.fields_cache.get("task")
+        # Plain SQL (run_sql.py): this is every run's hot path. The run's UPDATE
+        # and its task's last-run UPDATE are one statement; the failure streak and
+        # the notifications it causes (the outbox, SPEC §9) follow in the same
+        # transaction when the outcome matters, judged from the task as claimed.
+        if claimed is None or self._outcome_matters(outcome.status, *claimed.outcome_state()):
+            with transaction.atomic():
+                state = self._finish_statement(fields)
+                if state is None:
+                    return False
+                if self._outcome_matters(self.status, *state):
+                    Task.record_outcome(self, now)
+            return True
+        # The common case, a completed run of a task with no failure streak that
+        # notifies nothing on success (or an attempt with retries left): one
+        # statement, no transaction around it.
+        state = self._finish_statement(fields)
+        if state is None:
+            return False
+        if self._outcome_matters(self.status, *state):
+            # A streak began, or notifications were switched on, since the claim:
+            # record_outcome reads the task again under its lock, right after.
+            with transaction.atomic():
+                Task.record_outcome(self, now)
+        return True
+
+    def _finish_statement(self, fields):
+        """The conditional UPDATE of this run and its task's last run; sets
+        ``fields`` on self and returns the task's outcome state, or None when
+        the run is no longer running on this worker."""
+        state = run_sql.finish_run_and_record_last_run(
+            TaskRun, Task, self.pk, self.worker_id, RunStatus.RUNNING, fields, self.task_id, self.started_at
+        )
+        if state is not None:
             for name, value in fields.items():
                 setattr(self, name, value)
-            self.record_end(now)
-        return True
+        return state
 
     def record_end(self, now, source="worker"):
         """What follows the end of this run (finish(), or the dispatcher failing
@@ -1407,16 +1442,17 @@ class TaskRun(models.Model):
         (Task.record_outcome). A completed run of a task with no streak that
         notifies nothing on success costs the one UPDATE."""
         task = Task.record_last_run(self.task_id, self.started_at, self.status)
-        if task is not None and self._outcome_matters(*task):
+        if task is not None and self._outcome_matters(self.status, *task):
             Task.record_outcome(self, now, source=source)
 
-    def _outcome_matters(self, failure_streak, notify_on, retry_count):
-        """Whether Task.record_outcome has anything to do for this finished run,
-        from the task's values read under its row lock: a success ends a streak
-        or notifies; a final unsuccessful attempt counts in the streak."""
-        if self.status == RunStatus.COMPLETED:
+    def _outcome_matters(self, status, failure_streak, notify_on, retry_count):
+        """Whether Task.record_outcome has anything to do for this run ending
+        ``status``, from its task's values (read under the task's row lock, or
+        as claimed for a forecast): a success ends a streak or notifies; a final
+        unsuccessful attempt counts in the streak."""
+        if status == RunStatus.COMPLETED:
             return bool(failure_streak) or NotifyEvent.SUCCESS in (notify_on or [])
-        if self.status in (RunStatus.FAILED, RunStatus.TIMEOUT):
+        if status in (RunStatus.FAILED, RunStatus.TIMEOUT):
             return self.retry_count >= retry_count
         return False
 

@@ -20,7 +20,7 @@ field added later needs no change here; values read back go through the same
 converters the ORM applies (SQLite's datetimes and booleans, JSON).
 """
 
-from django.db import connection
+from django.db import connection, transaction
 
 try:
     from django.db.backends.postgresql.base import ServerBindingCursor
@@ -129,9 +129,8 @@ def claim_run(run_model, task_model, run_id, worker_id, now, from_status, to_sta
     return run
 
 
-def finish_run(run_model, run_id, worker_id, running_status, fields):
-    """UPDATE ``fields`` (attname -> value) of a run still ``running_status`` on
-    ``worker_id``; returns whether it matched."""
+def _finish_update(run_model, run_id, worker_id, running_status, fields):
+    """The UPDATE of finish_run (without its RETURNING) and its parameters."""
     quote = connection.ops.quote_name
     meta = run_model._meta
     assignments, params = [], []
@@ -141,13 +140,65 @@ def finish_run(run_model, run_id, worker_id, running_status, fields):
         params.append(field.get_db_prep_save(value, connection))
     worker_match = f"{quote('worker_id')} = %s" if worker_id is not None else f"{quote('worker_id')} IS NULL"
     params += [run_id, running_status] + ([worker_id] if worker_id is not None else [])
+    sql = (
+        f"UPDATE {quote(meta.db_table)} SET {', '.join(assignments)} "
+        f"WHERE {quote('id')} = %s AND {quote('status')} = %s AND {worker_match}"
+    )
+    return sql, params
+
+
+def finish_run(run_model, run_id, worker_id, running_status, fields):
+    """UPDATE ``fields`` (attname -> value) of a run still ``running_status`` on
+    ``worker_id``; returns whether it matched."""
+    with cursor() as statement:
+        statement.execute(*_finish_update(run_model, run_id, worker_id, running_status, fields))
+        return statement.rowcount == 1
+
+
+def finish_run_and_record_last_run(
+    run_model, task_model, run_id, worker_id, running_status, fields, task_id, started_at
+):
+    """finish_run and record_last_run as one statement (PostgreSQL: the run's
+    UPDATE in a CTE, the task's UPDATE joined to it), so that it needs no
+    transaction of its own: both rows change together or neither does.
+    Returns what record_last_run returns, or None when the run did not match.
+    Other databases: the two statements, in a transaction."""
+    if connection.vendor != "postgresql":
+        with transaction.atomic():
+            if not finish_run(run_model, run_id, worker_id, running_status, fields):
+                return None
+            return record_last_run(task_model, task_id, started_at, fields["status"])
+    quote = connection.ops.quote_name
+    update, params = _finish_update(run_model, run_id, worker_id, running_status, fields)
+    task_table = quote(task_model._meta.db_table)
+    last_at, last_status = quote("last_run_at"), quote("last_run_status")
+    started = f"{quote('finished')}.{quote('started_at')}"
+    newer = f"({started} IS NOT NULL AND ({task_table}.{last_at} IS NULL OR {task_table}.{last_at} <= {started}))"
     with cursor() as statement:
         statement.execute(
-            f"UPDATE {quote(meta.db_table)} SET {', '.join(assignments)} "
-            f"WHERE {quote('id')} = %s AND {quote('status')} = %s AND {worker_match}",
-            params,
+            f"WITH {quote('finished')} AS ({update} RETURNING {quote('task_id')}, {quote('started_at')}) "
+            f"UPDATE {task_table} SET "
+            f"{last_at} = CASE WHEN {newer} THEN {started} ELSE {task_table}.{last_at} END, "
+            f"{last_status} = CASE WHEN {newer} THEN %s ELSE {task_table}.{last_status} END "
+            f"FROM {quote('finished')} WHERE {task_table}.{quote('id')} = {quote('finished')}.{quote('task_id')} "
+            f"{_last_run_returning(task_model)}",
+            [*params, str(fields["status"])],
         )
-        return statement.rowcount == 1
+        return _last_run_state(task_model, statement.fetchone())
+
+
+def _last_run_returning(task_model):
+    quote = connection.ops.quote_name
+    notify_on = task_model._meta.get_field("notify_on")
+    return f"RETURNING {quote('failure_streak')}, {quote(notify_on.column)}, {quote('retry_count')}"
+
+
+def _last_run_state(task_model, row):
+    """(failure_streak, notify_on, retry_count) from a row of _last_run_returning, or None."""
+    if row is None:
+        return None
+    streak, notify, retries = row
+    return streak, task_model._meta.get_field("notify_on").from_db_value(notify, None, connection), retries
 
 
 def record_last_run(task_model, task_id, started_at, status):
@@ -155,19 +206,18 @@ def record_last_run(task_model, task_id, started_at, status):
     one UPDATE … RETURNING (failure_streak, notify_on, retry_count), or None
     when the task is gone."""
     quote = connection.ops.quote_name
-    meta = task_model._meta
+    table = quote(task_model._meta.db_table)
     last_at, last_status = quote("last_run_at"), quote("last_run_status")
-    notify_on = meta.get_field("notify_on")
-    returning = f"RETURNING {quote('failure_streak')}, {quote(notify_on.column)}, {quote('retry_count')}"
+    returning = _last_run_returning(task_model)
     if started_at is None:
         # A run that never started moves nothing; the row is locked all the same.
-        sql = f"UPDATE {quote(meta.db_table)} SET {last_at} = {last_at} WHERE {quote('id')} = %s {returning}"
+        sql = f"UPDATE {table} SET {last_at} = {last_at} WHERE {quote('id')} = %s {returning}"
         params = [task_id]
     else:
         newer = f"({last_at} IS NULL OR {last_at} <= %s)"
         started = connection.ops.adapt_datetimefield_value(started_at)
         sql = (
-            f"UPDATE {quote(meta.db_table)} SET "
+            f"UPDATE {table} SET "
             f"{last_at} = CASE WHEN {newer} THEN %s ELSE {last_at} END, "
             f"{last_status} = CASE WHEN {newer} THEN %s ELSE {last_status} END "
             f"WHERE {quote('id')} = %s {returning}"
@@ -175,8 +225,4 @@ def record_last_run(task_model, task_id, started_at, status):
         params = [started, started, started, str(status), task_id]
     with cursor() as statement:
         statement.execute(sql, params)
-        row = statement.fetchone()
-    if row is None:
-        return None
-    streak, notify, retries = row
-    return streak, notify_on.from_db_value(notify, None, connection), retries
+        return _last_run_state(task_model, statement.fetchone())
