@@ -41,7 +41,14 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from tests.processes import CpuMeter, Processes  # noqa: E402
-from tests.services import PostgresServer, RabbitMQServer, random_secret_key, start_all, stop_all  # noqa: E402
+from tests.services import (  # noqa: E402
+    PostgresServer,
+    RabbitMQServer,
+    RedisServer,
+    random_secret_key,
+    start_all,
+    stop_all,
+)
 
 
 class BenchmarkError(SystemExit):
@@ -208,7 +215,7 @@ RUN_DEFAULTS = {
 class Stack:
     """PostgreSQL + RabbitMQ, migrated, and the project processes started on them."""
 
-    def __init__(self, name, *, rabbitmq=True, pg_config=None, pg_stats=False, log=None):
+    def __init__(self, name, *, rabbitmq=True, broker="rabbitmq", pg_config=None, pg_stats=False, log=None):
         self.name = name
         self.log = log or make_log(name)
         config = dict(pg_config or {})
@@ -223,7 +230,10 @@ class Stack:
             )
         self.pg_stats = pg_stats
         self.postgres = PostgresServer(config=config)
-        self.rabbitmq = RabbitMQServer() if rabbitmq else None
+        # The broker the processes use: RabbitMQ (SPEC's), Redis (BROKER_URL=redis://…), or none.
+        self.broker = broker if rabbitmq else None
+        self.rabbitmq = RabbitMQServer() if self.broker == "rabbitmq" else None
+        self.redis = RedisServer() if self.broker == "redis" else None
         self.secret_key = random_secret_key()  # 50 characters
         self.logdir = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
         self.processes = None  # once the servers run
@@ -234,12 +244,10 @@ class Stack:
 
     def start(self):
         started = time.perf_counter()
-        servers = [self.postgres] + ([self.rabbitmq] if self.rabbitmq else [])
-        start_all(servers)
-        self.processes = Processes(
-            self.postgres.url, self.rabbitmq.url if self.rabbitmq else "", self.secret_key, self.logdir
-        )
-        self.log(f"postgres at {self.postgres.url}" + (f", rabbitmq at {self.rabbitmq.url}" if self.rabbitmq else ""))
+        broker = self.rabbitmq or self.redis
+        start_all([self.postgres] + ([broker] if broker else []))
+        self.processes = Processes(self.postgres.url, broker.url if broker else "", self.secret_key, self.logdir)
+        self.log(f"postgres at {self.postgres.url}" + (f", {self.broker} at {broker.url}" if broker else ""))
         self.manage("migrate", "--noinput", "-v", "0")
         self.log(f"migrated ({time.perf_counter() - started:.1f} s since start)")
         if self.pg_stats:
@@ -287,7 +295,7 @@ class Stack:
         if self.rabbitmq is not None and self.rabbitmq.running:
             with contextlib.suppress(Exception):
                 self.delete_queues()
-        stop_all([server for server in (self.rabbitmq, self.postgres) if server is not None])
+        stop_all([server for server in (self.rabbitmq, self.redis, self.postgres) if server is not None])
         if os.environ.get("BENCH_KEEP_LOGS"):
             self.log(f"logs kept in {self.logdir}")
         else:
@@ -325,8 +333,9 @@ class Stack:
         groups = {"script": [os.getpid()]}
         if self.postgres.pid:
             groups["postgres"] = [self.postgres.pid]
-        if self.rabbitmq is not None and self.rabbitmq.pid:
-            groups["rabbitmq"] = [self.rabbitmq.pid]
+        for name, server in (("rabbitmq", self.rabbitmq), ("redis", self.redis)):
+            if server is not None and server.pid:
+                groups[name] = [server.pid]
         for proc in self.procs:
             groups.setdefault(proc.name, []).append(proc.pid)
         return groups

@@ -4,7 +4,8 @@
     .venv/bin/python tests/benchmarks/start_lag.py --tasks 20 --seconds 5 --burst 100   # smoke test
 
 One running ``rundispatcher`` and ``--workers`` (2) × ``rundramatiq
---processes 1 --threads N`` on PostgreSQL + RabbitMQ. The executor is a no-op:
+--processes 1 --threads N`` on PostgreSQL + RabbitMQ (``--broker redis``: a
+private redis-server instead). The executor is a no-op:
 ``python`` ``tests.callables:noop`` with arguments [1] (default) or ``--executor shell``
 (``true``: a fork and exec per run, dearer).
 
@@ -226,6 +227,9 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=8, help="rundramatiq --threads per worker (default 8)")
     parser.add_argument("--executor", choices=sorted(EXECUTORS), default="python", help="no-op executor")
     parser.add_argument("--skip-steady", action="store_true", help="only the burst")
+    parser.add_argument(
+        "--broker", choices=("rabbitmq", "redis"), default="rabbitmq", help="the broker (default rabbitmq)"
+    )
     args = parser.parse_args(argv)
     if args.tasks < 1 or args.seconds <= 0 or args.workers < 1 or args.threads < 1 or args.burst < 0:
         parser.error("--tasks, --workers, --threads >= 1, --seconds > 0, --burst >= 0")
@@ -241,9 +245,10 @@ def main(argv=None):
         "workers": args.workers,
         "threads_per_worker": args.threads,
         "executor": EXECUTORS[args.executor],
+        "broker": args.broker,
         "machine": machine_info(),
     }
-    stack = Stack("start_lag", log=log)
+    stack = Stack("start_lag", broker=args.broker, log=log)
     try:
         stack.start()
         ids = stack.seed_tasks(
