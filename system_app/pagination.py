@@ -106,7 +106,7 @@ def with_total_order(queryset):
     skip rows, since the database may order tied rows differently per query.
     """
     query = getattr(queryset, "query", None)
-    if query is None or query.distinct or query.combinator or query.values_select or query.group_by:
+    if query is None or query.distinct or query.combinator or query.group_by:
         # Ordering by pk would change what DISTINCT, GROUP BY or a union returns.
         return queryset
     terms = ordering_of(queryset)
@@ -131,6 +131,9 @@ class Keyset:
         return Keyset(self.model, [term[1:] if term.startswith("-") else f"-{term}" for term in self.terms])
 
     def position_of(self, row):
+        """The position of a model instance, or of a ``values()`` row holding the fields."""
+        if isinstance(row, dict):
+            return [row[field] for field in self.fields]
         return [getattr(row, field) for field in self.fields]
 
     def encode(self, position, backwards=False):

@@ -982,10 +982,10 @@ class TaskDependency(models.Model):
         return f"{self.task_id} -> {self.depends_on_id}"
 
     @classmethod
-    def ids_by_task(cls, tasks):
-        """{task id: sorted ids of the tasks it depends on} for ``tasks``, in
+    def ids_by_task(cls, task_ids):
+        """{task id: sorted ids of the tasks it depends on} for ``task_ids``, in
         one query that builds no model instances (the API's task listings)."""
-        ids = {task.pk: [] for task in tasks}
+        ids = {task_id: [] for task_id in task_ids}
         if ids:
             for task_id, depends_on_id in cls.objects.filter(task_id__in=ids).values_list("task_id", "depends_on_id"):
                 ids[task_id].append(depends_on_id)

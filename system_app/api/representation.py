@@ -73,6 +73,10 @@ def _converter(field):
         return lambda value, zone: value if value in ("", None) else choices.get(str(value), value)
     if _plain(field, fields.CharField):
         return lambda value, zone: value if type(value) is str else str(value)
+    if _plain(field, fields.BigIntegerField) and not getattr(
+        field, "coerce_to_string", api_settings.COERCE_BIGINT_TO_STRING
+    ):
+        return lambda value, zone: value if type(value) is int else int(value)
     if _plain(field, fields.IntegerField):
         return lambda value, zone: value if type(value) is int else int(value)
     if _plain(field, fields.FloatField):
@@ -84,14 +88,39 @@ def _converter(field):
     return None
 
 
+def _slug_key(field, model):
+    """The ``values()`` key of a read-only SlugRelatedField over a foreign key
+    (``created_by__username``), or None when the field is anything else."""
+    if not (
+        isinstance(field, relations.SlugRelatedField)
+        and type(field).to_representation is relations.SlugRelatedField.to_representation
+        and type(field).get_attribute is relations.RelatedField.get_attribute
+        and len(field.source_attrs) == 1
+        and "." not in field.slug_field
+    ):
+        return None
+    try:
+        model_field = model._meta.get_field(field.source_attrs[0])
+    except FieldDoesNotExist:
+        return None
+    if not (model_field.many_to_one or model_field.one_to_one) or not model_field.concrete:
+        return None
+    return f"{model_field.name}__{field.slug_field}"
+
+
+def _identity(value, zone):
+    return value
+
+
 class FastRepresentation:
-    """``serializer_class``'s output for model instances, computed with one
+    """``serializer_class``'s output for model instances, or for the rows of
+    ``values()`` (dicts, which cost no model instances), computed with one
     precompiled reader per field. Built on first use, then shared by every
     request of the process (it holds no per-request state)."""
 
     def __init__(self, serializer_class, batch=None):
         """``batch`` maps field names to functions that read that field for a
-        whole page at once: ``function(instances) -> {instance.pk: value}``,
+        whole page at once: ``function(primary keys) -> {primary key: value}``,
         one query for the page instead of a prefetch or a query per row."""
         if serializer_class.to_representation is not serializers.Serializer.to_representation:
             raise TypeError(f"{serializer_class.__name__} overrides to_representation")
@@ -100,6 +129,7 @@ class FastRepresentation:
         self._readers = None
 
     def readers(self):
+        """(instance readers, dict readers or None, the ``values()`` keys or None)."""
         if self._readers is None:
             self._readers = self._build()
         return self._readers
@@ -107,11 +137,12 @@ class FastRepresentation:
     def _build(self):
         serializer = self.serializer_class()
         model = serializer.Meta.model
-        readers = []
+        readers, dict_readers = [], []
         for field in serializer._readable_fields:
             name = field.field_name
             if name in self.batch:
                 readers.append((name, BATCH, self.batch[name]))
+                dict_readers.append((name, BATCH, self.batch[name]))
                 continue
             attname = None
             if len(field.source_attrs) == 1:
@@ -123,23 +154,54 @@ class FastRepresentation:
                 and field.pk_field is None
             ):
                 # The foreign key's column holds the id the field would read from the object.
-                readers.append((name, attrgetter(attname), lambda value, zone: value))
+                readers.append((name, attrgetter(attname), _identity))
+                dict_readers.append((name, attname, _identity))
                 continue
             convert = _converter(field) if attname is not None else None
-            if convert is None:
-                readers.append((name, None, field))
-            else:
+            if convert is not None:
                 readers.append((name, attrgetter(attname), convert))
-        return readers
+                dict_readers.append((name, attname, convert))
+                continue
+            # The serializer's own code for an instance; a dict has no object to give it.
+            readers.append((name, None, field))
+            slug_key = _slug_key(field, model)
+            dict_readers.append((name, slug_key, _identity) if slug_key else None)
+        if None in dict_readers:
+            return readers, None, None
+        keys = [key for _name, key, _convert in dict_readers if key is not BATCH]
+        pk = model._meta.pk.attname
+        return readers, dict_readers, tuple(dict.fromkeys([pk, *keys]))
+
+    def values_of(self, queryset):
+        """``queryset`` as the ``values()`` rows ``many`` reads, when every field
+        can be read from one; else ``queryset`` itself."""
+        keys = self.readers()[2]
+        return queryset if keys is None else queryset.values(*keys)
 
     def one(self, instance):
         return self.many([instance])[0]
 
-    def many(self, instances):
-        readers, zone = self.readers(), _zone()
-        instances = list(instances)
-        batches = {name: function(instances) for name, function in self.batch.items()}
-        return [self._row(instance, readers, zone, batches) for instance in instances]
+    def many(self, rows):
+        """The representation of model instances, or of dicts from ``values_of``."""
+        readers, dict_readers, keys = self.readers()
+        zone, rows = _zone(), list(rows)
+        if rows and isinstance(rows[0], dict):
+            pk = keys[0]
+            batches = {name: function([row[pk] for row in rows]) for name, function in self.batch.items()}
+            return [self._dict_row(row, row[pk], dict_readers, zone, batches) for row in rows]
+        batches = {name: function([row.pk for row in rows]) for name, function in self.batch.items()}
+        return [self._row(instance, readers, zone, batches) for instance in rows]
+
+    @staticmethod
+    def _dict_row(values, pk, readers, zone, batches):
+        row = {}
+        for name, key, convert in readers:
+            if key is BATCH:
+                row[name] = batches[name][pk]
+                continue
+            value = values[key]
+            row[name] = None if value is None else convert(value, zone)
+        return row
 
     @staticmethod
     def _row(instance, readers, zone, batches):
@@ -177,7 +239,7 @@ class FastReadMixin:
     def list(self, request, *args, **kwargs):
         if self.list_representation is None:
             return super().list(request, *args, **kwargs)
-        queryset = self.filter_queryset(self.get_queryset())
+        queryset = self.list_representation.values_of(self.filter_queryset(self.get_queryset()))
         page = self.paginate_queryset(queryset)
         if page is None:
             return Response(self.list_representation.many(queryset))

@@ -233,7 +233,7 @@ class TaskViewSet(FastReadMixin, AuditedModelViewSet):
         # DRF's get_object_or_404: a non-numeric id is a 404, not a ValueError.
         task = get_object_or_404(Task.objects.only("pk"), pk=pk)
         queryset = OrderingFilter().filter_queryset(request, run_list_queryset().filter(task=task), self)
-        page = self.paginate_queryset(queryset)
+        page = self.paginate_queryset(RUN_REPRESENTATION.values_of(queryset))
         return self.get_paginated_response(RUN_REPRESENTATION.many(page))
 
     @extend_schema(parameters=[StatsQuerySerializer], responses={200: TaskStatsSerializer}, filters=False)

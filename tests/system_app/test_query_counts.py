@@ -70,3 +70,29 @@ def test_it_lists_in_constant_queries(as_admin, admin_user, path, make):
     assert many_rows >= few_rows + 30
     assert many == few, f"{path}: {few} queries for {few_rows} rows, {many} for {many_rows}"
     assert few <= MAX_QUERIES
+
+
+# The plain listings and a task's detail, with the caller already known to the
+# process: the page, its count when there is a next page, and the page's
+# dependency ids for tasks; nothing per row.
+EXACT = [
+    ("/api/tasks", 3),  # page, count, dependency ids
+    ("/api/tasks/{task}", 2),  # the task, its dependency ids
+    ("/api/runs?status=failed", 2),  # page, count
+    ("/api/tasks/{task}/runs", 3),  # the task, page, count
+    ("/api/tasks/{task}/runs?cursor=", 3),
+]
+
+
+@pytest.mark.parametrize(("path", "queries"), EXACT, ids=[path for path, _queries in EXACT])
+def test_it_lists_in_exactly_these_queries(as_admin, path, queries):
+    task = TaskFactory(name="parent")
+    for _ in range(25):
+        TaskFactory()
+        TaskRunFactory(task=task, status="failed")
+    path = path.format(task=task.pk)
+    assert as_admin.get(path).status_code == 200  # the caller is now known
+    with CaptureQueriesContext(connection) as context:
+        response = as_admin.get(path)
+    assert response.status_code == 200, response.content[:300]
+    assert len(context.captured_queries) == queries, [query["sql"] for query in context.captured_queries]

@@ -46,7 +46,10 @@ def varied_tasks():
     )
     dependent = TaskFactory(name="dependent", created_by=carol, jitter_seconds=7)
     dependent.set_dependencies([plain.pk, Task.objects.get(name__startswith="täsk").pk])
-    return TaskSerializer.Meta.model.objects.select_related("created_by").prefetch_related("dependency_links")
+    return varied_tasks.queryset().order_by("pk")
+
+
+varied_tasks.queryset = lambda: Task.objects.select_related("created_by").prefetch_related("dependency_links")
 
 
 def varied_runs():
@@ -71,7 +74,10 @@ def varied_runs():
             stderr="err" if index % 2 else "",
             trigger=["schedule", "manual", "retry"][index % 3],
         )
-    return TaskRun.objects.all()
+    return TaskRun.objects.order_by("pk")
+
+
+varied_runs.queryset = TaskRun.objects.all
 
 
 CASES = [
@@ -90,7 +96,11 @@ def test_it_gives_the_serializers_output_field_for_field(fast, serializer, make,
         expected = [dict(data) for data in serializer(rows, many=True).data]
         many = fast.many(rows)
         one = [fast.one(row) for row in rows]
-    assert many == one
+        # The listings' path: values() rows, no model instances.
+        values = list(fast.values_of(make.queryset().order_by("pk")))
+        from_values = fast.many(values)
+    assert all(type(row) is dict for row in values)
+    assert many == one == from_values
     for got, want in zip(many, expected, strict=True):
         assert list(got) == list(want)  # same keys, same order
         for key in want:
@@ -103,6 +113,16 @@ def test_it_renders_the_same_bytes_through_the_api(as_admin):
     response = as_admin.get("/api/tasks")
     rows = list(Task.objects.select_related("created_by").prefetch_related("dependency_links").order_by("pk"))
     expected = [dict(data) for data in TaskSerializer(rows, many=True).data]
+    assert response.json()["results"] == expected
+
+
+@pytest.mark.parametrize("path", ["/api/runs?page_size=100", "/api/tasks/{task}/runs?page_size=100&cursor="])
+def test_it_renders_the_runs_listings_as_the_serializer_does(as_admin, path):
+    varied_runs()
+    task = Task.objects.get(name="runner")
+    response = as_admin.get(path.format(task=task.pk))
+    newest_first = TaskRun.objects.order_by("-scheduled_at", "-id")
+    expected = [dict(data) for data in TaskRunSerializer(newest_first, many=True).data]
     assert response.json()["results"] == expected
 
 
