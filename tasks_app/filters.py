@@ -1,7 +1,7 @@
 import django_filters
 from django.db.models import Case, IntegerField, Q, Value, When
 
-from system_app.filters import CommaChoiceFilter, ListOrderingFilter, json_list_contains
+from system_app.filters import CommaChoiceFilter, ListOrderingFilter, StaticFormMixin, json_list_contains
 from system_app.validation import StrictIntegerFormField, StrictIsoDateTimeFilter
 from tasks_app.models import Executor, Priority, RunStatus, Task, TaskRun, TaskStatus, Trigger
 
@@ -45,7 +45,7 @@ class TaskOrderingFilter(ListOrderingFilter):
         return queryset.order_by(*terms)
 
 
-class TaskFilter(django_filters.FilterSet):
+class TaskFilter(StaticFormMixin, django_filters.FilterSet):
     status = django_filters.ChoiceFilter(choices=TaskStatus.choices)
     executor = django_filters.ChoiceFilter(choices=Executor.choices)
     task_type = django_filters.CharFilter()
@@ -66,7 +66,7 @@ class TaskFilter(django_filters.FilterSet):
         return queryset.filter(Q(name__icontains=value) | Q(description__icontains=value) | Q(command__icontains=value))
 
 
-class TaskRunFilter(django_filters.FilterSet):
+class TaskRunFilter(StaticFormMixin, django_filters.FilterSet):
     status = CommaChoiceFilter(choices=RunStatus.choices)
     task = IntegerFilter(field_name="task_id")
     worker = django_filters.CharFilter(field_name="worker_id")
