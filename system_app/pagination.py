@@ -16,12 +16,16 @@ Two ways through a listing, both answering
 
 ``count`` is exact up to ``EXACT_COUNT_LIMIT`` rows; beyond that it is
 PostgreSQL's row estimate, and ``count_is_estimate`` says so. Counting is only
-for display: nothing above depends on it.
+for display: nothing above depends on it. A web process remembers an
+estimated count for ``ESTIMATE_SECONDS`` per caller and listing (its path and
+filter parameters), so the pages of a big listing and the clients polling it
+cost no counting queries within that time (see ``EstimatedCounts``).
 """
 
 import base64
 import binascii
 import json
+import time
 from datetime import UTC, datetime
 
 from django.core.exceptions import FieldDoesNotExist
@@ -88,6 +92,60 @@ def count_rows(queryset):
         return queryset.order_by().count(), False
     # Never fewer than counted: the count says "at least this many" when low.
     return max(estimate, capped), True
+
+
+# How long a web process reuses an estimated count. The planner's estimate
+# changes with the table's statistics (ANALYZE), not from one request to the
+# next, so reusing it this long makes it no less accurate.
+ESTIMATE_SECONDS = 10
+# Query parameters that change which rows a page shows, not how many the listing holds.
+NOT_COUNTED = frozenset(("page", "page_size", "cursor", "ordering"))
+
+
+class EstimatedCounts:
+    """Listing -> (estimated count, expiry): what ``count_rows`` said of a
+    listing beyond ``EXACT_COUNT_LIMIT`` rows, for ``ESTIMATE_SECONDS``.
+
+    Counting such a listing costs two queries (the count up to the limit, then
+    the planner's estimate) on every page of it. Only estimates are kept: a
+    listing counted exactly is counted on every request, so an exact count is
+    never stale. The key is the caller, the view and the listing's path and
+    filter parameters, never the page, its size, the cursor or the ordering.
+    A listing that shrinks below the limit shows the kept estimate for at most
+    ``ESTIMATE_SECONDS`` more. Past ``MAX_ENTRIES`` listings the memory starts
+    again empty rather than grow. Races: two requests missing the same key
+    both count and the later store wins, with an equally fresh estimate.
+    """
+
+    MAX_ENTRIES = 1_000
+
+    def __init__(self):
+        self.entries = {}
+
+    def get(self, key):
+        entry = self.entries.get(key)
+        if entry is None or entry[1] <= time.monotonic():
+            return None
+        return entry[0]
+
+    def put(self, key, count):
+        if len(self.entries) >= self.MAX_ENTRIES:
+            self.entries = {}
+        self.entries[key] = (count, time.monotonic() + ESTIMATE_SECONDS)
+
+    def clear(self):
+        self.entries = {}
+
+
+ESTIMATES = EstimatedCounts()
+
+
+def listing_key(request, view):
+    """Who asks for which rows: the caller, the view, the path and the filter
+    parameters (in a stable order)."""
+    user = getattr(request, "user", None)
+    filters = sorted((name, tuple(values)) for name, values in request.query_params.lists() if name not in NOT_COUNTED)
+    return (getattr(user, "pk", None), type(view).__qualname__, request.path, tuple(filters))
 
 
 def ordering_of(queryset):
@@ -247,7 +305,7 @@ class PagePagination(PageNumberPagination):
         self.page_number = number
         self.has_previous = number > 1
         if self.has_next:
-            self.count, self.count_is_estimate = count_rows(queryset)
+            self.count, self.count_is_estimate = self.count_listing(queryset, request, view)
             # An estimate never claims fewer rows than this request has seen.
             self.count = max(self.count, offset + len(rows) + 1)
         else:
@@ -308,8 +366,20 @@ class PagePagination(PageNumberPagination):
         if not token and not more:
             self.count, self.count_is_estimate = len(rows), False  # the whole listing fits the first page
         else:
-            self.count, self.count_is_estimate = count_rows(queryset)
+            self.count, self.count_is_estimate = self.count_listing(queryset, request, view)
         return rows
+
+    @staticmethod
+    def count_listing(queryset, request, view):
+        """``count_rows`` of the listing, or its estimate kept from a recent request."""
+        key = listing_key(request, view)
+        estimate = ESTIMATES.get(key)
+        if estimate is not None:
+            return estimate, True
+        count, is_estimate = count_rows(queryset)
+        if is_estimate:
+            ESTIMATES.put(key, count)
+        return count, is_estimate
 
     def _cursor_link(self, token):
         url = remove_query_param(self.request.build_absolute_uri(), self.page_query_param)

@@ -8,6 +8,7 @@ from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from system_app.models import ApiKey
+from system_app.pagination import ESTIMATES
 from system_app.principals import PRINCIPALS
 from tests import factories
 from tests.secret_guard import SecretLeakGuard
@@ -22,13 +23,15 @@ def _python_callables(settings):
 
 @pytest.fixture(autouse=True)
 def _fresh_cache():
-    # Throttle buckets live in the cache, principals in their own memory;
-    # each test starts with empty ones.
+    # Throttle buckets live in the cache, principals and estimated counts in
+    # their own memory; each test starts with empty ones.
     cache.clear()
     PRINCIPALS.clear()
+    ESTIMATES.clear()
     yield
     cache.clear()
     PRINCIPALS.clear()
+    ESTIMATES.clear()
 
 
 @pytest.fixture(autouse=True)

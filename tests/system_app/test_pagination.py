@@ -155,6 +155,46 @@ def test_it_knows_the_exact_count_on_the_last_page(as_admin, monkeypatch):
     assert (last["count"], last["count_is_estimate"], last["next"]) == (5, False, None)
 
 
+def test_it_reuses_an_estimate_for_the_listing_and_caller_that_had_it(as_admin, as_viewer, tasks, monkeypatch):
+    monkeypatch.setattr(pagination, "EXACT_COUNT_LIMIT", 5)
+    estimated = []
+    monkeypatch.setattr(pagination, "estimate_count", lambda queryset: estimated.append(1) or 1000)
+    insert_runs(tasks, 5)  # 20 runs
+    task = tasks[0].pk
+    same_listing = [
+        "/api/runs?status=completed&page_size=2",
+        "/api/runs?page=2&page_size=3&status=completed",
+        "/api/runs?status=completed&ordering=scheduled_at&cursor=&page_size=4",
+    ]
+    for url in same_listing:
+        body = as_admin.get(url).json()
+        assert (body["count"], body["count_is_estimate"]) == (1000, True), url
+    assert len(estimated) == 1
+    with CaptureQueriesContext(connection) as context:
+        as_admin.get(same_listing[0])
+    assert len(context.captured_queries) == 1  # the page; no count
+
+    others = ["/api/runs", f"/api/tasks/{task}/runs", "/api/runs?status=failed,completed"]
+    for url in [with_query(other, "page_size=2") for other in others]:
+        assert as_admin.get(url).json()["count_is_estimate"] is True, url
+    assert len(estimated) == 4  # each listing its own
+    as_viewer.get(same_listing[0])
+    assert len(estimated) == 5  # each caller its own
+
+    monkeypatch.setattr(pagination, "ESTIMATE_SECONDS", 0)
+    pagination.ESTIMATES.clear()
+    as_admin.get(same_listing[0])
+    as_admin.get(same_listing[0])
+    assert len(estimated) == 7  # expired at once: counted again each time
+
+
+def test_it_counts_exact_counts_on_every_request(as_admin, tasks):
+    insert_runs(tasks, 5)
+    assert as_admin.get("/api/runs?page_size=2").json()["count"] == 20
+    insert_runs(tasks, 1, start=5)
+    assert as_admin.get("/api/runs?page_size=2").json()["count"] == 24
+
+
 # 50,000 runs with statistics that lie ----------------------------------------------------
 
 
