@@ -190,7 +190,8 @@ MIDDLEWARE = [
     "system_app.middleware.ApiGuardMiddleware",
     "system_app.input_middleware.RejectNulMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    "csp.middleware.CSPMiddleware",
+    # django-csp's CSPMiddleware with the policy built once per process.
+    "system_app.middleware.FixedPolicyCSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
