@@ -984,11 +984,22 @@ class TaskDependency(models.Model):
     @classmethod
     def ids_by_task(cls, task_ids):
         """{task id: sorted ids of the tasks it depends on} for ``task_ids``, in
-        one query that builds no model instances (the API's task listings)."""
+        one query that builds no model instances (the API's task listings and
+        details). Plain SQL: the ORM spent more CPU building and compiling this
+        query than the page query's whole read. The ids are bound parameters;
+        the names come from the model's metadata, quoted."""
         ids = {task_id: [] for task_id in task_ids}
         if ids:
-            for task_id, depends_on_id in cls.objects.filter(task_id__in=ids).values_list("task_id", "depends_on_id"):
-                ids[task_id].append(depends_on_id)
+            quote = connection.ops.quote_name
+            task, depends_on = (quote(cls._meta.get_field(name).column) for name in ("task", "depends_on"))
+            placeholders = ", ".join(["%s"] * len(ids))
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    f"SELECT {task}, {depends_on} FROM {quote(cls._meta.db_table)} WHERE {task} IN ({placeholders})",
+                    list(ids),
+                )
+                for task_id, depends_on_id in cursor.fetchall():
+                    ids[task_id].append(depends_on_id)
         for values in ids.values():
             values.sort()
         return ids
