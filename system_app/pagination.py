@@ -28,7 +28,7 @@ import json
 import time
 from datetime import UTC, datetime
 
-from django.core.exceptions import FieldDoesNotExist
+from django.core.exceptions import EmptyResultSet, FieldDoesNotExist
 from django.db import connections
 from django.db.models import DateTimeField, Q
 from django.utils import timezone
@@ -72,6 +72,28 @@ def estimate_count(queryset):
     return int(plan[0]["Plan"]["Plan Rows"])
 
 
+def count_up_to(queryset, limit):
+    """How many rows ``queryset`` holds, counting at most ``limit``.
+
+    ``queryset[:limit].count()`` builds Django's aggregate over a subquery:
+    five times the Python calls of compiling the listing's primary keys and
+    counting them in SQL, which is what it runs. The inner query is compiled by
+    the ORM (its values are bound parameters). A DISTINCT, GROUP BY or union
+    counts what it selects, not primary keys: those keep Django's count.
+    """
+    query = queryset.query
+    if query.distinct or query.combinator or query.group_by:
+        return queryset.order_by()[:limit].count()
+    inner = queryset.order_by().values("pk")[:limit]
+    try:
+        sql, params = inner.query.sql_with_params()
+    except EmptyResultSet:  # a filter that matches nothing, such as pk__in=[]
+        return 0
+    with connections[inner.db].cursor() as cursor:
+        cursor.execute(f"SELECT COUNT(*) FROM ({sql}) counted", params)
+        return cursor.fetchone()[0]
+
+
 def count_rows(queryset):
     """(count, is_estimate): exact up to EXACT_COUNT_LIMIT rows, an estimate beyond.
 
@@ -84,7 +106,7 @@ def count_rows(queryset):
     """
     if not hasattr(queryset, "query"):
         return len(queryset), False
-    capped = queryset.order_by()[: EXACT_COUNT_LIMIT + 1].count()
+    capped = count_up_to(queryset, EXACT_COUNT_LIMIT + 1)
     if capped <= EXACT_COUNT_LIMIT:
         return capped, False
     estimate = estimate_count(queryset)

@@ -7,6 +7,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 from django.db import connection
+from django.db.models import Count
 from django.test.utils import CaptureQueriesContext
 
 from system_app import pagination
@@ -193,6 +194,23 @@ def test_it_counts_exact_counts_on_every_request(as_admin, tasks):
     assert as_admin.get("/api/runs?page_size=2").json()["count"] == 20
     insert_runs(tasks, 1, start=5)
     assert as_admin.get("/api/runs?page_size=2").json()["count"] == 24
+
+
+def test_it_counts_up_to_a_limit_as_django_counts(tasks):
+    insert_runs(tasks, 5)  # 20 runs
+    TaskRun.objects.filter(pk__in=TaskRun.objects.order_by("pk").values("pk")[:3]).update(status=RunStatus.FAILED)
+    querysets = [
+        TaskRun.objects.all(),
+        TaskRun.objects.filter(status=RunStatus.FAILED),
+        TaskRun.objects.filter(task__name="first").order_by("-scheduled_at").values("id", "status"),
+        TaskRun.objects.values("status").distinct(),
+        TaskRun.objects.values("task_id").annotate(runs=Count("id")),
+        TaskRun.objects.none(),
+        TaskRun.objects.filter(pk__in=[]),
+    ]
+    for queryset in querysets:
+        for limit in (1, 2, 19, 20, 21):
+            assert pagination.count_up_to(queryset, limit) == queryset.order_by()[:limit].count(), (queryset, limit)
 
 
 # 50,000 runs with statistics that lie ----------------------------------------------------
