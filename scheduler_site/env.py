@@ -142,10 +142,6 @@ def env_user(name, default, environ=None):
     return value
 
 
-# psycopg's own default. It only matters to a cursor that binds on the server,
-# and the one such cursor (tasks_app/run_sql.py) prepares at the first execution.
-PREPARE_THRESHOLD = 5
-
 _RATE = re.compile(r"^(\d+)/(s|sec|second|m|min|minute|h|hour|d|day)$")
 
 
@@ -200,11 +196,6 @@ def parse_database_url(name, url, sqlite_default_path):
         prepared = options.pop("prepared_statements", "on")
         if prepared not in ("on", "off"):
             raise ConfigError(name, "prepared_statements must be on or off")
-        # The worker's hot statements (tasks_app/run_sql.py) ask to be prepared;
-        # Django's own queries bind on the client and never are. "off" is for a
-        # pooler that cannot keep prepared statements (PgBouncer before 1.21, or
-        # without max_prepared_statements, in transaction mode).
-        options["prepare_threshold"] = PREPARE_THRESHOLD if prepared == "on" else None
         return {
             "ENGINE": "django.db.backends.postgresql",
             "NAME": database,
@@ -213,6 +204,11 @@ def parse_database_url(name, url, sqlite_default_path):
             "HOST": parts.hostname or "",
             "PORT": str(port or ""),
             "CONN_MAX_AGE": conn_max_age,
+            # The worker's hot statements (tasks_app/run_sql.py) are prepared;
+            # Django's own queries bind on the client and never are. "off" is for
+            # a pooler that cannot keep prepared statements (PgBouncer before
+            # 1.21, or without max_prepared_statements, in transaction mode).
+            "PREPARED_STATEMENTS": prepared == "on",
             "CONN_HEALTH_CHECKS": True,
             "OPTIONS": options,
         }

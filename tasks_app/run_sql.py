@@ -20,6 +20,8 @@ field added later needs no change here; values read back go through the same
 converters the ORM applies (SQLite's datetimes and booleans, JSON).
 """
 
+import sys
+
 from django.db import connection, transaction
 
 try:
@@ -63,25 +65,35 @@ if ServerBindingCursor is not None:
 
     class PreparedCursor(ServerBindingCursor):
         """Binds parameters on the server and asks for every statement to be
-        prepared; psycopg keeps the prepared statements per connection. A
-        connection whose ``prepare_threshold`` is None (``DATABASE_URL``'s
-        ``?prepared_statements=off``) prepares nothing."""
+        prepared; psycopg keeps the prepared statements per connection."""
 
         def execute(self, query, params=None, **kwargs):
             kwargs.setdefault("prepare", True)
             return super().execute(query, params, **kwargs)
 
 
+# Django turns psycopg's preparing off (prepare_threshold None) on every
+# connection; a connection that runs these statements turns it back on, with a
+# threshold no statement reaches, so that only those asked to be (prepare=True)
+# are prepared. Left off elsewhere: with a threshold, psycopg keeps count of
+# every query a connection runs, which the web process would pay for nothing.
+ONLY_WHEN_ASKED = sys.maxsize
+
+
 def cursor():
-    """A cursor for the hot statements: prepared on PostgreSQL, Django's usual
-    cursor elsewhere; through Django's wrapper either way (errors as Django's,
-    queries logged when Django logs them)."""
-    if connection.vendor != "postgresql":
+    """A cursor for the hot statements: prepared on PostgreSQL (unless
+    ``DATABASE_URL`` says ``?prepared_statements=off``), Django's usual cursor
+    elsewhere; through Django's wrapper either way (errors as Django's, queries
+    logged when Django logs them)."""
+    if connection.vendor != "postgresql" or not connection.settings_dict.get("PREPARED_STATEMENTS"):
         return connection.cursor()
     connection.ensure_connection()
     connection.validate_thread_sharing()
-    raw = PreparedCursor(connection.connection)
-    return connection.make_debug_cursor(raw) if connection.queries_logged else connection.make_cursor(raw)
+    raw = connection.connection
+    if raw.prepare_threshold is None:
+        raw.prepare_threshold = ONLY_WHEN_ASKED
+    prepared = PreparedCursor(raw)
+    return connection.make_debug_cursor(prepared) if connection.queries_logged else connection.make_cursor(prepared)
 
 
 def claim_run(run_model, task_model, run_id, worker_id, now, from_status, to_status):

@@ -75,10 +75,9 @@ def test_it_parses_a_postgres_url():
 
 def test_postgresql_prepares_the_hot_statements_unless_told_not_to():
     url = "postgres://app@db.local/sched"
-    assert env.parse_database_url("DATABASE_URL", url, "unused")["OPTIONS"]["prepare_threshold"] == 5
+    assert env.parse_database_url("DATABASE_URL", url, "unused")["PREPARED_STATEMENTS"] is True
     off = env.parse_database_url("DATABASE_URL", url + "?prepared_statements=off&conn_max_age=0", "unused")
-    assert off["OPTIONS"] == {"prepare_threshold": None}
-    assert off["CONN_MAX_AGE"] == 0
+    assert (off["PREPARED_STATEMENTS"], off["CONN_MAX_AGE"], off["OPTIONS"]) == (False, 0, {})
 
 
 @pytest.mark.parametrize(

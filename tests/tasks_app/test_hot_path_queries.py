@@ -147,6 +147,32 @@ def test_it_drops_the_outcome_of_a_run_no_longer_running_on_this_worker(django_a
     assert (run.status, run.error_message) == (RunStatus.FAILED, "worker lost")
 
 
+def prepared_statements():
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        return [row[0] for row in cursor.fetchall()]
+
+
+@pytest.mark.skipif(not POSTGRESQL, reason="PostgreSQL prepares statements on the server")
+def test_it_prepares_the_claim_and_the_finish_once_per_connection():
+    run = TaskRun.claim(dispatched().pk, "worker-1", NOW)
+    assert run.finish(outcome(), NOW)
+    statements = prepared_statements()
+    assert sum('WITH "claimed"' in statement for statement in statements) == 1
+    assert sum('WITH "finished"' in statement for statement in statements) == 1
+    # Django's own queries are not prepared.
+    assert not any("pg_prepared_statements" in statement for statement in statements)
+
+
+@pytest.mark.skipif(not POSTGRESQL, reason="PostgreSQL prepares statements on the server")
+def test_it_prepares_nothing_when_the_database_url_says_off(monkeypatch):
+    monkeypatch.setitem(connection.settings_dict, "PREPARED_STATEMENTS", False)
+    before = sorted(prepared_statements())  # the connection may have prepared some for an earlier test
+    run = TaskRun.claim(dispatched().pk, "worker-1", NOW)
+    assert run.finish(outcome(), NOW)
+    assert sorted(prepared_statements()) == before
+
+
 def test_it_keeps_nul_characters_out_of_the_stored_output():
     run = TaskRun.claim(dispatched().pk, "worker-1", NOW)
     assert run.finish(outcome(stdout="a\x00b", result="r\x00"), NOW)
