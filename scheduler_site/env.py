@@ -197,7 +197,7 @@ def parse_database_url(name, url, sqlite_default_path):
         if prepared not in ("on", "off"):
             raise ConfigError(name, "prepared_statements must be on or off")
         return {
-            "ENGINE": "django.db.backends.postgresql",
+            "ENGINE": "system_app.postgresql",
             "NAME": database,
             "USER": unquote(parts.username or ""),
             "PASSWORD": unquote(parts.password or ""),

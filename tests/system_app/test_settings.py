@@ -68,7 +68,7 @@ def test_it_starts_on_the_embedded_defaults():
 
 def test_it_parses_a_postgres_url():
     config = env.parse_database_url("DATABASE_URL", "postgres://app:s%40cret@db.local:6543/sched", "unused")
-    assert config["ENGINE"] == "django.db.backends.postgresql"
+    assert config["ENGINE"] == "system_app.postgresql"
     assert (config["NAME"], config["USER"], config["PASSWORD"]) == ("sched", "app", "s@cret")
     assert (config["HOST"], config["PORT"]) == ("db.local", "6543")
 
