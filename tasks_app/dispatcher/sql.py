@@ -38,35 +38,60 @@ def insert_ignoring_conflicts(model, rows):
 
     A row refused by a unique constraint (a slot already planned, by us or by
     another dispatcher) is skipped silently, as bulk_create(ignore_conflicts=True).
+
+    On PostgreSQL a column whose value is the same in every row (a default, the
+    trigger, the creation time) is one parameter rather than an array: encoding
+    the arrays' elements was most of the dispatcher's time in this insert.
     """
     if not rows:
         return
     quote = connection.ops.quote_name
     fields = [field for field in model._meta.concrete_fields if not field.primary_key]
     template = model()
-    converters = {field.attname: _converter(field) for field in fields}
-    position = {field.attname: index for index, field in enumerate(fields)}
-    defaults = [converters[field.attname](getattr(template, field.attname)) for field in fields]
-    values = []
-    for row in rows:
-        line = list(defaults)
-        for name, value in row.items():
-            line[position[name]] = converters[name](value)
-        values.append(line)
     table, columns = quote(model._meta.db_table), ", ".join(quote(field.column) for field in fields)
+    # Per field: its values in row order (rows that leave it out get the default).
+    given = set().union(*rows)
+    values = {}
+    for field in fields:
+        name, default = field.attname, getattr(template, field.attname)
+        values[field] = [row.get(name, default) for row in rows] if name in given else [default]
     if connection.vendor == "postgresql":
-        # One array per column; unnest() zips them back into rows.
-        sql = "INSERT INTO {} ({}) SELECT * FROM unnest({}) ON CONFLICT DO NOTHING".format(
-            table, columns, ", ".join(f"%s::{_array_type(field)}" for field in fields)
-        )
-        with connection.cursor() as cursor:
-            cursor.execute(sql, [list(column) for column in zip(*values, strict=True)])
+        _insert_unnest(table, columns, fields, values, len(rows))
         return
+    converted = [[_converter(field)(value) for value in values[field]] for field in fields]
+    lines = [[column[index if len(column) > 1 else 0] for column in converted] for index in range(len(rows))]
     sql = "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT DO NOTHING".format(
         table, columns, ", ".join(["%s"] * len(fields))
     )
     with connection.cursor() as cursor:
-        cursor.executemany(sql, values)
+        cursor.executemany(sql, lines)
+
+
+def _insert_unnest(table, columns, fields, values, count):
+    """PostgreSQL: one array per column that varies, unnest() zips them back
+    into rows; the columns that do not vary are single parameters."""
+    selected, constants, arrays, names = [], [], [], []
+    for index, field in enumerate(fields):
+        column, convert = values[field], _converter(field)
+        first = column[0]
+        if not index and len(column) < count:
+            column = column * count  # the first field is always an array: unnest() counts the rows by it
+        if index and all(value == first for value in column):
+            selected.append(f"%s::{field.db_type(connection)}")
+            constants.append(convert(first))
+        else:
+            names.append(f"c{index}")
+            selected.append(names[-1])
+            arrays.append(([convert(value) for value in column], f"%s::{_array_type(field)}"))
+    sql = "INSERT INTO {} ({}) SELECT {} FROM unnest({}) AS batch({}) ON CONFLICT DO NOTHING".format(
+        table,
+        columns,
+        ", ".join(selected),
+        ", ".join(placeholder for _array, placeholder in arrays),
+        ", ".join(names),
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, constants + [array for array, _placeholder in arrays])
 
 
 def set_next_run_at(pairs):

@@ -83,6 +83,7 @@ def main(argv=None):
         "--exit-grace", type=float, default=10, help="seconds a --once pass gets to end once every task is planned"
     )
     parser.add_argument("--py-spy", metavar="SVG", help="record the dispatcher with py-spy into this flame graph")
+    parser.add_argument("--py-spy-gil", action="store_true", help="py-spy --gil: only samples holding the GIL")
     parser.add_argument("--pg-stats", action="store_true", help="add PostgreSQL's top statements (pg_stat_statements)")
     args = parser.parse_args(argv)
     if args.tasks < 1:
@@ -137,7 +138,7 @@ def main(argv=None):
         sampler = RssSampler(proc.pid)
         sampler.start()
         if args.py_spy:
-            spy = start_py_spy(proc.pid, args.py_spy, stack.logdir)
+            spy = start_py_spy(proc.pid, args.py_spy, stack.logdir, gil=args.py_spy_gil)
             report["py_spy"] = args.py_spy if spy else "py-spy not installed"
 
         seeded_until = float(stack.scalar("SELECT extract(epoch FROM max(next_run_at)) FROM tasks_app_task"))

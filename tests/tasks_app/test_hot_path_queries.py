@@ -228,6 +228,29 @@ def test_it_inserts_runs_ignoring_planned_slots_with_every_kind_of_value():
     assert (runs[2].status, runs[2].cancel_requested) == (RunStatus.PENDING, False)
 
 
+def test_it_inserts_a_value_shared_by_every_row_into_every_row():
+    first, second = TaskFactory(), TaskFactory()
+    rows = [
+        {
+            "task_id": task.pk,
+            "task_name": task.name,
+            "scheduled_at": NOW + timedelta(minutes=minute),
+            "status": RunStatus.SKIPPED.value,
+            "completed_at": NOW,
+            "error_message": "the same",
+            "arguments": ["a"],
+        }
+        for task in (first, second)
+        for minute in (1, 2)
+    ]
+    sql.insert_ignoring_conflicts(TaskRun, rows)
+    runs = TaskRun.objects.filter(task__in=[first, second])
+    assert runs.count() == 4
+    assert {(run.status, run.completed_at, run.error_message, tuple(run.arguments)) for run in runs} == {
+        (RunStatus.SKIPPED, NOW, "the same", ("a",))
+    }
+
+
 def test_it_sets_next_run_at_of_many_tasks_at_once_none_included():
     first, second = TaskFactory(next_run_at=NOW), TaskFactory(next_run_at=NOW)
     sql.set_next_run_at([(first.pk, NOW + timedelta(hours=1)), (second.pk, None)])
