@@ -11,7 +11,7 @@ class SystemAppConfig(AppConfig):
         from django.contrib.auth.models import Group
         from django.db.models.signals import m2m_changed, post_delete, post_save
 
-        from system_app import checks, metrics, secrets  # noqa: F401  (checks registers the system checks)
+        from system_app import checks, db, metrics, secrets  # noqa: F401  (checks registers the system checks, db a lookup)
         from system_app.logins import end_logins_of_inactive_user
         from system_app.principals import forget_principals
 

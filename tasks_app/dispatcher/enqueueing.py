@@ -112,14 +112,14 @@ def enqueue_ready_runs(now, batch_size=None, broker=None, set_aside=None, dispat
             set_aside=set_aside,
             describe=lambda row: (row[0], f"enqueueing run #{row[0]}", {"run_id": row[0]}),
         )
-        TaskRun.objects.filter(pk__in=[row[0] for row, _message in built]).mark_dispatched(now, by=dispatcher_id)
+        TaskRun.objects.filter(pk__in_array=[row[0] for row, _message in built]).mark_dispatched(now, by=dispatcher_id)
         save_events(errors)
     sendable = [row for row, _message in built]
     try:
         publish_messages(broker or dramatiq.get_broker(), [message for _row, message in built])
     except PublishError as error:
         metrics.runs_enqueued(sendable[: error.sent])
-        TaskRun.objects.filter(pk__in=[row[0] for row in sendable[error.sent :]]).undispatch(now)
+        TaskRun.objects.filter(pk__in_array=[row[0] for row in sendable[error.sent :]]).undispatch(now)
         raise
     metrics.runs_enqueued(sendable)
     return len(rows)

@@ -185,7 +185,7 @@ def _mark_redispatched(queryset, limit, now, by=None, message=_stuck_message):
         rows = select_rows(queryset, limit)
         if not rows:
             return rows
-        TaskRun.objects.filter(pk__in=[row[0] for row in rows]).redispatch(now, by=by)
+        TaskRun.objects.filter(pk__in_array=[row[0] for row in rows]).redispatch(now, by=by)
         save_events(
             [
                 event(message(run_id), level=EventLevel.WARNING, run_id=run_id, queue=queue)
@@ -233,7 +233,7 @@ def take_over_orphaned_runs(now, dead, batch_size=None, broker=None, dispatcher_
     try:
         publish(broker or dramatiq.get_broker(), rows)
     except PublishError as error:
-        TaskRun.objects.filter(pk__in=[row[0] for row in rows[error.sent :]]).undispatch(now)
+        TaskRun.objects.filter(pk__in_array=[row[0] for row in rows[error.sent :]]).undispatch(now)
         raise
     metrics.recovered("run_dispatcher_lost", len(rows))
     return len(rows)

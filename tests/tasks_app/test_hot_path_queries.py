@@ -251,6 +251,17 @@ def test_it_inserts_a_value_shared_by_every_row_into_every_row():
     }
 
 
+def test_in_array_selects_the_listed_rows_with_one_array_parameter(django_assert_num_queries):
+    runs = TaskRunFactory.create_batch(3)
+    listed = TaskRun.objects.filter(pk__in_array=[runs[0].pk, runs[2].pk])
+    assert sorted(listed.values_list("pk", flat=True)) == [runs[0].pk, runs[2].pk]
+    assert not TaskRun.objects.filter(pk__in_array=[]).exists()
+    with django_assert_num_queries(1) as queries:
+        assert TaskRun.objects.filter(pk__in_array=[run.pk for run in runs]).mark_dispatched(NOW, by="d1") == 3
+    if POSTGRESQL:  # one statement text whatever the number of ids
+        assert "= ANY(" in queries[0]["sql"] and " IN (" not in queries[0]["sql"]
+
+
 def test_it_sets_next_run_at_of_many_tasks_at_once_none_included():
     first, second = TaskFactory(next_run_at=NOW), TaskFactory(next_run_at=NOW)
     sql.set_next_run_at([(first.pk, NOW + timedelta(hours=1)), (second.pk, None)])
