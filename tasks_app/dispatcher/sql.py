@@ -12,6 +12,11 @@ unnest(…) ON CONFLICT DO NOTHING`, `UPDATE … FROM unnest(…)`): PostgreSQL
 parses, plans and executes one statement per batch rather than one per row,
 measured at a quarter of PostgreSQL's time for the plan writes.
 
+The arrays are bound on the server in binary (``%b``, through run_sql's
+cursor, which also prepares the statements): Django's cursors bind on the
+client, in text, where psycopg quotes and escapes each element in Python,
+about 5 µs per timestamp against 0.25 µs in binary.
+
 The column list comes from the model and the defaults from an unsaved
 instance, so a field added to TaskRun later needs no change here.
 """
@@ -20,6 +25,7 @@ from enum import Enum
 
 from django.db import connection, models
 
+from tasks_app import run_sql
 from tasks_app.models import Task
 
 
@@ -82,7 +88,7 @@ def _insert_unnest(table, columns, fields, values, count):
         else:
             names.append(f"c{index}")
             selected.append(names[-1])
-            arrays.append(([convert(value) for value in column], f"%s::{_array_type(field)}"))
+            arrays.append(([convert(value) for value in column], f"%b::{_array_type(field)}"))
     sql = "INSERT INTO {} ({}) SELECT {} FROM unnest({}) AS batch({}) ON CONFLICT DO NOTHING".format(
         table,
         columns,
@@ -90,7 +96,7 @@ def _insert_unnest(table, columns, fields, values, count):
         ", ".join(placeholder for _array, placeholder in arrays),
         ", ".join(names),
     )
-    with connection.cursor() as cursor:
+    with run_sql.cursor() as cursor:
         cursor.execute(sql, constants + [array for array, _placeholder in arrays])
 
 
@@ -104,10 +110,10 @@ def set_next_run_at(pairs):
     if connection.vendor == "postgresql":
         sql = (
             f"UPDATE {table} SET {column} = batch.moment "
-            f"FROM unnest(%s::{_array_type(Task._meta.pk)}, %s::timestamptz[]) AS batch(id, moment) "
+            f"FROM unnest(%b::{_array_type(Task._meta.pk)}, %b::timestamptz[]) AS batch(id, moment) "
             f"WHERE {table}.{pk} = batch.id"
         )
-        with connection.cursor() as cursor:
+        with run_sql.cursor() as cursor:
             cursor.execute(sql, [[pk for pk, _moment in pairs], [adapt(moment) for _pk, moment in pairs]])
         return
     sql = f"UPDATE {table} SET {column} = %s WHERE {pk} = %s"
