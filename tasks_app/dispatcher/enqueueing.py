@@ -20,6 +20,10 @@ whose policy is not `allow`, wait while the task has a dispatched or running
 run or an older pending one, so they start oldest first and never overlap.
 """
 
+import itertools
+import os
+import uuid
+
 import dramatiq
 from django.db import transaction
 from django.db.models import Case, Exists, IntegerField, OuterRef, Q, Value, When
@@ -48,6 +52,26 @@ def priority_rank():
     ), effective
 
 
+class MessageIds:
+    """Message ids in the form of Dramatiq's (a UUID's text), unique without a
+    uuid4 per message (its random bytes and UUID object were 5% of the
+    dispatcher's time): a random prefix drawn once per process (and again in a
+    forked child), then a counter in the last 48 bits."""
+
+    def __init__(self):
+        self.reset()
+        os.register_at_fork(after_in_child=self.reset)
+
+    def reset(self):
+        self.prefix, self.counter = str(uuid.uuid4())[:24], itertools.count()
+
+    def __call__(self):
+        return f"{self.prefix}{next(self.counter) & 0xFFFFFFFFFFFF:012x}"
+
+
+next_message_id = MessageIds()
+
+
 def build_message(run_id, queue_name, level):
     return dramatiq.Message(
         queue_name=queue_name,
@@ -55,6 +79,7 @@ def build_message(run_id, queue_name, level):
         args=(run_id,),
         kwargs={},
         options={"broker_priority": level},
+        message_id=next_message_id(),
     )
 
 

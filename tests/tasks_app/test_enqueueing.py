@@ -1,6 +1,8 @@
 """The enqueue step: ready runs to the broker, most urgent first, marked
 `dispatched` before they are published."""
 
+import uuid
+
 import pytest
 
 from system_app.models import SystemEvent
@@ -84,6 +86,13 @@ def test_it_puts_unsent_runs_back_to_pending_when_publishing_fails(broker, monke
 def test_it_names_the_actor_the_workers_run():
     assert execute_run.actor_name == enqueueing.ACTOR_NAME
     assert execute_run.queue_name == "default"
+
+
+def test_its_messages_have_distinct_ids_in_the_form_of_a_uuid():
+    ids = [enqueueing.build_message(run_id, "default", 0).message_id for run_id in range(1000)]
+    assert len(set(ids)) == 1000
+    assert all(str(uuid.UUID(message_id)) == message_id for message_id in ids)
+    assert enqueueing.MessageIds()().split("-")[:4] != ids[0].split("-")[:4]  # drawn per process
 
 
 def test_it_enqueues_the_runs_behind_one_whose_message_cannot_be_built(broker, monkeypatch):
