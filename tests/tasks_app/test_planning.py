@@ -43,6 +43,20 @@ def test_it_creates_a_run_at_the_fire_time_and_advances_next_run_at():
     assert plan_due_tasks(NOW) == 0
 
 
+def test_tasks_of_a_batch_that_share_a_due_time_get_the_fires_of_their_own_schedule():
+    every_minute = [scheduled() for _ in range(2)]
+    hourly = scheduled("0 * * * *")
+    in_paris = scheduled("0 13 * * *", timezone="Europe/Paris")  # 12:00 UTC, then 12:00 UTC the next day
+    in_utc = scheduled("0 13 * * *", next_run_at=at(12, 0, 1))  # a due time of its own: 13:00 UTC today
+    assert plan_due_tasks(NOW) == 5
+    next_runs = dict(Task.objects.values_list("pk", "next_run_at"))
+    assert [next_runs[task.pk] for task in every_minute] == [at(12, 1), at(12, 1)]
+    assert next_runs[hourly.pk] == at(13, 0)
+    assert next_runs[in_paris.pk] == at(12, 0) + timedelta(days=1)
+    assert next_runs[in_utc.pk] == at(13, 0)
+    assert TaskRun.objects.filter(scheduled_at=at(12, 0)).count() == 4
+
+
 def test_it_leaves_tasks_not_due_and_paused_tasks_alone():
     later = scheduled(next_run_at=at(12, 1))
     paused = scheduled(status="paused")
