@@ -26,6 +26,7 @@ from django.db import connection, transaction
 
 try:
     from django.db.backends.postgresql.base import ServerBindingCursor
+    from psycopg.pq import Format
 except ImportError:  # no psycopg: SQLite only
     ServerBindingCursor = None
 
@@ -80,20 +81,32 @@ if ServerBindingCursor is not None:
 ONLY_WHEN_ASKED = sys.maxsize
 
 
-def cursor():
-    """A cursor for the hot statements: prepared on PostgreSQL (unless
-    ``DATABASE_URL`` says ``?prepared_statements=off``), Django's usual cursor
-    elsewhere; through Django's wrapper either way (errors as Django's, queries
-    logged when Django logs them)."""
-    if connection.vendor != "postgresql" or not connection.settings_dict.get("PREPARED_STATEMENTS"):
+def cursor(binary_results=False):
+    """A cursor for the hot statements: bound on the server and prepared on
+    PostgreSQL (bound on the server only, if ``DATABASE_URL`` says
+    ``?prepared_statements=off``), Django's usual cursor elsewhere; through
+    Django's wrapper either way (errors as Django's, queries logged when Django
+    logs them). On the server, ``%b`` sends a parameter in binary.
+
+    ``binary_results``: PostgreSQL sends the rows in binary, read by psycopg's
+    C loaders; Django's loader of timestamptz text is Python (about 5 µs a
+    value). Datetimes come back aware in the session's time zone, UTC, as
+    Django's. Only for columns whose values need none of Django's converters
+    (numbers, text, datetimes; not JSON)."""
+    if connection.vendor != "postgresql":
         return connection.cursor()
     connection.ensure_connection()
     connection.validate_thread_sharing()
     raw = connection.connection
-    if raw.prepare_threshold is None:
-        raw.prepare_threshold = ONLY_WHEN_ASKED
-    prepared = PreparedCursor(raw)
-    return connection.make_debug_cursor(prepared) if connection.queries_logged else connection.make_cursor(prepared)
+    if not connection.settings_dict.get("PREPARED_STATEMENTS"):
+        bound = ServerBindingCursor(raw)
+    else:
+        if raw.prepare_threshold is None:
+            raw.prepare_threshold = ONLY_WHEN_ASKED
+        bound = PreparedCursor(raw)
+    if binary_results:
+        bound.format = Format.BINARY
+    return connection.make_debug_cursor(bound) if connection.queries_logged else connection.make_cursor(bound)
 
 
 def claim_run(run_model, task_model, run_id, worker_id, now, from_status, to_status):

@@ -33,7 +33,7 @@ Decisions where the SPEC is silent (see also the README):
 """
 
 import logging
-from collections import deque
+from collections import deque, namedtuple
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -83,6 +83,10 @@ PLAN_FIELDS = (
     "misfire_grace_seconds",
     "jitter_seconds",
 )
+
+
+# A due task as the plan step reads it.
+DueTask = namedtuple("DueTask", PLAN_FIELDS)
 
 
 @dataclass
@@ -256,8 +260,8 @@ def plan_due_tasks(now, batch_size=None):
     size = default_batch_size(batch_size)
     with transaction.atomic():
         # Named tuples, not model instances: this is the hot path.
-        due = Task.objects.due(now).order_by("next_run_at", "id").values_list(*PLAN_FIELDS, named=True)
-        tasks = list(claim(due)[:size])
+        due = Task.objects.due(now).order_by("next_run_at", "id").values_list(*PLAN_FIELDS)
+        tasks = sql.read_rows(claim(due)[:size], DueTask)
         if not tasks:
             return 0
         guarded = [task.id for task in tasks if task.concurrency_policy != ConcurrencyPolicy.ALLOW]

@@ -121,6 +121,20 @@ def set_next_run_at(pairs):
         cursor.executemany(sql, [(adapt(moment), pk) for pk, moment in pairs])
 
 
+def read_rows(queryset, row_class):
+    """The rows of ``queryset``, a values_list of plain columns (numbers, text,
+    datetimes), as ``row_class`` (a namedtuple of those fields). On PostgreSQL
+    its SQL runs through run_sql's cursor, prepared, the rows read in binary:
+    through Django's cursor the due tasks' two timestamps per row were parsed
+    from text in Python, 10% of the dispatcher's time per run."""
+    if connection.vendor != "postgresql":
+        return [row_class._make(row) for row in queryset]
+    sql, params = queryset.query.sql_with_params()
+    with run_sql.cursor(binary_results=True) as cursor:
+        cursor.execute(sql, params)
+        return [row_class._make(row) for row in cursor.fetchall()]
+
+
 def _array_type(field):
     """The PostgreSQL array type of ``field``'s column: ``bigint[]``, ``varchar(255)[]``…"""
     db_type = field.rel_db_type(connection) if field.primary_key else field.db_type(connection)
