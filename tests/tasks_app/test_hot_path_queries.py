@@ -173,6 +173,22 @@ def test_it_prepares_nothing_when_the_database_url_says_off(monkeypatch):
     assert sorted(prepared_statements()) == before
 
 
+@pytest.mark.skipif(not POSTGRESQL, reason="PostgreSQL prepares statements on the server")
+@pytest.mark.parametrize("prepared", [True, False])
+def test_it_plans_a_batch_with_or_without_prepared_statements(monkeypatch, prepared):
+    monkeypatch.setitem(connection.settings_dict, "PREPARED_STATEMENTS", prepared)
+    before = sorted(prepared_statements())
+    task = TaskFactory(schedule="* * * * *", next_run_at=NOW - timedelta(seconds=30))
+    assert plan_due_tasks(NOW) == 1
+    assert TaskRun.objects.get(task=task).scheduled_at == NOW - timedelta(seconds=30)
+    assert Task.objects.get(pk=task.pk).next_run_at == NOW + timedelta(seconds=30)
+    statements = prepared_statements()
+    if prepared:  # the due tasks' SELECT, the INSERT and the next_run_at UPDATE (now or by an earlier test)
+        assert all(any(word in statement for statement in statements) for word in ("SKIP LOCKED", "INSERT", "unnest"))
+    else:
+        assert sorted(statements) == before
+
+
 def test_it_keeps_nul_characters_out_of_the_stored_output():
     run = TaskRun.claim(dispatched().pk, "worker-1", NOW)
     assert run.finish(outcome(stdout="a\x00b", result="r\x00"), NOW)
