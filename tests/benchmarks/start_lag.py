@@ -57,16 +57,17 @@ EXECUTORS = {
 
 
 def lag_rows(stack, where, params, now):
-    """(scheduled, created, dispatched, started) epochs of the selected runs; a run
-    not started yet gets ``now`` as its start (its lag so far)."""
+    """(scheduled, created, dispatched, started, has started, status, completed)
+    epochs of the selected runs; a run not started yet gets ``now`` as its start
+    (its lag so far)."""
     rows = stack.rows(
         "SELECT extract(epoch FROM scheduled_at), extract(epoch FROM created_at), "
-        "extract(epoch FROM dispatched_at), extract(epoch FROM started_at), status "
-        f"FROM tasks_app_taskrun r WHERE {where}",
+        "extract(epoch FROM dispatched_at), extract(epoch FROM started_at), status, "
+        f"extract(epoch FROM completed_at) FROM tasks_app_taskrun r WHERE {where}",
         params,
     )
     out = []
-    for scheduled, created, dispatched, started, status in rows:
+    for scheduled, created, dispatched, started, status, completed in rows:
         out.append(
             (
                 float(scheduled),
@@ -75,6 +76,7 @@ def lag_rows(stack, where, params, now):
                 float(started) if started is not None else now,
                 started is not None,
                 status,
+                float(completed) if completed is not None else None,
             )
         )
     return out
@@ -95,6 +97,8 @@ def lag_report(rows):
             "scheduled_to_planned": summary_ms([row[1] - row[0] for row in rows]),
             "scheduled_to_enqueued": summary_ms([row[2] - row[0] for row in dispatched]),
             "enqueued_to_started": summary_ms([row[3] - row[2] for row in started if row[2] is not None]),
+            # Not part of the lag: how long a no-op run holds a worker thread.
+            "started_to_completed": summary_ms([row[6] - row[3] for row in started if row[6] is not None]),
         },
     }
 
