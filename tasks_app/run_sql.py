@@ -20,9 +20,10 @@ field added later needs no change here; values read back go through the same
 converters the ORM applies (SQLite's datetimes and booleans, JSON).
 """
 
+import functools
 import sys
 
-from django.db import connection, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 
 try:
     from django.db.backends.postgresql.base import ServerBindingCursor
@@ -34,8 +35,8 @@ except ImportError:  # no psycopg: SQLite only
 _loaders = {}
 
 
-def _loader(model, alias=None):
-    key = (model, connection.vendor, alias)
+def _loader(model, alias=None, vendor=None):
+    key = (model, vendor or connection.vendor, alias)
     loader = _loaders.get(key)
     if loader is None:
         quote = connection.ops.quote_name
@@ -53,13 +54,14 @@ def _loader(model, alias=None):
 
 def _instance(model, row):
     """A model instance from a row of the loader's columns, as the ORM builds it."""
-    _columns, names, converters = _loader(model)
+    db = connections[DEFAULT_DB_ALIAS]
+    _columns, names, converters = _loader(model, vendor=db.vendor)
     values = []
     for value, (column, functions) in zip(row, converters, strict=True):
         for function in functions:
-            value = function(value, column, connection)
+            value = function(value, column, db)
         values.append(value)
-    return model.from_db(connection.alias, names, values)
+    return model.from_db(db.alias, names, values)
 
 
 if ServerBindingCursor is not None:
@@ -93,12 +95,13 @@ def cursor(binary_results=False):
     value). Datetimes come back aware in the session's time zone, UTC, as
     Django's. Only for columns whose values need none of Django's converters
     (numbers, text, datetimes; not JSON)."""
-    if connection.vendor != "postgresql":
-        return connection.cursor()
-    connection.ensure_connection()
-    connection.validate_thread_sharing()
-    raw = connection.connection
-    if not connection.settings_dict.get("PREPARED_STATEMENTS"):
+    db = connections[DEFAULT_DB_ALIAS]  # once: each attribute of the ``connection`` proxy is a lookup
+    if db.vendor != "postgresql":
+        return db.cursor()
+    db.ensure_connection()
+    db.validate_thread_sharing()
+    raw = db.connection
+    if not db.settings_dict.get("PREPARED_STATEMENTS"):
         bound = ServerBindingCursor(raw)
     else:
         if raw.prepare_threshold is None:
@@ -106,7 +109,31 @@ def cursor(binary_results=False):
         bound = PreparedCursor(raw)
     if binary_results:
         bound.format = Format.BINARY
-    return connection.make_debug_cursor(bound) if connection.queries_logged else connection.make_cursor(bound)
+    return db.make_debug_cursor(bound) if db.queries_logged else db.make_cursor(bound)
+
+
+@functools.cache
+def _claim_sql(run_model, task_model, vendor):
+    """(statement, SQLite's task SELECT or None) of claim_run: built once per
+    process, not per run (quoting every name was 5% of a worker's CPU)."""
+    quote = connection.ops.quote_name
+    run_table, task_table = quote(run_model._meta.db_table), quote(task_model._meta.db_table)
+    run_columns, _names, _converters = _loader(run_model)
+    update = (
+        f"UPDATE {run_table} SET {quote('status')} = %s, {quote('worker_id')} = %s, {quote('started_at')} = %s "
+        f"WHERE {quote('id')} = %s AND {quote('status')} = %s RETURNING {run_columns}"
+    )
+    if vendor != "postgresql":
+        task_columns, _names, _converters = _loader(task_model)
+        return update, f"SELECT {task_columns} FROM {task_table} WHERE {quote('id')} = %s"
+    claimed_columns, _names, _converters = _loader(run_model, alias="claimed")
+    task_columns, _names, _converters = _loader(task_model, alias="task")
+    statement = (
+        f"WITH {quote('claimed')} AS ({update}) SELECT {claimed_columns}, {task_columns} "
+        f"FROM {quote('claimed')} JOIN {task_table} AS {quote('task')} "
+        f"ON {quote('task')}.{quote('id')} = {quote('claimed')}.{quote('task_id')}"
+    )
+    return statement, None
 
 
 def claim_run(run_model, task_model, run_id, worker_id, now, from_status, to_status):
@@ -116,37 +143,21 @@ def claim_run(run_model, task_model, run_id, worker_id, now, from_status, to_sta
     PostgreSQL: one statement (the UPDATE … RETURNING in a CTE, joined to the
     task). SQLite has no data-modifying CTE: UPDATE … RETURNING, then the task.
     """
-    quote = connection.ops.quote_name
-    run_table, task_table = quote(run_model._meta.db_table), quote(task_model._meta.db_table)
-    run_columns, _names, _converters = _loader(run_model)
-    update = (
-        f"UPDATE {run_table} SET {quote('status')} = %s, {quote('worker_id')} = %s, {quote('started_at')} = %s "
-        f"WHERE {quote('id')} = %s AND {quote('status')} = %s RETURNING {run_columns}"
-    )
-    params = [to_status, worker_id, connection.ops.adapt_datetimefield_value(now), run_id, from_status]
+    db = connections[DEFAULT_DB_ALIAS]
+    statement_sql, task_select = _claim_sql(run_model, task_model, db.vendor)
+    params = [to_status, worker_id, db.ops.adapt_datetimefield_value(now), run_id, from_status]
     width = len(run_model._meta.concrete_fields)
     with cursor() as statement:
-        if connection.vendor == "postgresql":
-            claimed_columns, _names, _converters = _loader(run_model, alias="claimed")
-            task_columns, _names, _converters = _loader(task_model, alias="task")
-            statement.execute(
-                f"WITH {quote('claimed')} AS ({update}) SELECT {claimed_columns}, {task_columns} "
-                f"FROM {quote('claimed')} JOIN {task_table} AS {quote('task')} "
-                f"ON {quote('task')}.{quote('id')} = {quote('claimed')}.{quote('task_id')}",
-                params,
-            )
-            row = statement.fetchone()
-            if row is None:
-                return None
+        statement.execute(statement_sql, params)
+        row = statement.fetchone()
+        if row is None:
+            return None
+        if task_select is None:
             run_row, task_row = row[:width], row[width:]
         else:
-            statement.execute(update, params)
-            run_row = statement.fetchone()
-            if run_row is None:
-                return None
-            task_columns, _names, _converters = _loader(task_model)
+            run_row = row
             task_id = run_row[[field.attname for field in run_model._meta.concrete_fields].index("task_id")]
-            statement.execute(f"SELECT {task_columns} FROM {task_table} WHERE {quote('id')} = %s", [task_id])
+            statement.execute(task_select, [task_id])
             task_row = statement.fetchone()
     run = _instance(run_model, run_row)
     if task_row is not None:  # always, but for a task deleted in between (its runs go with it)
@@ -154,22 +165,27 @@ def claim_run(run_model, task_model, run_id, worker_id, now, from_status, to_sta
     return run
 
 
-def _finish_update(run_model, run_id, worker_id, running_status, fields):
-    """The UPDATE of finish_run (without its RETURNING) and its parameters."""
+@functools.cache
+def _finish_sql(run_model, names, worker_is_null, vendor):
+    """The UPDATE of finish_run (without its RETURNING) for the fields ``names``;
+    built once per shape."""
     quote = connection.ops.quote_name
     meta = run_model._meta
-    assignments, params = [], []
-    for name, value in fields.items():
-        field = meta.get_field(name)
-        assignments.append(f"{quote(field.column)} = %s")
-        params.append(field.get_db_prep_save(value, connection))
-    worker_match = f"{quote('worker_id')} = %s" if worker_id is not None else f"{quote('worker_id')} IS NULL"
-    params += [run_id, running_status] + ([worker_id] if worker_id is not None else [])
-    sql = (
-        f"UPDATE {quote(meta.db_table)} SET {', '.join(assignments)} "
+    assignments = ", ".join(f"{quote(meta.get_field(name).column)} = %s" for name in names)
+    worker_match = f"{quote('worker_id')} IS NULL" if worker_is_null else f"{quote('worker_id')} = %s"
+    return (
+        f"UPDATE {quote(meta.db_table)} SET {assignments} "
         f"WHERE {quote('id')} = %s AND {quote('status')} = %s AND {worker_match}"
     )
-    return sql, params
+
+
+def _finish_update(run_model, run_id, worker_id, running_status, fields):
+    """The UPDATE of finish_run (without its RETURNING) and its parameters."""
+    db = connections[DEFAULT_DB_ALIAS]
+    meta = run_model._meta
+    params = [meta.get_field(name).get_db_prep_save(value, db) for name, value in fields.items()]
+    params += [run_id, running_status] + ([worker_id] if worker_id is not None else [])
+    return _finish_sql(run_model, tuple(fields), worker_id is None, db.vendor), params
 
 
 def finish_run(run_model, run_id, worker_id, running_status, fields):
@@ -180,6 +196,24 @@ def finish_run(run_model, run_id, worker_id, running_status, fields):
         return statement.rowcount == 1
 
 
+@functools.cache
+def _finish_and_record_sql(run_model, task_model, update):
+    """finish_run_and_record_last_run's statement around the run's ``update``."""
+    quote = connection.ops.quote_name
+    task_table = quote(task_model._meta.db_table)
+    last_at, last_status = quote("last_run_at"), quote("last_run_status")
+    started = f"{quote('finished')}.{quote('started_at')}"
+    newer = f"({started} IS NOT NULL AND ({task_table}.{last_at} IS NULL OR {task_table}.{last_at} <= {started}))"
+    return (
+        f"WITH {quote('finished')} AS ({update} RETURNING {quote('task_id')}, {quote('started_at')}) "
+        f"UPDATE {task_table} SET "
+        f"{last_at} = CASE WHEN {newer} THEN {started} ELSE {task_table}.{last_at} END, "
+        f"{last_status} = CASE WHEN {newer} THEN %s ELSE {task_table}.{last_status} END "
+        f"FROM {quote('finished')} WHERE {task_table}.{quote('id')} = {quote('finished')}.{quote('task_id')} "
+        f"{_last_run_returning(task_model)}"
+    )
+
+
 def finish_run_and_record_last_run(
     run_model, task_model, run_id, worker_id, running_status, fields, task_id, started_at
 ):
@@ -188,30 +222,18 @@ def finish_run_and_record_last_run(
     transaction of its own: both rows change together or neither does.
     Returns what record_last_run returns, or None when the run did not match.
     Other databases: the two statements, in a transaction."""
-    if connection.vendor != "postgresql":
+    if connections[DEFAULT_DB_ALIAS].vendor != "postgresql":
         with transaction.atomic():
             if not finish_run(run_model, run_id, worker_id, running_status, fields):
                 return None
             return record_last_run(task_model, task_id, started_at, fields["status"])
-    quote = connection.ops.quote_name
     update, params = _finish_update(run_model, run_id, worker_id, running_status, fields)
-    task_table = quote(task_model._meta.db_table)
-    last_at, last_status = quote("last_run_at"), quote("last_run_status")
-    started = f"{quote('finished')}.{quote('started_at')}"
-    newer = f"({started} IS NOT NULL AND ({task_table}.{last_at} IS NULL OR {task_table}.{last_at} <= {started}))"
     with cursor() as statement:
-        statement.execute(
-            f"WITH {quote('finished')} AS ({update} RETURNING {quote('task_id')}, {quote('started_at')}) "
-            f"UPDATE {task_table} SET "
-            f"{last_at} = CASE WHEN {newer} THEN {started} ELSE {task_table}.{last_at} END, "
-            f"{last_status} = CASE WHEN {newer} THEN %s ELSE {task_table}.{last_status} END "
-            f"FROM {quote('finished')} WHERE {task_table}.{quote('id')} = {quote('finished')}.{quote('task_id')} "
-            f"{_last_run_returning(task_model)}",
-            [*params, str(fields["status"])],
-        )
+        statement.execute(_finish_and_record_sql(run_model, task_model, update), [*params, str(fields["status"])])
         return _last_run_state(task_model, statement.fetchone())
 
 
+@functools.cache
 def _last_run_returning(task_model):
     quote = connection.ops.quote_name
     notify_on = task_model._meta.get_field("notify_on")
@@ -226,28 +248,34 @@ def _last_run_state(task_model, row):
     return streak, task_model._meta.get_field("notify_on").from_db_value(notify, None, connection), retries
 
 
-def record_last_run(task_model, task_id, started_at, status):
-    """The statement of Task.record_last_run (its docstring gives the rules):
-    one UPDATE … RETURNING (failure_streak, notify_on, retry_count), or None
-    when the task is gone."""
+@functools.cache
+def _record_last_run_sql(task_model, never_started, vendor):
     quote = connection.ops.quote_name
     table = quote(task_model._meta.db_table)
     last_at, last_status = quote("last_run_at"), quote("last_run_status")
     returning = _last_run_returning(task_model)
-    if started_at is None:
+    if never_started:
         # A run that never started moves nothing; the row is locked all the same.
-        sql = f"UPDATE {table} SET {last_at} = {last_at} WHERE {quote('id')} = %s {returning}"
+        return f"UPDATE {table} SET {last_at} = {last_at} WHERE {quote('id')} = %s {returning}"
+    newer = f"({last_at} IS NULL OR {last_at} <= %s)"
+    return (
+        f"UPDATE {table} SET "
+        f"{last_at} = CASE WHEN {newer} THEN %s ELSE {last_at} END, "
+        f"{last_status} = CASE WHEN {newer} THEN %s ELSE {last_status} END "
+        f"WHERE {quote('id')} = %s {returning}"
+    )
+
+
+def record_last_run(task_model, task_id, started_at, status):
+    """The statement of Task.record_last_run (its docstring gives the rules):
+    one UPDATE … RETURNING (failure_streak, notify_on, retry_count), or None
+    when the task is gone."""
+    db = connections[DEFAULT_DB_ALIAS]
+    if started_at is None:
         params = [task_id]
     else:
-        newer = f"({last_at} IS NULL OR {last_at} <= %s)"
-        started = connection.ops.adapt_datetimefield_value(started_at)
-        sql = (
-            f"UPDATE {table} SET "
-            f"{last_at} = CASE WHEN {newer} THEN %s ELSE {last_at} END, "
-            f"{last_status} = CASE WHEN {newer} THEN %s ELSE {last_status} END "
-            f"WHERE {quote('id')} = %s {returning}"
-        )
+        started = db.ops.adapt_datetimefield_value(started_at)
         params = [started, started, started, str(status), task_id]
     with cursor() as statement:
-        statement.execute(sql, params)
+        statement.execute(_record_last_run_sql(task_model, started_at is None, db.vendor), params)
         return _last_run_state(task_model, statement.fetchone())
