@@ -10,6 +10,7 @@ reused by the next; the common path is one message each way over a pipe.
 
 import logging
 import multiprocessing
+import select
 import signal
 import threading
 import time
@@ -57,6 +58,7 @@ class Child:
         self.process.start()
         child_end.close()
         self.calls = 0
+        self._poller = None
 
     @property
     def pid(self):
@@ -67,7 +69,13 @@ class Child:
         self.connection.send(request)
 
     def poll(self, timeout):
-        return self.connection.poll(max(0.0, timeout))
+        """Whether the child's answer (or its end) is there, waiting up to
+        ``timeout`` seconds. One poll object per child: the pipe's own poll()
+        builds and registers a selector on every call."""
+        if self._poller is None:
+            self._poller = select.poll()
+            self._poller.register(self.connection.fileno(), select.POLLIN)
+        return bool(self._poller.poll(max(0.0, timeout) * 1000))
 
     def receive(self):
         try:
