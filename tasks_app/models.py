@@ -1,6 +1,7 @@
 """Tasks, their dependencies and their runs (SPEC §4)."""
 
 import copy
+from contextlib import nullcontext
 from datetime import timedelta
 
 from django.conf import settings
@@ -1412,28 +1413,23 @@ class TaskRun(models.Model):
         }
         claimed = self._state.fields_cache.get("task")
         # Plain SQL (run_sql.py): this is every run's hot path. The run's UPDATE
-        # and its task's last-run UPDATE are one statement; the failure streak and
-        # the notifications it causes (the outbox, SPEC §9) follow in the same
-        # transaction when the outcome matters, judged from the task as claimed.
-        if claimed is None or self._outcome_matters(outcome.status, *claimed.outcome_state()):
-            with transaction.atomic():
-                state = self._finish_statement(fields)
-                if state is None:
-                    return False
-                if self._outcome_matters(self.status, *state):
+        # and its task's last-run UPDATE are one statement. When the task as
+        # claimed says the outcome matters, the failure streak and the
+        # notifications it causes (the outbox, SPEC §9) follow in the same
+        # transaction; the common case (a completed run of a task with no streak
+        # that notifies nothing on success, or an attempt with retries left) is
+        # the one statement, no transaction around it.
+        forecast = claimed is None or self._outcome_matters(outcome.status, *claimed.outcome_state())
+        with transaction.atomic() if forecast else nullcontext():
+            state = self._finish_statement(fields)
+            if state is None:
+                return False
+            if self._outcome_matters(self.status, *state):
+                # Within the outcome's transaction when forecast; else a streak
+                # began, or notifications were switched on, since the claim, and
+                # record_outcome reads the task again under its lock, right after.
+                with transaction.atomic(savepoint=False):
                     Task.record_outcome(self, now)
-            return True
-        # The common case, a completed run of a task with no failure streak that
-        # notifies nothing on success (or an attempt with retries left): one
-        # statement, no transaction around it.
-        state = self._finish_statement(fields)
-        if state is None:
-            return False
-        if self._outcome_matters(self.status, *state):
-            # A streak began, or notifications were switched on, since the claim:
-            # record_outcome reads the task again under its lock, right after.
-            with transaction.atomic():
-                Task.record_outcome(self, now)
         return True
 
     def _finish_statement(self, fields):
