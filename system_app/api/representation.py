@@ -73,11 +73,10 @@ def _converter(field):
         return lambda value, zone: value if value in ("", None) else choices.get(str(value), value)
     if _plain(field, fields.CharField):
         return lambda value, zone: value if type(value) is str else str(value)
-    if _plain(field, fields.BigIntegerField) and not getattr(
+    big_as_number = _plain(field, fields.BigIntegerField) and not getattr(
         field, "coerce_to_string", api_settings.COERCE_BIGINT_TO_STRING
-    ):
-        return lambda value, zone: value if type(value) is int else int(value)
-    if _plain(field, fields.IntegerField):
+    )
+    if big_as_number or _plain(field, fields.IntegerField):
         return lambda value, zone: value if type(value) is int else int(value)
     if _plain(field, fields.FloatField):
         return lambda value, zone: float(value)
