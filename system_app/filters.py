@@ -11,6 +11,7 @@ from rest_framework.filters import OrderingFilter
 
 from system_app.exceptions import InvalidQuery
 from system_app.models import AuditEntry, EventLevel, SystemEvent
+from system_app.pagination import NOT_FILTERS
 from system_app.validation import StrictIsoDateTimeFilter
 
 
@@ -30,10 +31,6 @@ def applies_to(view):
     """Filters and ordering serve list actions only: a detail lookup such as
     /api/tasks/5?status=paused finds task 5, and skips the filter work."""
     return getattr(view, "action", None) in ("list", None)
-
-
-# Query parameters of a listing that are not filters.
-NOT_FILTERS = frozenset(("page", "page_size", "cursor", "ordering"))
 
 
 class StaticFormMixin:

@@ -120,8 +120,9 @@ def count_rows(queryset):
 # changes with the table's statistics (ANALYZE), not from one request to the
 # next, so reusing it this long makes it no less accurate.
 ESTIMATE_SECONDS = 10
-# Query parameters that change which rows a page shows, not how many the listing holds.
-NOT_COUNTED = frozenset(("page", "page_size", "cursor", "ordering"))
+# Query parameters of a listing that are not filters: they change which rows a
+# page shows, not which rows the listing holds (nor how many).
+NOT_FILTERS = frozenset(("page", "page_size", "cursor", "ordering"))
 
 
 class EstimatedCounts:
@@ -166,7 +167,7 @@ def listing_key(request, view):
     """Who asks for which rows: the caller, the view, the path and the filter
     parameters (in a stable order)."""
     user = getattr(request, "user", None)
-    filters = sorted((name, tuple(values)) for name, values in request.query_params.lists() if name not in NOT_COUNTED)
+    filters = sorted((name, tuple(values)) for name, values in request.query_params.lists() if name not in NOT_FILTERS)
     return (getattr(user, "pk", None), type(view).__qualname__, request.path, tuple(filters))
 
 
