@@ -40,8 +40,8 @@ class Step:
     drain = True
     # Given the instant the pass began as ``now`` rather than the clock.
     at_pass_start = False
-    # The name of a step drained after each of this step's batches.
-    then = None
+    # The names of the steps drained, in order, after each of this step's batches.
+    then = ()
 
     def __init__(self, batch_size=None, broker=None, dispatcher_id=None):
         self.batch_size = default_batch_size(batch_size)

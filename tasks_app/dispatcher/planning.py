@@ -318,7 +318,7 @@ class PlanStep(Step):
 
     name = "plan"
     at_pass_start = True
-    then = "enqueue"
+    then = ("enqueue",)
 
     def __call__(self, now):
         return plan_due_tasks(now, self.batch_size)

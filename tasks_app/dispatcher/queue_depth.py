@@ -13,6 +13,7 @@ queue is short of its dispatched runs (recovery.RedispatchStep).
 publishes every stuck run again, as it did before.
 """
 
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.stub import StubBroker
 
 
@@ -32,11 +33,10 @@ def held_messages(broker, queue_name):
     if isinstance(broker, StubBroker):
         queue = broker.queues.get(queue_name)
         return 0 if queue is None else queue.qsize()
-    name = type(broker).__name__
-    if name == "RabbitmqBroker":
+    if isinstance(broker, RabbitmqBroker):
         broker.declare_queue(queue_name)
         return broker._declare_queue(queue_name).method.message_count
-    if name == "RedisBroker":
+    if type(broker).__name__ == "RedisBroker":
         broker.declare_queue(queue_name)
         return int(broker.client.hlen(f"{broker.namespace}:{queue_name}.msgs"))
     return None

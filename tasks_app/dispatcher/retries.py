@@ -85,7 +85,12 @@ def _next_attempt(run, now):
 
 
 class RetryStep(Step):
+    """Runs after the recovery steps (loop.py), whose failed runs it follows
+    up; an attempt due at once (no backoff) is gated and enqueued in the same
+    pass."""
+
     name = "retry"
+    then = ("gate", "enqueue")
 
     def __call__(self, now):
         return schedule_retries(now, self.batch_size, self.set_aside)
