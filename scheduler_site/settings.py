@@ -389,7 +389,8 @@ BROKER_URL = _config["BROKER_URL"]
 BROKER_KIND = _config["BROKER_KIND"]
 _BROKERS = {
     "stub": ("dramatiq.brokers.stub.StubBroker", {}),
-    "rabbitmq": ("dramatiq.brokers.rabbitmq.RabbitmqBroker", {"url": BROKER_URL, "max_priority": 10}),
+    # Dramatiq's, with acknowledgements sent in batches (workers_app/rabbitmq.py).
+    "rabbitmq": ("workers_app.rabbitmq.RabbitmqBroker", {"url": BROKER_URL, "max_priority": 10}),
     "redis": ("dramatiq.brokers.redis.RedisBroker", {"url": BROKER_URL}),
 }
 DRAMATIQ_BROKER = {
