@@ -314,14 +314,31 @@ class PlanStep(Step):
     and dependencies; the later fires are the next pass's. Each planned batch
     is enqueued at once rather than after the whole plan: the first runs of a
     burst go out at once, and the ready set the enqueue step sorts by priority
-    stays about one batch deep."""
+    stays about one batch deep.
+
+    The first batch of a pass holds FIRST_BATCH tasks and each next one twice
+    as many, up to the batch size. With 200 fires on the same second, one
+    batch of 200 kept both cores' workers idle while the dispatcher planned
+    and enqueued all of them; now the workers start on the first 25 while the
+    dispatcher plans the rest. A flood costs a few more small batches at its
+    start, nothing after."""
 
     name = "plan"
     at_pass_start = True
     then = ("enqueue",)
+    FIRST_BATCH = 25
+
+    def __init__(self, batch_size=None, broker=None, dispatcher_id=None):
+        super().__init__(batch_size, broker, dispatcher_id)
+        self._pass, self._size = None, self.batch_size
 
     def __call__(self, now):
-        return plan_due_tasks(now, self.batch_size)
+        # ``now`` is the instant the pass began (at_pass_start): a new one starts a new ramp.
+        if now != self._pass:
+            self._pass, self._size = now, min(self.FIRST_BATCH, self.batch_size)
+        else:
+            self._size = min(2 * self._size, self.batch_size)
+        return plan_due_tasks(now, self._size)
 
 
 def _write(plans, now):

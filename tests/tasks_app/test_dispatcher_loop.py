@@ -77,6 +77,22 @@ def test_it_enqueues_each_planned_batch_before_planning_the_next(broker, monkeyp
     assert order[:6] == ["plan", "enqueue", "enqueue", "plan", "enqueue", "enqueue"]
 
 
+def test_each_pass_plans_a_small_batch_first_then_doubles_up_to_the_batch_size(broker, monkeypatch):
+    monkeypatch.setattr(planning.PlanStep, "FIRST_BATCH", 2)
+    TaskFactory.create_batch(13, schedule="* * * * *", next_run_at=NOW - timedelta(seconds=30))
+    now = [NOW]
+    dispatcher = Dispatcher(broker, batch_size=5, clock=lambda: now[0])
+    sizes = []
+    plan = planning.plan_due_tasks
+    monkeypatch.setattr(planning, "plan_due_tasks", lambda at, size: sizes.append(size) or plan(at, size))
+    assert dispatcher.run_pass()["plan"] == 13
+    assert sizes == [2, 4, 5, 5, 5]  # the last call finds none due
+    now[0] = NOW + timedelta(minutes=1)
+    sizes.clear()
+    assert dispatcher.run_pass()["plan"] == 13  # a new pass starts small again
+    assert sizes == [2, 4, 5, 5, 5]
+
+
 def test_it_naps_until_the_next_due_time_or_the_tick(broker):
     dispatcher = Dispatcher(broker, tick=1.0, clock=lambda: NOW)
     assert 0.9 <= dispatcher.seconds_until_work(NOW) <= 1.0
