@@ -53,6 +53,12 @@ class Step:
     def __call__(self, now):
         raise NotImplementedError
 
+    def exhausted(self, found):
+        """Whether a batch that handled ``found`` rows was the last one to
+        drain: by default only an empty one; a step that reads at most its
+        batch size says a short batch was the last (no empty read after it)."""
+        return not found
+
 
 class SetAside:
     """Rows a step could not handle, kept out of its batches for PUSH_FORWARD.

@@ -156,3 +156,7 @@ class EnqueueStep(Step):
 
     def __call__(self, now):
         return enqueue_ready_runs(now, self.batch_size, self.broker, self.set_aside, self.dispatcher_id)
+
+    def exhausted(self, found):
+        # A short batch took every ready run (but those another dispatcher holds).
+        return found < self.batch_size

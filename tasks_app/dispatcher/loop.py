@@ -114,9 +114,9 @@ class Dispatcher:
         return done
 
     def _drain(self, step, started, done):
-        """Call ``step`` until it finds no work (or once, if it does not drain),
-        adding what it handled to ``done``; drain its ``then`` steps after each
-        of its batches."""
+        """Call ``step`` until its batch says there is no more work
+        (``step.exhausted``), or once if it does not drain, adding what it
+        handled to ``done``; drain its ``then`` steps after each of its batches."""
         if step.publishes and not self.broker_backoff.ready():
             return
         calls = 0
@@ -140,6 +140,8 @@ class Dispatcher:
             done[step.name] += found
             for name in step.then:
                 self._drain(self.step(name), started, done)
+            if step.exhausted(found):
+                return
 
     def _report(self, name, error, log=True):
         """Log the failure of a step with its traceback (unless the caller

@@ -316,12 +316,12 @@ class PlanStep(Step):
     burst go out at once, and the ready set the enqueue step sorts by priority
     stays about one batch deep.
 
-    The first batch of a pass holds FIRST_BATCH tasks and each next one twice
-    as many, up to the batch size. With 200 fires on the same second, one
-    batch of 200 kept both cores' workers idle while the dispatcher planned
-    and enqueued all of them; now the workers start on the first 25 while the
-    dispatcher plans the rest. A flood costs a few more small batches at its
-    start, nothing after."""
+    The first batch of a pass holds FIRST_BATCH tasks, the next ones the
+    batch size. With 200 fires on the same second, one batch of 200 kept the
+    workers idle while the dispatcher planned, marked and published all of
+    them; now the workers start on the first 25 while the dispatcher plans
+    the rest. A batch that comes back short ends the step's drain (no empty
+    read after it)."""
 
     name = "plan"
     at_pass_start = True
@@ -333,12 +333,13 @@ class PlanStep(Step):
         self._pass, self._size = None, self.batch_size
 
     def __call__(self, now):
-        # ``now`` is the instant the pass began (at_pass_start): a new one starts a new ramp.
-        if now != self._pass:
-            self._pass, self._size = now, min(self.FIRST_BATCH, self.batch_size)
-        else:
-            self._size = min(2 * self._size, self.batch_size)
+        # ``now`` is the instant the pass began (at_pass_start): a new one starts small.
+        first = now != self._pass
+        self._pass, self._size = now, min(self.FIRST_BATCH, self.batch_size) if first else self.batch_size
         return plan_due_tasks(now, self._size)
+
+    def exhausted(self, found):
+        return found < self._size
 
 
 def _write(plans, now):

@@ -128,10 +128,12 @@ def steady_phase(stack, args, ids, procs):
         stack.ensure_alive(*procs)
         time.sleep(0.2)
     meter.start()
+    stack.reset_statements()
     while time.time() < window[1]:
         stack.ensure_alive(*procs)
         time.sleep(0.2)
     cpu = meter.stop()
+    statements = stack.top_statements()
     stack.db.execute(
         "UPDATE tasks_app_task SET status = 'paused', next_run_at = NULL WHERE id = ANY(%s)",
         (ids,),
@@ -146,6 +148,8 @@ def steady_phase(stack, args, ids, procs):
     result["expected_runs"] = len(ids) * int(args.seconds)
     result["runs_per_s"] = round(len(rows) / args.seconds, 1)
     result["cpu"] = cpu
+    if statements is not None:
+        result["postgres_top_statements"] = statements
     p99 = result["start_lag"].get("p99_ms")
     result["meets_target"] = p99 is not None and p99 < STEADY_P99_MS and result["not_started"] == 0
     log(f"steady: start lag {result['start_lag']}")
@@ -234,6 +238,7 @@ def main(argv=None):
     parser.add_argument(
         "--broker", choices=("rabbitmq", "redis"), default="rabbitmq", help="the broker (default rabbitmq)"
     )
+    parser.add_argument("--pg-stats", action="store_true", help="add PostgreSQL's top statements, steady phase")
     args = parser.parse_args(argv)
     if args.tasks < 1 or args.seconds <= 0 or args.workers < 1 or args.threads < 1 or args.burst < 0:
         parser.error("--tasks, --workers, --threads >= 1, --seconds > 0, --burst >= 0")
@@ -252,7 +257,7 @@ def main(argv=None):
         "broker": args.broker,
         "machine": machine_info(),
     }
-    stack = Stack("start_lag", broker=args.broker, log=log)
+    stack = Stack("start_lag", broker=args.broker, pg_stats=args.pg_stats, log=log)
     try:
         stack.start()
         ids = stack.seed_tasks(

@@ -77,7 +77,7 @@ def test_it_enqueues_each_planned_batch_before_planning_the_next(broker, monkeyp
     assert order[:6] == ["plan", "enqueue", "enqueue", "plan", "enqueue", "enqueue"]
 
 
-def test_each_pass_plans_a_small_batch_first_then_doubles_up_to_the_batch_size(broker, monkeypatch):
+def test_each_pass_plans_a_small_batch_first_then_batches_of_the_batch_size(broker, monkeypatch):
     monkeypatch.setattr(planning.PlanStep, "FIRST_BATCH", 2)
     TaskFactory.create_batch(13, schedule="* * * * *", next_run_at=NOW - timedelta(seconds=30))
     now = [NOW]
@@ -86,11 +86,22 @@ def test_each_pass_plans_a_small_batch_first_then_doubles_up_to_the_batch_size(b
     plan = planning.plan_due_tasks
     monkeypatch.setattr(planning, "plan_due_tasks", lambda at, size: sizes.append(size) or plan(at, size))
     assert dispatcher.run_pass()["plan"] == 13
-    assert sizes == [2, 4, 5, 5, 5]  # the last call finds none due
+    assert sizes == [2, 5, 5, 5]  # 2 + 5 + 5 + 1: the short batch was the last, no empty read after it
     now[0] = NOW + timedelta(minutes=1)
     sizes.clear()
     assert dispatcher.run_pass()["plan"] == 13  # a new pass starts small again
-    assert sizes == [2, 4, 5, 5, 5]
+    assert sizes == [2, 5, 5, 5]
+
+
+def test_a_short_enqueue_batch_ends_its_drain(broker, monkeypatch):
+    TaskFactory.create_batch(3, schedule="* * * * *", next_run_at=NOW - timedelta(seconds=30))
+    dispatcher = Dispatcher(broker, batch_size=5, clock=lambda: NOW)
+    found = []
+    enqueue = enqueueing.enqueue_ready_runs
+    monkeypatch.setattr(enqueueing, "enqueue_ready_runs", lambda *args: found.append(enqueue(*args)) or found[-1])
+    assert dispatcher.run_pass()["enqueue"] == 3
+    # After the plan's batch, then once as its own step (manual runs), which finds none.
+    assert found == [3, 0]
 
 
 def test_it_naps_until_the_next_due_time_or_the_tick(broker):
