@@ -161,7 +161,8 @@ class PagingStep(Step):
     """A step that walks its tasks by id, one page per call (``page(now,
     batch_size, after, set_aside) -> (ids looked at, count)``). Returns how
     many it looked at; after the last page, one call returns 0 and the next
-    walk starts from the first id."""
+    walk starts from the first id. Both kinds page over tasks with
+    dependencies: while no task has one, a walk ends at its first call."""
 
     def __init__(self, batch_size=None, broker=None):
         super().__init__(batch_size, broker)
@@ -170,6 +171,11 @@ class PagingStep(Step):
     def __call__(self, now):
         if self.after is None:  # the last page is done: this walk ends here
             self.after = 0
+            return 0
+        if not self.after and not TaskDependency.objects.exists():
+            # No task depends on another: nothing to gate or trigger. One
+            # index read instead of the pages' queries, which PostgreSQL spent
+            # about 1.5 ms planning each, every pass.
             return 0
         ids, _count = self.page(now, self.batch_size, self.after, self.set_aside)
         if not ids:

@@ -124,6 +124,7 @@ def test_it_still_logs_a_traceback_for_other_step_failures(dispatcher, caplog, m
         raise ValueError("a bug")
 
     monkeypatch.setattr(gating, "open_gates_page", broken)
+    TaskFactory().set_dependencies([TaskFactory().pk])  # or the gate step has nothing to page
     with caplog.at_level(logging.INFO, logger="tasks_app"):
         dispatcher.run_pass()
     (record,) = [record for record in caplog.records if "step gate failed" in record.getMessage()]

@@ -161,3 +161,22 @@ def test_it_triggers_the_dependents_behind_one_whose_decision_raises(monkeypatch
     assert TaskRun.objects.get(task=good).trigger == Trigger.DEPENDENCY
     error = SystemEvent.objects.get(level="error")
     assert error.context == {"step": "trigger_dependents", "task_id": bad.pk}
+
+
+@pytest.mark.parametrize("step_class", [gating.GateStep, gating.TriggerStep])
+def test_without_any_dependency_a_walk_ends_at_its_first_call_after_one_read(step_class, django_assert_num_queries):
+    TaskFactory(schedule=None)  # dependency-only in form, but it depends on nothing
+    pending(TaskFactory())
+    step = step_class()
+    with django_assert_num_queries(1):
+        assert step(NOW) == 0
+    assert step.after == 0  # the next call starts a walk again
+
+
+def test_a_dependency_added_later_is_gated_at_the_next_walk():
+    upstream = TaskFactory()
+    step = gating.GateStep()
+    assert step(NOW) == 0
+    run = pending(depending_on(upstream))
+    assert step(NOW) == 1  # one task looked at
+    assert not refreshed(run).dependencies_met
