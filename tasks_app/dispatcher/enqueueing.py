@@ -155,6 +155,11 @@ class EnqueueStep(Step):
     publishes = True
 
     def __call__(self, now):
+        # Most calls find nothing due but what the plan step just enqueued: one
+        # probe of run_status_sched_idx first, instead of the ready SELECT,
+        # which PostgreSQL plans on every call (about 1.3 ms).
+        if not TaskRun.objects.filter(status=RunStatus.PENDING, scheduled_at__lte=now).exists():
+            return 0
         return enqueue_ready_runs(now, self.batch_size, self.broker, self.set_aside, self.dispatcher_id)
 
     def exhausted(self, found):

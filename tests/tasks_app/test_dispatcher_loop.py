@@ -15,8 +15,8 @@ from tasks_app.dispatcher import enqueueing, planning, retries
 from tasks_app.dispatcher.loop import Dispatcher
 from tasks_app.dispatcher.wakeup import Wakeup
 from tasks_app.models import RunStatus, Task, TaskRun
-from tests.factories import YEARLY, TaskFactory
-from tests.tasks_app.dispatching import NOW, messages, pending, refreshed
+from tests.factories import YEARLY, TaskFactory, TaskRunFactory
+from tests.tasks_app.dispatching import NOW, depending_on, messages, pending, refreshed
 from workers_app.models import Worker
 
 pytestmark = pytest.mark.django_db
@@ -74,7 +74,9 @@ def test_it_enqueues_each_planned_batch_before_planning_the_next(broker, monkeyp
         monkeypatch.setattr(module, function, lambda *args, step=step, name=name: order.append(name) or step(*args))
     done = dispatcher.run_pass()
     assert (done["plan"], done["enqueue"]) == (3, 3)
-    assert order[:6] == ["plan", "enqueue", "enqueue", "plan", "enqueue", "enqueue"]
+    # After each batch of one, the enqueue step drains: its second call finds
+    # no pending run due and stops at its probe.
+    assert order[:6] == ["plan", "enqueue", "plan", "enqueue", "plan", "enqueue"]
 
 
 def test_each_pass_plans_a_small_batch_first_then_batches_of_the_batch_size(broker, monkeypatch):
@@ -95,12 +97,15 @@ def test_each_pass_plans_a_small_batch_first_then_batches_of_the_batch_size(brok
 
 def test_a_short_enqueue_batch_ends_its_drain(broker, monkeypatch):
     TaskFactory.create_batch(3, schedule="* * * * *", next_run_at=NOW - timedelta(seconds=30))
+    # A pending run held by its gate: due, so the enqueue step reads past its probe.
+    TaskRunFactory(task=depending_on(TaskFactory()), scheduled_at=NOW - timedelta(seconds=5))
     dispatcher = Dispatcher(broker, batch_size=5, clock=lambda: NOW)
     found = []
     enqueue = enqueueing.enqueue_ready_runs
     monkeypatch.setattr(enqueueing, "enqueue_ready_runs", lambda *args: found.append(enqueue(*args)) or found[-1])
     assert dispatcher.run_pass()["enqueue"] == 3
-    # After the plan's batch, then once as its own step (manual runs), which finds none.
+    # After the plan's batch (short: no second read), then once as its own
+    # step (for manual runs and opened gates), which finds none ready.
     assert found == [3, 0]
 
 

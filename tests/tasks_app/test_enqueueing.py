@@ -2,6 +2,7 @@
 `dispatched` before they are published."""
 
 import uuid
+from datetime import timedelta
 
 import pytest
 
@@ -115,3 +116,11 @@ def test_it_enqueues_the_runs_behind_one_whose_message_cannot_be_built(broker, m
     assert [m.args for m in messages(broker, "default")] == [(good.pk,)]
     error = SystemEvent.objects.get(level="error")
     assert error.context == {"step": "enqueue", "run_id": bad.pk}
+
+
+def test_the_step_reads_no_further_than_a_probe_when_no_pending_run_is_due(broker, django_assert_num_queries):
+    pending(TaskFactory(), seconds_ago=-60)  # due in a minute
+    step = enqueueing.EnqueueStep(broker=broker)
+    with django_assert_num_queries(1):
+        assert step(NOW) == 0
+    assert step(NOW + timedelta(minutes=2)) == 1
