@@ -37,7 +37,7 @@ def receive(consumer, count, timeout=30.0):
 
 
 def queued(url, queue_name):
-    """Messages of ``queue_name`` ready for delivery; deletes the queue when asked."""
+    """Messages of ``queue_name`` ready for delivery."""
     connection = pika.BlockingConnection(pika.URLParameters(url))
     try:
         return connection.channel().queue_declare(queue_name, passive=True).method.message_count
