@@ -316,30 +316,21 @@ class PlanStep(Step):
     burst go out at once, and the ready set the enqueue step sorts by priority
     stays about one batch deep.
 
-    The first batch of a pass holds FIRST_BATCH tasks, the next ones the
-    batch size. With 200 fires on the same second, one batch of 200 kept the
-    workers idle while the dispatcher planned, marked and published all of
-    them; now the workers start on the first 25 while the dispatcher plans
-    the rest. A batch that comes back short ends the step's drain (no empty
-    read after it)."""
+    A batch that comes back short ends the step's drain (no empty read after
+    it). One batch serves a second's fires whole: planning the first 25 of
+    200 apart, so that the workers could start on them, was measured and
+    dropped (the dispatcher then planned the rest while competing with the
+    workers for the cores, and the second's last message went out later)."""
 
     name = "plan"
     at_pass_start = True
     then = ("enqueue",)
-    FIRST_BATCH = 25
-
-    def __init__(self, batch_size=None, broker=None, dispatcher_id=None):
-        super().__init__(batch_size, broker, dispatcher_id)
-        self._pass, self._size = None, self.batch_size
 
     def __call__(self, now):
-        # ``now`` is the instant the pass began (at_pass_start): a new one starts small.
-        first = now != self._pass
-        self._pass, self._size = now, min(self.FIRST_BATCH, self.batch_size) if first else self.batch_size
-        return plan_due_tasks(now, self._size)
+        return plan_due_tasks(now, self.batch_size)
 
     def exhausted(self, found):
-        return found < self._size
+        return found < self.batch_size
 
 
 def _write(plans, now):

@@ -79,20 +79,14 @@ def test_it_enqueues_each_planned_batch_before_planning_the_next(broker, monkeyp
     assert order[:6] == ["plan", "enqueue", "plan", "enqueue", "plan", "enqueue"]
 
 
-def test_each_pass_plans_a_small_batch_first_then_batches_of_the_batch_size(broker, monkeypatch):
-    monkeypatch.setattr(planning.PlanStep, "FIRST_BATCH", 2)
+def test_a_short_plan_batch_ends_its_drain(broker, monkeypatch):
     TaskFactory.create_batch(13, schedule="* * * * *", next_run_at=NOW - timedelta(seconds=30))
-    now = [NOW]
-    dispatcher = Dispatcher(broker, batch_size=5, clock=lambda: now[0])
-    sizes = []
+    dispatcher = Dispatcher(broker, batch_size=5, clock=lambda: NOW)
+    found = []
     plan = planning.plan_due_tasks
-    monkeypatch.setattr(planning, "plan_due_tasks", lambda at, size: sizes.append(size) or plan(at, size))
+    monkeypatch.setattr(planning, "plan_due_tasks", lambda at, size: found.append(plan(at, size)) or found[-1])
     assert dispatcher.run_pass()["plan"] == 13
-    assert sizes == [2, 5, 5, 5]  # 2 + 5 + 5 + 1: the short batch was the last, no empty read after it
-    now[0] = NOW + timedelta(minutes=1)
-    sizes.clear()
-    assert dispatcher.run_pass()["plan"] == 13  # a new pass starts small again
-    assert sizes == [2, 5, 5, 5]
+    assert found == [5, 5, 3]  # no empty read after the short batch
 
 
 def test_a_short_enqueue_batch_ends_its_drain(broker, monkeypatch):
