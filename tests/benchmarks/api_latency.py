@@ -7,8 +7,11 @@ The admin's task and run list pages are measured last, as a logged-in
 superuser, at ``--admin-rate`` (target p99 < 300 ms each, SPEC §7).
 
 Starts a private PostgreSQL (tests/services.py), migrates it, seeds it in bulk
-with SQL, serves the project with gunicorn (4 sync workers) and drives each
-endpoint open-loop at a fixed rate: request i is due at start + i/rate whether
+with SQL, serves the project with gunicorn in the deployed shape (one gthread
+worker with 8 threads, keep-alive, as compose/Dockerfile runs it; ``--shape``
+chooses others, e.g. ``--shape gthread:1x8 --shape sync:4x1`` measures both
+against the same database, one after the other) and drives each endpoint
+open-loop at a fixed rate: request i is due at start + i/rate whether
 or not earlier ones have answered, and its latency is measured from that due
 time, so a stalled server is charged for the requests it delayed (no
 coordinated omission). Prints one JSON object on stdout; progress goes to
@@ -349,19 +352,46 @@ def marked_line(output, marker):
     raise SystemExit(f"api_latency: no {marker} line in: {output[-500:]}")
 
 
-class Gunicorn:
-    """The API's gunicorn, a process of the shared harness (tests/processes.py)."""
+DEPLOYED_SHAPE = "gthread:1x8"  # compose/Dockerfile: --workers 1 --threads 8
 
-    def __init__(self, env, workers, logdir):
+
+def parse_shape(text):
+    """``CLASS:WORKERSxTHREADS`` (e.g. ``gthread:1x8``, ``sync:4x1``) as a dict."""
+    try:
+        worker_class, _, size = text.partition(":")
+        workers, _, threads = size.partition("x")
+        shape = {"worker_class": worker_class, "workers": int(workers), "threads": int(threads)}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not CLASS:WORKERSxTHREADS: {text!r}") from None
+    if worker_class not in ("sync", "gthread") or shape["workers"] < 1 or shape["threads"] < 1:
+        raise argparse.ArgumentTypeError(f"CLASS is sync or gthread, WORKERS and THREADS >= 1: {text!r}")
+    if worker_class == "sync" and shape["threads"] != 1:
+        raise argparse.ArgumentTypeError(f"sync workers have one thread: {text!r}")
+    return shape
+
+
+def shape_label(shape):
+    return f"{shape['worker_class']}:{shape['workers']}x{shape['threads']}"
+
+
+class Gunicorn:
+    """The API's gunicorn, a process of the shared harness (tests/processes.py).
+
+    Started as production starts it, ``gunicorn scheduler_site.wsgi`` from the
+    repository root (so the project's gunicorn.conf.py applies), with the
+    worker class, workers and threads of ``shape``."""
+
+    def __init__(self, env, shape, logdir):
         self.env = env
-        self.workers = workers
+        self.shape = shape
         self.port = free_port()
         self.logdir = logdir
         self.process = None
 
     def start(self, timeout=60):
         argv = [sys.executable, "-m", "gunicorn", "scheduler_site.wsgi", "-b", f"127.0.0.1:{self.port}"]
-        argv += ["-w", str(self.workers), "--threads", "1", "--log-level", "warning"]
+        argv += ["--worker-class", self.shape["worker_class"], "--workers", str(self.shape["workers"])]
+        argv += ["--threads", str(self.shape["threads"]), "--log-level", "warning"]
         self.process = Process("gunicorn", argv, self.env, self.logdir)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -414,6 +444,7 @@ class HttpClient:
         self.header_block = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
         self.idle = []
         self.slots = asyncio.Semaphore(max_connections)
+        self.reconnects = 0  # requests sent again after the server closed an idle connection
 
     async def get(self, path):
         """(status, body bytes); raises on network errors and timeouts."""
@@ -423,14 +454,16 @@ class HttpClient:
     async def _get(self, path):
         request = (f"GET {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n{self.header_block}\r\n").encode()
         for attempt in (1, 2):
-            reused = bool(self.idle)
+            # The second attempt always on a fresh connection: the next idle one may be as stale.
+            reused = attempt == 1 and bool(self.idle)
             reader, writer = self.idle.pop() if reused else await asyncio.open_connection(self.host, self.port)
             try:
                 writer.write(request)
                 head = await reader.readuntil(b"\r\n\r\n")
             except (asyncio.IncompleteReadError, ConnectionError):
                 writer.close()
-                if reused and attempt == 1:
+                if reused:
+                    self.reconnects += 1
                     continue  # the server closed an idle connection: once more on a fresh one
                 raise
             lines = head.decode("latin-1").split("\r\n")
@@ -530,6 +563,7 @@ async def drive(client, next_path, rate, seconds, record=True, target_ms=TARGET_
         "max_ms": round(ms[-1], 2) if ms else None,
         "mean_ms": round(sum(ms) / len(ms), 2) if ms else None,
         "generator_max_send_lag_ms": round(send_lag_max * 1000, 2),
+        "resent_on_a_fresh_connection": client.reconnects,
     }
     if error_samples:
         result["error_samples"] = error_samples
@@ -631,7 +665,13 @@ def main(argv=None):
     parser.add_argument("--rate", type=float, default=200.0, help="requests per second (default 200)")
     parser.add_argument("--seconds", type=float, default=20.0, help="measured seconds per endpoint (default 20)")
     parser.add_argument("--warmup", type=float, default=5.0, help="unmeasured seconds of load first (default 5)")
-    parser.add_argument("--workers", type=int, default=4, help="gunicorn workers (default 4)")
+    parser.add_argument(
+        "--shape",
+        type=parse_shape,
+        action="append",
+        help=f"gunicorn worker class, workers and threads, CLASS:WORKERSxTHREADS (default {DEPLOYED_SHAPE}, "
+        "the deployed one); repeat it to measure several shapes on the same database",
+    )
     parser.add_argument(
         "--admin-rate", type=float, default=10.0, help="requests per second to the admin list pages (default 10)"
     )
@@ -645,6 +685,7 @@ def main(argv=None):
         help="EXPLAIN ANALYZE the endpoints' queries: when one misses the p99 target (auto), always, or never",
     )
     args = parser.parse_args(argv)
+    shapes = args.shape or [parse_shape(DEPLOYED_SHAPE)]
     if args.tasks < 2 or args.runs < 1 or args.rate <= 0 or args.seconds <= 0:
         parser.error("--tasks >= 2, --runs >= 1, --rate > 0 and --seconds > 0")
 
@@ -654,7 +695,7 @@ def main(argv=None):
         "rate_per_s": args.rate,
         "seconds_per_endpoint": args.seconds,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "loadavg_at_start": os.getloadavg()},
-        "gunicorn": {"workers": args.workers, "threads": 1},
+        "gunicorn": dict(shapes[0], keepalive=gunicorn_keepalive()),
         "timings_s": {},
     }
     timings = report["timings_s"]
@@ -696,48 +737,28 @@ def main(argv=None):
 
         key = marked_line(manage(env, "shell", "-c", ISSUE_KEY), "RAW_KEY=")
 
-        started = time.perf_counter()
-        gunicorn = Gunicorn(env, args.workers, logdir)
-        gunicorn.start()
-        timings["gunicorn_start"] = round(time.perf_counter() - started, 2)
-        log(f"gunicorn listening on 127.0.0.1:{gunicorn.port}")
-
-        started = time.perf_counter()
-        results = asyncio.run(
-            measure(
-                gunicorn.port,
-                key,
-                counts["tasks"],
-                counts["busy_tasks"],
-                args.rate,
-                args.seconds,
-                args.warmup,
-                RequestCpuMeter(gunicorn, postgres),
-            )
-        )
         cookie = marked_line(manage(env, "shell", "-c", ADMIN_SESSION), "SESSION_COOKIE=")
-        results.update(
-            asyncio.run(
-                measure_admin(
-                    gunicorn.port,
-                    cookie,
-                    args.admin_rate,
-                    args.admin_seconds,
-                    RequestCpuMeter(gunicorn, postgres),
-                )
-            )
-        )
+        started = time.perf_counter()
+        measured = {}
+        for shape in shapes:
+            gunicorn = Gunicorn(env, shape, logdir)
+            gunicorn.start()
+            log(f"gunicorn {shape_label(shape)} listening on 127.0.0.1:{gunicorn.port}")
+            try:
+                measured[shape_label(shape)] = measure_shape(gunicorn, postgres, key, cookie, counts, args)
+            finally:
+                gunicorn, stopping = None, gunicorn
+                stopping.stop()
         timings["load"] = round(time.perf_counter() - started, 2)
-        report["endpoints"] = results
-        report["all_meet_target"] = all(result["meets_target"] for result in results.values())
-        report["generator_ok"] = all(
-            result["achieved_rate"] is not None
-            and result["achieved_rate"] >= 0.97 * result.get("rate_per_s", args.rate)
-            and result["generator_max_send_lag_ms"] < 20
-            for result in results.values()
-        )
+        # The first shape is the report's; the others are compared with it.
+        first, *others = measured.values()
+        report.update(first)
+        if others:
+            report["compared_shapes"] = {label: measured[label] for label in list(measured)[1:]}
 
-        if args.explain == "always" or (args.explain == "auto" and not report["all_meet_target"]):
+        if args.explain == "always" or (
+            args.explain == "auto" and not all(m["all_meet_target"] for m in measured.values())
+        ):
             log("EXPLAIN ANALYZE of the endpoints' queries")
             paths = [(label, next_path()) for label, next_path in endpoints(counts["tasks"], counts["busy_tasks"])]
             output = manage(env, "shell", "-c", EXPLAIN.format(key=key, paths=paths))
@@ -752,6 +773,56 @@ def main(argv=None):
     json.dump(report, sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0 if report.get("all_meet_target") else 1
+
+
+def gunicorn_keepalive():
+    """The keep-alive seconds of ``gunicorn scheduler_site.wsgi`` here (gunicorn.conf.py or gunicorn's default)."""
+    output = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "scheduler_site.wsgi", "--print-config"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for line in output.splitlines():
+        name, _, value = line.partition("=")
+        if name.strip() == "keepalive":
+            return int(value)
+    return None
+
+
+def measure_shape(gunicorn, postgres, key, cookie, counts, args):
+    """The API endpoints, then the admin pages, against one running gunicorn."""
+    results = asyncio.run(
+        measure(
+            gunicorn.port,
+            key,
+            counts["tasks"],
+            counts["busy_tasks"],
+            args.rate,
+            args.seconds,
+            args.warmup,
+            RequestCpuMeter(gunicorn, postgres),
+        )
+    )
+    results.update(
+        asyncio.run(
+            measure_admin(
+                gunicorn.port, cookie, args.admin_rate, args.admin_seconds, RequestCpuMeter(gunicorn, postgres)
+            )
+        )
+    )
+    return {
+        "gunicorn": dict(gunicorn.shape, keepalive=gunicorn_keepalive()),
+        "endpoints": results,
+        "all_meet_target": all(result["meets_target"] for result in results.values()),
+        "generator_ok": all(
+            result["achieved_rate"] is not None
+            and result["achieved_rate"] >= 0.97 * result.get("rate_per_s", args.rate)
+            and result["generator_max_send_lag_ms"] < 20
+            for result in results.values()
+        ),
+    }
 
 
 if __name__ == "__main__":
