@@ -37,6 +37,7 @@ from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.utils.urls import remove_query_param, replace_query_param
 
+from system_app.compiled_queries import QUERIES
 from system_app.exceptions import InvalidQuery
 from system_app.validation import parse_ascii_digits
 
@@ -81,15 +82,27 @@ def count_up_to(queryset, limit):
     the ORM (its values are bound parameters). A DISTINCT, GROUP BY or union
     counts what it selects, not primary keys: those keep Django's count.
     """
-    query = queryset.query
-    if query.distinct or query.combinator or query.group_by:
+    inner = capped_ids(queryset, limit)
+    if inner is None:
         return queryset.order_by()[:limit].count()
-    inner = queryset.order_by().values("pk")[:limit]
     try:
         sql, params = inner.query.sql_with_params()
     except EmptyResultSet:  # a filter that matches nothing, such as pk__in=[]
         return 0
-    with connections[inner.db].cursor() as cursor:
+    return count_sql(connections[inner.db], sql, params)
+
+
+def capped_ids(queryset, limit):
+    """The first ``limit`` primary keys of ``queryset``, whose count
+    ``count_up_to`` takes; None for a DISTINCT, GROUP BY or union."""
+    query = queryset.query
+    if query.distinct or query.combinator or query.group_by:
+        return None
+    return queryset.order_by().values("pk")[:limit]
+
+
+def count_sql(connection, sql, params):
+    with connection.cursor() as cursor:
         cursor.execute(f"SELECT COUNT(*) FROM ({sql}) counted", params)
         return cursor.fetchone()[0]
 
@@ -106,9 +119,15 @@ def count_rows(queryset):
     """
     if not hasattr(queryset, "query"):
         return len(queryset), False
-    capped = count_up_to(queryset, EXACT_COUNT_LIMIT + 1)
+    return count_beyond(lambda: queryset, count_up_to(queryset, EXACT_COUNT_LIMIT + 1))
+
+
+def count_beyond(queryset_of, capped):
+    """``count_rows``' answer once the count up to EXACT_COUNT_LIMIT + 1 is
+    ``capped``; ``queryset_of()`` gives the listing when it is needed."""
     if capped <= EXACT_COUNT_LIMIT:
         return capped, False
+    queryset = queryset_of()
     estimate = estimate_count(queryset)
     if estimate is None:
         return queryset.order_by().count(), False
@@ -169,6 +188,19 @@ def listing_key(request, view):
     user = getattr(request, "user", None)
     filters = sorted((name, tuple(values)) for name, values in request.query_params.lists() if name not in NOT_FILTERS)
     return (getattr(user, "pk", None), type(view).__qualname__, request.path, tuple(filters))
+
+
+def remembered_count(request, view, count):
+    """``count()`` (a ``count_rows`` answer) of the listing, or its estimate
+    kept from a recent request; an estimate it gives is kept."""
+    key = listing_key(request, view)
+    estimate = ESTIMATES.get(key)
+    if estimate is not None:
+        return estimate, True
+    count, is_estimate = count()
+    if is_estimate:
+        ESTIMATES.put(key, count)
+    return count, is_estimate
 
 
 def ordering_of(queryset):
@@ -309,18 +341,30 @@ class PagePagination(PageNumberPagination):
         return number
 
     def paginate_queryset(self, queryset, request, view=None):
+        return self._paginate(request, view, lambda: queryset, None)
+
+    def paginate_listing(self, build, request, view, key, values=()):
+        """``paginate_queryset(build(*values))``, where ``build`` gives a
+        ``values()`` queryset: a page by ``?page=`` runs SQL compiled once for
+        the listing's shape (``system_app.compiled_queries``) and builds no
+        queryset when nothing else needs one. ``key`` names the shape: every
+        input of ``build`` other than ``values`` (the view and the query
+        string, say); ``values`` are ints or strings the SQL takes as
+        parameters, such as the id of the task whose runs are listed."""
+        return self._paginate(request, view, lambda: build(*values), (key, build, values))
+
+    def _paginate(self, request, view, queryset_of, shape):
         self.request = request
         self.page_size_value = self.get_page_size(request)
         token = request.query_params.get(self.cursor_query_param)
         if token is not None:
-            return self._paginate_by_cursor(queryset, request, view, token)
+            return self._paginate_by_cursor(queryset_of(), request, view, token)
         self.keyset = None
         number = self.get_page_number(request)
         offset = (number - 1) * self.page_size_value
         if offset > MAX_OFFSET:
             raise NotFound("Invalid page: past the end of the listing.")
-        queryset = with_total_order(queryset)
-        rows = list(queryset[offset : offset + self.page_size_value + 1])
+        rows = self._page_rows(queryset_of, shape, offset, offset + self.page_size_value + 1)
         self.has_next = len(rows) > self.page_size_value
         rows = rows[: self.page_size_value]
         if number > 1 and not rows:
@@ -328,12 +372,43 @@ class PagePagination(PageNumberPagination):
         self.page_number = number
         self.has_previous = number > 1
         if self.has_next:
-            self.count, self.count_is_estimate = self.count_listing(queryset, request, view)
+            self.count, self.count_is_estimate = self._count(queryset_of, shape, request, view)
             # An estimate never claims fewer rows than this request has seen.
             self.count = max(self.count, offset + len(rows) + 1)
         else:
             self.count, self.count_is_estimate = offset + len(rows), False
         return rows
+
+    @staticmethod
+    def _page_rows(queryset_of, shape, start, stop):
+        """Rows ``start`` to ``stop`` of the listing in its total order."""
+        if shape is not None:
+            key, build, values = shape
+            compiled = QUERIES.compiled(
+                ("page", key, start, stop), lambda *values: with_total_order(build(*values))[start:stop], values
+            )
+            if compiled is not None:
+                return compiled.rows(values)
+        return list(with_total_order(queryset_of())[start:stop])
+
+    def _count(self, queryset_of, shape, request, view):
+        """``count_listing``, with the count up to EXACT_COUNT_LIMIT + 1 run
+        through SQL compiled once per shape when the listing has one."""
+        if shape is None:
+            return self.count_listing(queryset_of(), request, view)
+        key, build, values = shape
+        limit = EXACT_COUNT_LIMIT + 1
+
+        def count():
+            compiled = QUERIES.compiled(
+                ("count", key, limit), lambda *values: capped_ids(build(*values), limit), values
+            )
+            if compiled is None:
+                return count_rows(queryset_of())
+            capped = count_sql(compiled.connection, compiled.sql, compiled.params_for(values))
+            return count_beyond(queryset_of, capped)
+
+        return remembered_count(request, view, count)
 
     def keyset_for(self, queryset, view):
         """The keyset of the listing's ordering (its ``?ordering=`` or default,
@@ -395,14 +470,7 @@ class PagePagination(PageNumberPagination):
     @staticmethod
     def count_listing(queryset, request, view):
         """``count_rows`` of the listing, or its estimate kept from a recent request."""
-        key = listing_key(request, view)
-        estimate = ESTIMATES.get(key)
-        if estimate is not None:
-            return estimate, True
-        count, is_estimate = count_rows(queryset)
-        if is_estimate:
-            ESTIMATES.put(key, count)
-        return count, is_estimate
+        return remembered_count(request, view, lambda: count_rows(queryset))
 
     def _cursor_link(self, token):
         url = remove_query_param(self.request.build_absolute_uri(), self.page_query_param)

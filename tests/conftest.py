@@ -7,6 +7,7 @@ from django.core.cache import cache
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import RefreshToken
 
+from system_app.compiled_queries import QUERIES
 from system_app.models import ApiKey
 from system_app.pagination import ESTIMATES
 from system_app.principals import PRINCIPALS
@@ -28,10 +29,12 @@ def _fresh_cache():
     cache.clear()
     PRINCIPALS.clear()
     ESTIMATES.clear()
+    QUERIES.clear()
     yield
     cache.clear()
     PRINCIPALS.clear()
     ESTIMATES.clear()
+    QUERIES.clear()
 
 
 @pytest.fixture(autouse=True)

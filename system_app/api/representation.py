@@ -171,6 +171,10 @@ class FastRepresentation:
         pk = model._meta.pk.attname
         return readers, dict_readers, tuple(dict.fromkeys([pk, *keys]))
 
+    def reads_values(self):
+        """Whether ``many`` reads ``values()`` rows (``values_of`` gives them)."""
+        return self.readers()[2] is not None
+
     def values_of(self, queryset):
         """``queryset`` as the ``values()`` rows ``many`` reads, when every field
         can be read from one; else ``queryset`` itself."""
@@ -238,13 +242,37 @@ class FastReadMixin:
     def list(self, request, *args, **kwargs):
         if self.list_representation is None:
             return super().list(request, *args, **kwargs)
-        queryset = self.list_representation.values_of(self.filter_queryset(self.get_queryset()))
-        page = self.paginate_queryset(queryset)
+
+        def build():
+            return self.list_representation.values_of(self.filter_queryset(self.get_queryset()))
+
+        shape = listing_shape(self) if self.list_representation.reads_values() else None
+        page = paginate_listing(self, build, shape)
         if page is None:
-            return Response(self.list_representation.many(queryset))
+            return Response(self.list_representation.many(build()))
         return self.get_paginated_response(self.list_representation.many(page))
 
     def retrieve(self, request, *args, **kwargs):
         if self.detail_representation is None:
             return super().retrieve(request, *args, **kwargs)
         return Response(self.detail_representation.one(self.get_object()))
+
+
+def listing_shape(view, *extra):
+    """The shape key of a viewset's listing: what its page query depends on
+    besides the values passed apart (system_app.compiled_queries). A listing
+    is built from the view, its action and the query string alone."""
+    params = tuple(sorted((name, tuple(values)) for name, values in view.request.query_params.lists()))
+    return (type(view).__qualname__, view.action, params, *extra)
+
+
+def paginate_listing(view, build, key, values=()):
+    """The view's page of ``build(*values)``, a ``values()`` queryset: through
+    SQL compiled once per shape ``key`` where the paginator can, else as DRF's
+    ``paginate_queryset`` (None without a paginator)."""
+    paginator = view.paginator
+    if paginator is None:
+        return None
+    if key is None or not hasattr(paginator, "paginate_listing"):
+        return paginator.paginate_queryset(build(*values), view.request, view=view)
+    return paginator.paginate_listing(build, view.request, view, key, values)

@@ -1,6 +1,7 @@
 from datetime import timedelta
 
 from django.db import transaction
+from django.http import Http404
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import status, viewsets
@@ -14,8 +15,9 @@ from rest_framework.views import APIView
 
 from system_app import audit
 from system_app.api.base import AuditedModelViewSet
-from system_app.api.representation import FastReadMixin, FastRepresentation
+from system_app.api.representation import FastReadMixin, FastRepresentation, listing_shape, paginate_listing
 from system_app.authentication import StaffSessionAuthentication
+from system_app.compiled_queries import QUERIES
 from system_app.exceptions import Conflict, InvalidQuery
 from system_app.filters import ListFilterBackend
 from system_app.permissions import request_permissions
@@ -54,6 +56,25 @@ RUN_CURSOR_ORDERING = ["scheduled_at"]
 TASK_REPRESENTATION = FastRepresentation(TaskSerializer, batch={"dependencies": TaskDependency.ids_by_task})
 RUN_REPRESENTATION = FastRepresentation(TaskRunSerializer)
 RUN_DETAIL_REPRESENTATION = FastRepresentation(TaskRunDetailSerializer)
+
+
+def existing_task_id(pk):
+    """The id of task ``pk`` (from the URL), or a 404: through SQL compiled
+    once per process where ``pk`` reads as a number, else DRF's
+    get_object_or_404 (a non-numeric id is a 404, not a ValueError)."""
+    try:
+        task_id = int(pk)
+    except (TypeError, ValueError):
+        task_id = None
+    compiled = QUERIES.compiled(
+        ("task id",), lambda task_id: Task.objects.filter(pk=task_id).values("pk")[:1], (task_id,)
+    )
+    if compiled is None:
+        return get_object_or_404(Task.objects.only("pk"), pk=pk).pk
+    rows = compiled.rows((task_id,))
+    if not rows:
+        raise Http404(f"No {Task._meta.object_name} matches the given query.")
+    return rows[0]["pk"]
 
 
 def run_list_queryset():
@@ -230,10 +251,13 @@ class TaskViewSet(FastReadMixin, AuditedModelViewSet):
         cursor_ordering_fields=RUN_CURSOR_ORDERING,
     )
     def runs(self, request, pk=None):
-        # DRF's get_object_or_404: a non-numeric id is a 404, not a ValueError.
-        task = get_object_or_404(Task.objects.only("pk"), pk=pk)
-        queryset = OrderingFilter().filter_queryset(request, run_list_queryset().filter(task=task), self)
-        page = self.paginate_queryset(RUN_REPRESENTATION.values_of(queryset))
+        task_id = existing_task_id(pk)
+
+        def build(task_id):
+            queryset = OrderingFilter().filter_queryset(request, run_list_queryset().filter(task_id=task_id), self)
+            return RUN_REPRESENTATION.values_of(queryset)
+
+        page = paginate_listing(self, build, listing_shape(self), (task_id,))
         return self.get_paginated_response(RUN_REPRESENTATION.many(page))
 
     @extend_schema(parameters=[StatsQuerySerializer], responses={200: TaskStatsSerializer}, filters=False)
