@@ -51,6 +51,38 @@ def _stand_ins(values, set_index):
     return stand_ins
 
 
+# Model fields whose values PostgreSQL may send in binary for ``rows``:
+# psycopg's binary loaders give the Python values its text loaders give (jsonb
+# through the backend's JsonbTextBinaryLoader, as text).
+BINARY_TYPES = frozenset(
+    (
+        "AutoField",
+        "BigAutoField",
+        "BigIntegerField",
+        "BooleanField",
+        "CharField",
+        "DateTimeField",
+        "FloatField",
+        "ForeignKey",
+        "IntegerField",
+        "JSONField",
+        "PositiveIntegerField",
+        "PositiveSmallIntegerField",
+        "SmallIntegerField",
+        "TextField",
+    )
+)
+
+
+def _reads_binary(compiler):
+    """Whether ``rows`` may ask for the compiler's rows in binary: on the
+    project's PostgreSQL backend, with every column of a type in BINARY_TYPES."""
+    if not hasattr(compiler.connection, "binary_cursor"):
+        return False
+    columns = [expression for expression, _sql, _alias in compiler.select[: compiler.col_count]]
+    return all(column.output_field.get_internal_type() in BINARY_TYPES for column in columns)
+
+
 class CompiledQuery:
     """The SQL of a ``values()`` queryset, with the places of its varying values."""
 
@@ -61,6 +93,7 @@ class CompiledQuery:
         self.params = params
         self.slots = slots  # (parameter index, value index)
         self.names = names
+        self.binary = _reads_binary(compiler)
 
     def params_for(self, values):
         params = list(self.params)
@@ -71,7 +104,7 @@ class CompiledQuery:
     def rows(self, values):
         """The rows for ``values``, as the dicts the queryset's ``values()`` gives."""
         compiler = self.compiler
-        with self.connection.cursor() as cursor:
+        with self.connection.binary_cursor() if self.binary else self.connection.cursor() as cursor:
             cursor.execute(self.sql, self.params_for(values))
             fetched = cursor.fetchall()
         if compiler.has_extra_select:

@@ -4,6 +4,7 @@ the ORM's rows, in the ORM's order, and the listings the same responses."""
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.db import connection
 from django.db.models import F
 
 from system_app.compiled_queries import QUERIES, CompiledQueries
@@ -50,6 +51,8 @@ def test_it_reads_the_orms_rows_in_the_orms_order(runs, ordering):
     for task in runs:
         compiled = queries.compiled(("runs", ordering), lambda task_id: task_runs(task_id, *ordering), (task.pk,))
         assert compiled is not None
+        # On PostgreSQL the rows come in binary (timestamps, JSON, numbers, text, booleans).
+        assert compiled.binary is (connection.vendor == "postgresql")
         got, want = compiled.rows((task.pk,)), list(task_runs(task.pk, *ordering))
         assert got == want
         for got_row, want_row in zip(got, want, strict=True):
