@@ -9,7 +9,9 @@ per thread and database connection, with stand-ins for the values that vary
 (``values``), finds each stand-in among the compiled parameters, and then
 serves every request of the shape from that SQL with the request's values in
 the stand-ins' places. ``CompiledQuery.rows`` reads the rows as ``values()``
-would: the compiler's own converters, the same keys, the same order.
+would: the compiler's own converters, the same keys, the same order. On the
+project's PostgreSQL backend, a query whose columns are all of BINARY_TYPES
+has its rows sent in binary (``binary_cursor``), read by psycopg's C loaders.
 
 A shape is reused only when compiling it twice, with two different sets of
 stand-ins, gives the same SQL and every stand-in verbatim among the
