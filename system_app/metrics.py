@@ -44,12 +44,17 @@ PlatformCollector(registry=PROCESS_REGISTRY)
 GCCollector(registry=PROCESS_REGISTRY)
 
 
+# The names of the metrics _shared moved, which the web process never serves.
+PROCESS_ONLY = set()
+
+
 def _shared(metric):
     """Move a metric from the default registry to PROCESS_REGISTRY: only the
     dispatcher and the workers count runs, passes and recoveries, so on the web
     process's /metrics these series would only ever read zero."""
     REGISTRY.unregister(metric)
     PROCESS_REGISTRY.register(metric)
+    PROCESS_ONLY.add(metric._name)
     return metric
 
 

@@ -1,11 +1,15 @@
 """GET /metrics of the web process, behind ``METRICS_TOKEN`` when it is set."""
 
 import hmac
+import os
 
+import prometheus_client
 from django.conf import settings
 from django.http import HttpResponse
 from django.views.decorators.cache import never_cache
-from django_prometheus.exports import ExportToDjangoView
+from prometheus_client import multiprocess
+
+from system_app.metrics import DATABASE_COLLECTOR, PROCESS_ONLY
 
 
 @never_cache
@@ -21,4 +25,30 @@ def metrics(request):
             response = HttpResponse(message, status=401, content_type="text/plain")
             response["WWW-Authenticate"] = 'Bearer realm="metrics"'
             return response
-    return ExportToDjangoView(request)
+    page = prometheus_client.generate_latest(scraped_registry())
+    return HttpResponse(page, content_type=prometheus_client.CONTENT_TYPE_LATEST)
+
+
+def scraped_registry():
+    """The default registry; or, when the web process runs several gunicorn
+    workers (PROMETHEUS_MULTIPROC_DIR, set by gunicorn.conf.py), every
+    worker's counters summed from their files, with the database gauges read
+    once by the worker that answers."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return prometheus_client.REGISTRY
+    registry = prometheus_client.CollectorRegistry()
+    registry.register(WebMetrics(multiprocess.MultiProcessCollector(None)))
+    registry.register(DATABASE_COLLECTOR)
+    return registry
+
+
+class WebMetrics:
+    """The summed metrics of the web workers' files, but those only the
+    dispatcher and workers count (their files hold zeros: every process
+    creates them when it imports system_app.metrics)."""
+
+    def __init__(self, collector):
+        self.collector = collector
+
+    def collect(self):
+        return (family for family in self.collector.collect() if family.name not in PROCESS_ONLY)

@@ -7,8 +7,8 @@ The admin's task and run list pages are measured last, as a logged-in
 superuser, at ``--admin-rate`` (target p99 < 300 ms each, SPEC §7).
 
 Starts a private PostgreSQL (tests/services.py), migrates it, seeds it in bulk
-with SQL, serves the project with gunicorn in the deployed shape (one gthread
-worker with 8 threads, keep-alive, as compose/Dockerfile runs it; ``--shape``
+with SQL, serves the project with gunicorn in the deployed shape (on 2 cores, two gthread
+workers of 4 threads with keep-alive, as gunicorn.conf.py sets it; ``--shape``
 chooses others, e.g. ``--shape gthread:1x8 --shape sync:4x1`` measures both
 against the same database, one after the other) and drives each endpoint
 open-loop at a fixed rate: request i is due at start + i/rate whether
@@ -356,7 +356,7 @@ def marked_line(output, marker):
     raise SystemExit(f"api_latency: no {marker} line in: {output[-500:]}")
 
 
-DEPLOYED_SHAPE = "gthread:1x8"  # compose/Dockerfile: --workers 1 --threads 8
+DEPLOYED_SHAPE = "gthread:2x4"  # gunicorn.conf.py on 2 cores: a worker per core, 4 threads
 
 
 def parse_shape(text):
