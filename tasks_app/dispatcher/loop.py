@@ -189,6 +189,11 @@ class Dispatcher:
         except Exception:
             logger.warning("could not read the next due time", exc_info=True)
             return nap
+        # Measured from after the two reads, not from ``now``: they run while
+        # the workers run this second's fires, and took tens of milliseconds
+        # then, which a nap measured from before them added to the start of
+        # the next pass (p95 of 45 ms late with 200 fires a second).
+        now = self.clock()
         for moment in upcoming:
             if moment is not None:
                 # A hair past the due time, so the task is due when we look.

@@ -112,6 +112,15 @@ def test_it_naps_until_the_next_due_time_or_the_tick(broker):
     assert dispatcher.seconds_until_work(NOW) == pytest.approx(0.101, abs=0.001)
 
 
+def test_the_nap_is_measured_from_after_its_reads(broker):
+    # The reads took 40 ms (the clock moved meanwhile): the nap ends at the
+    # due time, not 40 ms past it.
+    clock = iter([NOW + timedelta(milliseconds=40)])
+    dispatcher = Dispatcher(broker, tick=1.0, clock=lambda: next(clock))
+    TaskFactory(schedule="* * * * * *", next_run_at=NOW + timedelta(milliseconds=300))
+    assert dispatcher.seconds_until_work(NOW) == pytest.approx(0.261, abs=0.001)
+
+
 def test_it_runs_one_pass_with_rundispatcher_once(broker):
     # Due at the minute that began last, a real slot: an instant between two
     # slots would make the pass plan the next boundary too when one passed.
