@@ -27,19 +27,26 @@ threads = 4
 keepalive = 75
 
 
-# /metrics with several processes: each worker writes its counters to files in
-# one directory, and whichever worker answers a scrape sums them all
-# (prometheus_client's multiprocess mode, system_app/metrics_endpoint.py).
-# The directory is made before the first worker starts, so every worker
-# imports prometheus_client with it set; prometheus_client is imported here
-# only inside the hooks, after that.
-_OWN_METRICS_DIR = "SCHEDULER_WEB_METRICS_DIR"
+# What the workers of one master share, in a directory made before the first
+# worker starts (each imports the project with it set) and removed at exit:
+# * /metrics: each worker writes its counters to files in metrics/, and
+#   whichever answers a scrape sums them (prometheus_client's multiprocess
+#   mode, system_app/metrics_endpoint.py);
+# * a token revoked, a user or role changed, in one worker drops what every
+#   worker remembers of who a token is (system_app/principals.py);
+# * API_THROTTLE_RATE counts a client's requests over all the workers
+#   (system_app/throttling.py).
+# prometheus_client is imported here only inside the hooks, after that.
+RUN_DIR = "SCHEDULER_WEB_RUN_DIR"
 
 
 def on_starting(server):
-    if server.cfg.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        path = tempfile.mkdtemp(prefix="scheduler-web-metrics-")
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.environ[_OWN_METRICS_DIR] = path
+    if server.cfg.workers > 1 and not os.environ.get(RUN_DIR):
+        path = tempfile.mkdtemp(prefix="scheduler-web-")
+        os.environ[RUN_DIR] = path
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            os.mkdir(os.path.join(path, "metrics"))
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.path.join(path, "metrics")
 
 
 def child_exit(server, worker):
@@ -50,6 +57,6 @@ def child_exit(server, worker):
 
 
 def on_exit(server):
-    path = os.environ.get(_OWN_METRICS_DIR)
+    path = os.environ.get(RUN_DIR)
     if path:
         shutil.rmtree(path, ignore_errors=True)

@@ -10,13 +10,19 @@ Invalidation: in this process at once, for every change that can narrow what
 a token may do (a key revoked, edited or deleted; a user saved, which covers
 deactivation and a password change, or deleted; a role or permission granted
 or withdrawn). The whole memory is dropped then: such changes are rare, and
-dropping everything cannot miss an entry. Other web processes do not hear of
-it and keep their entry until it is ``AUTH_CACHE_SECONDS`` old: that is the
-bound docs/security.md states. ``AUTH_CACHE_SECONDS=0`` turns the memory off.
+dropping everything cannot miss an entry. The other worker processes of the
+same gunicorn master drop theirs before their next lookup: gunicorn.conf.py
+gives them a shared directory (``SCHEDULER_WEB_RUN_DIR``), a drop appends a
+byte to its ``principals`` file, and every lookup compares that file's size
+with the one it saw last (one ``stat``). Web processes of other masters (other
+containers, other machines) do not hear of it and keep their entry until it
+is ``AUTH_CACHE_SECONDS`` old: that is the bound docs/security.md states.
+``AUTH_CACHE_SECONDS=0`` turns the memory off.
 """
 
 import copy
 import hashlib
+import os
 import threading
 import time
 
@@ -38,10 +44,32 @@ class PrincipalCache:
     an older generation than the current one.
     """
 
-    def __init__(self):
+    def __init__(self, shared_dir=None):
         self._entries = {}
         self._lock = threading.Lock()
         self.generation = 0
+        # The file the worker processes of one gunicorn master append to on
+        # every drop (see the module docstring), and its size when last seen.
+        shared_dir = shared_dir if shared_dir is not None else os.environ.get("SCHEDULER_WEB_RUN_DIR")
+        self._shared = os.path.join(shared_dir, "principals") if shared_dir else None
+        self._seen = self._shared_size()
+
+    def _shared_size(self):
+        if self._shared is None:
+            return None
+        try:
+            return os.stat(self._shared).st_size
+        except FileNotFoundError:
+            return 0
+
+    def _follow_other_processes(self):
+        """Drop everything if another process dropped its memory since we last looked."""
+        size = self._shared_size()
+        if size != self._seen:
+            with self._lock:
+                self._seen = size
+                self.generation += 1
+                self._entries.clear()
 
     @staticmethod
     def ttl():
@@ -52,6 +80,8 @@ class PrincipalCache:
         return kind + hashlib.sha256(token.encode() if isinstance(token, str) else token).hexdigest()
 
     def get(self, key):
+        if self._shared is not None:
+            self._follow_other_processes()
         entry = self._entries.get(key)
         if entry is None:
             return None
@@ -67,6 +97,8 @@ class PrincipalCache:
         seconds = ttl if seconds is None else min(seconds, ttl)
         if seconds <= 0:
             return
+        if self._shared is not None:
+            self._follow_other_processes()
         with self._lock:
             if generation != self.generation:
                 return  # something changed while the value was read: it may be stale
@@ -78,6 +110,16 @@ class PrincipalCache:
         with self._lock:
             self.generation += 1
             self._entries.clear()
+        if self._shared is not None:
+            # O_APPEND: each drop adds one byte, whatever the others do meanwhile.
+            fd = os.open(self._shared, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, b".")
+            finally:
+                os.close(fd)
+            # _seen stays as it was: the next lookup sees the file grown and
+            # drops again, which also catches a drop another process made
+            # between the clear above and this append.
 
 
 PRINCIPALS = PrincipalCache()

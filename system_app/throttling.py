@@ -1,11 +1,35 @@
+import os
+
+from django.core.cache import cache as default_cache
+from django.core.cache.backends.filebased import FileBasedCache
 from rest_framework.throttling import AnonRateThrottle, UserRateThrottle
 
 from system_app.addresses import client_address
 
 
+def counting_cache():
+    """Where the throttles count requests: a file cache in the directory the
+    worker processes of one gunicorn master share (``SCHEDULER_WEB_RUN_DIR``,
+    gunicorn.conf.py), so that API_THROTTLE_RATE holds over all of them rather
+    than per process; Django's default cache (this process's memory) without
+    one. Two workers counting one client at the same instant may each miss
+    the other's request (DRF reads, then writes, the history): a client may
+    get a request or two more than the rate, never fewer."""
+    shared = os.environ.get("SCHEDULER_WEB_RUN_DIR")
+    if not shared:
+        return default_cache
+    return FileBasedCache(os.path.join(shared, "throttle"), {"OPTIONS": {"MAX_ENTRIES": 100_000}})
+
+
+COUNTING_CACHE = counting_cache()
+
+
 class ClientAddressMixin:
     """Anonymous buckets are keyed by system_app.addresses.client_address, so a
-    made-up X-Forwarded-For does not open a fresh bucket per request."""
+    made-up X-Forwarded-For does not open a fresh bucket per request; every
+    bucket lives in COUNTING_CACHE."""
+
+    cache = COUNTING_CACHE
 
     def get_ident(self, request):
         return client_address(request)

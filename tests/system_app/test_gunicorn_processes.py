@@ -1,12 +1,15 @@
 """The web process as ``gunicorn scheduler_site.wsgi`` runs it from the repository
-root with gunicorn.conf.py: several worker processes, and a /metrics that sums
-their counters whichever of them answers the scrape."""
+root with gunicorn.conf.py: several worker processes, which share a /metrics
+that sums their counters, the revocation of a token, and the count of
+API_THROTTLE_RATE, whichever of them answers a request."""
 
+import json
 import os
 import re
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -17,8 +20,21 @@ from tests.services import free_port, port_accepts, random_secret_key
 REQUESTS = re.compile(r'^django_http_requests_total_by_method_total\{method="GET"\} ([0-9.e+]+)$', re.MULTILINE)
 
 
+ISSUE_KEY = (
+    "from django.contrib.auth import get_user_model; from system_app.models import ApiKey; "
+    "admin = get_user_model().objects.create_superuser('boss', 'boss@example.com', 'a-long-password-1'); "
+    "permissions = ['task.read', 'system.write', 'system.read']; "
+    "print(ApiKey.issue(name='{name}', created_by=admin, permissions=permissions)[1]); "
+)
+
+
 @pytest.fixture
-def web(tmp_path):
+def throttle_rate():
+    return "off"
+
+
+@pytest.fixture
+def web(tmp_path, throttle_rate):
     env = {
         key: value for key, value in os.environ.items() if key not in ("DATABASE_URL", "BROKER_URL", "WEB_CONCURRENCY")
     }
@@ -28,9 +44,21 @@ def web(tmp_path):
         SECRET_KEY=random_secret_key(),
         DEBUG="false",
         WEB_CONCURRENCY="2",
+        API_THROTTLE_RATE=throttle_rate,
+        AUTH_CACHE_SECONDS="60",  # longer than the test: only a shared drop can end an entry
     )
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True, timeout=300)
+    issued = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", ISSUE_KEY.format(name="first")],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        timeout=120,
+        capture_output=True,
+        text=True,
+    )
+    tmp_path.joinpath("key").write_text(issued.stdout.strip().splitlines()[-1])
     port = free_port()
     argv = [sys.executable, "-m", "gunicorn", "scheduler_site.wsgi", "-b", f"127.0.0.1:{port}"]
     process = Process("gunicorn", argv, env, tmp_path)
@@ -48,10 +76,22 @@ def get(port, path):
         return response.read().decode()
 
 
+def call(port, path, key, method="GET"):
+    """(status, body) of one request on a new connection (any worker may answer)."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
+    request.add_header("Authorization", f"Bearer {key}")
+    request.add_header("Accept", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
 def test_it_runs_one_worker_per_core_and_sums_their_metrics(web):
     process, port, tmp_path = web
     assert len(process.descendants()) == 2  # WEB_CONCURRENCY workers
-    (metrics_dir,) = tmp_path.glob("scheduler-web-metrics-*")
+    (metrics_dir,) = tmp_path.glob("scheduler-web-*/metrics")
     for _ in range(40):  # new connections: both workers answer some
         get(port, "/health")
     counts = []
@@ -71,6 +111,28 @@ def test_it_runs_one_worker_per_core_and_sums_their_metrics(web):
 def test_it_removes_its_metrics_directory_when_it_stops(web):
     process, port, tmp_path = web
     get(port, "/metrics")
-    (metrics_dir,) = tmp_path.glob("scheduler-web-metrics-*")
+    (run_dir,) = tmp_path.glob("scheduler-web-*")
     process.stop()
-    assert not metrics_dir.exists()
+    assert not run_dir.exists()
+
+
+def test_a_key_revoked_through_one_worker_is_refused_by_all_at_once(web):
+    _process, port, tmp_path = web
+    key = tmp_path.joinpath("key").read_text()
+    for _ in range(20):  # both workers now remember the key (for AUTH_CACHE_SECONDS=60)
+        assert call(port, "/api/tasks", key)[0] == 200
+    status, body = call(port, "/api/auth/api-keys", key)
+    (own,) = [entry["id"] for entry in json.loads(body)["results"] if entry["name"] == "first"]
+    # A key may revoke itself (system.write): the worker that answers drops its memory and tells the other.
+    assert call(port, f"/api/auth/api-keys/{own}", key, method="DELETE")[0] == 204
+    assert {call(port, "/api/tasks", key)[0] for _ in range(20)} == {401}
+
+
+@pytest.mark.parametrize("throttle_rate", ["10/minute"])
+def test_the_throttle_counts_a_client_over_all_the_workers(web):
+    _process, port, tmp_path = web
+    key = tmp_path.joinpath("key").read_text()
+    statuses = [call(port, "/api/tasks", key)[0] for _ in range(30)]
+    # Counted per process, each of the two workers would have let 10 through.
+    assert statuses.count(200) <= 12
+    assert statuses.count(429) >= 18

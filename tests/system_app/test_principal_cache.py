@@ -208,3 +208,33 @@ def test_it_stays_bounded_in_size(monkeypatch):
     for n in range(7):
         PRINCIPALS.put(f"key:{n}", n, PRINCIPALS.generation)
     assert len(PRINCIPALS._entries) <= 3
+
+
+# The worker processes of one gunicorn master (SCHEDULER_WEB_RUN_DIR) -------------
+
+
+def test_a_drop_in_one_process_drops_the_others_memory_before_their_next_lookup(tmp_path):
+    first, second = principals.PrincipalCache(str(tmp_path)), principals.PrincipalCache(str(tmp_path))
+    for memory in (first, second):
+        memory.put("key:a", "principal", memory.generation)
+    assert second.get("key:a") == "principal"
+    first.clear()  # a key revoked in the first process
+    assert second.get("key:a") is None
+    assert first.get("key:a") is None
+    second.put("key:a", "principal", second.generation)
+    assert second.get("key:a") == "principal"  # one drop, seen once
+
+
+def test_a_value_read_before_another_process_dropped_is_not_kept(tmp_path):
+    first, second = principals.PrincipalCache(str(tmp_path)), principals.PrincipalCache(str(tmp_path))
+    generation = second.generation  # the second process starts reading a key
+    first.clear()  # meanwhile the first revokes it
+    second.put("key:a", "stale", generation)
+    assert second.get("key:a") is None
+
+
+def test_without_a_shared_directory_a_process_keeps_its_own_memory():
+    memory = principals.PrincipalCache("")
+    memory.put("key:a", "principal", memory.generation)
+    memory.clear()
+    assert memory.get("key:a") is None
