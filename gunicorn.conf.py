@@ -8,11 +8,14 @@ import os
 import shutil
 import tempfile
 
-# One process per core (WEB_CONCURRENCY, gunicorn's own variable, overrides
-# it): a process runs Python on one core at a time, and at 200 requests a
-# second one process of 8 threads queued requests (p99 151 ms on a 2-core
-# machine, against 22 ms for two processes of 4 threads).
-workers = int(os.environ.get("WEB_CONCURRENCY") or os.cpu_count() or 1)
+# One process per core this process may run on, at most MAX_WORKERS
+# (WEB_CONCURRENCY, gunicorn's own variable, overrides it): a process runs
+# Python on one core at a time, and at 200 requests a second one process of 8
+# threads queued requests (p99 151 ms on a 2-core machine, against 22 ms for
+# two processes of 4 threads). The cap keeps a container on a large host from
+# starting a process per host core (each holds the project, tens of MB).
+MAX_WORKERS = 4
+workers = int(os.environ.get("WEB_CONCURRENCY") or min(len(os.sched_getaffinity(0)), MAX_WORKERS))
 
 # Threads make gunicorn's worker the gthread one, which keeps connections open
 # between requests (a sync worker closes every connection after its response).

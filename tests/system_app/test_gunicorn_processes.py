@@ -63,7 +63,8 @@ def web(tmp_path, throttle_rate):
     argv = [sys.executable, "-m", "gunicorn", "scheduler_site.wsgi", "-b", f"127.0.0.1:{port}"]
     process = Process("gunicorn", argv, env, tmp_path)
     deadline = time.monotonic() + 60
-    while not port_accepts(port):
+    # The master listens before it forks its workers: wait for both.
+    while not port_accepts(port) or len(process.descendants()) < 2:
         assert process.alive(), process.log_tail()
         assert time.monotonic() < deadline, process.log_tail()
         time.sleep(0.2)
@@ -136,3 +137,15 @@ def test_the_throttle_counts_a_client_over_all_the_workers(web):
     # Counted per process, each of the two workers would have let 10 through.
     assert statuses.count(200) <= 12
     assert statuses.count(429) >= 18
+
+
+@pytest.mark.parametrize(
+    ("cores", "concurrency", "expected"), [(1, "", 1), (2, "", 2), (64, "", 4), (64, "6", 6), (2, "1", 1)]
+)
+def test_it_starts_a_worker_per_core_up_to_four_unless_told(monkeypatch, cores, concurrency, expected):
+    import runpy
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)))
+    monkeypatch.setenv("WEB_CONCURRENCY", concurrency)
+    settings = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+    assert (settings["workers"], settings["threads"], settings["keepalive"]) == (expected, 4, 75)
