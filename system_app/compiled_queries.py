@@ -22,10 +22,14 @@ requests keep the ORM. ``build`` must give the queryset from its arguments
 alone (nothing else it reads may change while the process runs).
 """
 
+import json
 import threading
 
+import orjson
 from django.core.exceptions import EmptyResultSet
 from django.db import connections
+from django.db.models import JSONField
+from django.db.models.fields.json import KeyTransform
 from django.db.models.query import ValuesIterable
 
 # Within a 32-bit integer column's range (the narrowest an id may have); an
@@ -96,6 +100,9 @@ class CompiledQuery:
         self.slots = slots  # (parameter index, value index)
         self.names = names
         self.binary = _reads_binary(compiler)
+        # The compiler's converters, found once, with JSON read by orjson.
+        columns = [expression for expression, _sql, _alias in compiler.select[: compiler.col_count]]
+        self.converters = _fast_json(compiler.get_converters(columns))
 
     def params_for(self, values):
         params = list(self.params)
@@ -111,8 +118,44 @@ class CompiledQuery:
             fetched = cursor.fetchall()
         if compiler.has_extra_select:
             fetched = [row[: compiler.col_count] for row in fetched]
+        if self.converters:
+            fetched = compiler.apply_converters(fetched, self.converters)
         names, indexes = self.names, range(len(self.names))
-        return [{names[i]: row[i] for i in indexes} for row in compiler.results_iter(results=[fetched])]
+        return [{names[i]: row[i] for i in indexes} for row in fetched]
+
+
+def json_value(value, expression, connection):
+    """JSONField.from_db_value for a field without a decoder, parsing with
+    orjson (about 4 times faster; in a gunicorn worker the task list's JSON
+    columns were 7% of its Python time): None stays None, what orjson refuses
+    (an integer beyond 64 bits) goes to the standard library, and text that is
+    not JSON comes back as it is, as Django's does."""
+    if value is None:
+        return None
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError:
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+
+
+def _fast_json(converters):
+    """``converters`` (SQLCompiler.get_converters) with JSONField.from_db_value
+    replaced by ``json_value`` where that is the same: a plain column of a
+    field without a custom decoder."""
+    for _position, (functions, expression) in converters.items():
+        for index, function in enumerate(functions):
+            field = getattr(function, "__self__", None)
+            if (
+                isinstance(field, JSONField)
+                and getattr(function, "__func__", None) is JSONField.from_db_value
+                and field.decoder is None
+                and not isinstance(expression, KeyTransform)
+            ):
+                functions[index] = json_value
+    return converters
 
 
 def _compile(queryset):

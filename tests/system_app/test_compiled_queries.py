@@ -7,7 +7,7 @@ import pytest
 from django.db import connection
 from django.db.models import F
 
-from system_app.compiled_queries import QUERIES, CompiledQueries
+from system_app.compiled_queries import QUERIES, CompiledQueries, json_value
 from tasks_app.api.views import RUN_REPRESENTATION, TASK_REPRESENTATION, run_list_queryset
 from tasks_app.models import Task
 from tests.factories import TaskFactory, TaskRunFactory
@@ -164,3 +164,33 @@ def test_the_listings_answer_as_through_the_orm(runs, as_admin, monkeypatch):
         through_the_orm = answers()
     assert compiled == again == through_the_orm
     assert [status for _path, status, _body in compiled].count(200) == len(paths) - 5  # three 404s, a 404 page, a 400
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        {"huge": 2**70, "small": -(2**63)},  # beyond orjson's 64 bits: the standard library reads it
+        {"text": 'ü\u2028\\"', "float": 1e-7, "nested": [[], {}, None, True]},
+        [],
+        "a string",
+    ],
+    ids=["huge integer", "escapes", "empty list", "string"],
+)
+def test_json_columns_read_as_the_orm_reads_them(db, metadata):
+    TaskFactory(name="with-metadata", metadata=metadata, tags=["ü", "b"])
+
+    def build():
+        return TASK_REPRESENTATION.values_of(Task.objects.order_by("id"))
+
+    compiled = CompiledQueries().compiled("tasks-json", build)
+    assert compiled is not None
+    assert any(json_value in functions for functions, _column in compiled.converters.values())
+    (got,), (want,) = compiled.rows(()), list(build())
+    assert got == want
+    assert got["metadata"] == metadata
+
+
+def test_json_value_keeps_what_is_not_json(db):
+    assert json_value(None, None, connection) is None
+    assert json_value("not json", None, connection) == "not json"
+    assert json_value('{"a": 1}', None, connection) == {"a": 1}
