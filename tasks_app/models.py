@@ -1013,20 +1013,20 @@ class TaskRunQuerySet(models.QuerySet):
     def active(self):
         return self.filter(status__in=ACTIVE_RUN_STATUSES)
 
+    def due(self, now):
+        """Pending runs whose time has come, gated or not (run_status_sched_idx)."""
+        return self.filter(status=RunStatus.PENDING, scheduled_at__lte=now)
+
     def ready(self, now):
         """Pending runs the dispatcher may enqueue now: due, and either their task
         has no dependencies or the gate step has found them met."""
         has_dependencies = TaskDependency.objects.filter(task_id=OuterRef("task_id"))
-        return self.filter(status=RunStatus.PENDING, scheduled_at__lte=now).filter(
-            Q(dependencies_met=True) | ~Exists(has_dependencies)
-        )
+        return self.due(now).filter(Q(dependencies_met=True) | ~Exists(has_dependencies))
 
     def gated(self, now):
         """Due pending runs of tasks with dependencies that the gate has not opened yet."""
         has_dependencies = TaskDependency.objects.filter(task_id=OuterRef("task_id"))
-        return self.filter(status=RunStatus.PENDING, scheduled_at__lte=now, dependencies_met=False).filter(
-            Exists(has_dependencies)
-        )
+        return self.due(now).filter(dependencies_met=False).filter(Exists(has_dependencies))
 
     # Transitions (SPEC §4). Each is one UPDATE conditional on the state the
     # caller read, so a run that moved meanwhile (a worker claimed it, a
