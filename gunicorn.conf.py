@@ -40,7 +40,7 @@ keepalive = 75
 # * API_THROTTLE_RATE counts a client's requests over all the workers
 #   (system_app/throttling.py).
 # prometheus_client is imported here only inside the hooks, after that.
-RUN_DIR = "SCHEDULER_WEB_RUN_DIR"
+RUN_DIR = "SCHEDULER_WEB_RUN_DIR"  # system_app/web_run_dir.py reads it
 
 
 def on_starting(server):

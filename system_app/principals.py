@@ -29,6 +29,8 @@ import time
 from django.conf import settings
 from django.db import transaction
 
+from system_app.web_run_dir import shared_path
+
 # Only successful authentications are kept, so only holders of valid tokens
 # fill it; past this many the memory starts again empty rather than grow.
 MAX_ENTRIES = 10_000
@@ -50,13 +52,10 @@ class PrincipalCache:
         self.generation = 0
         # The file the worker processes of one gunicorn master append to on
         # every drop (see the module docstring), and its size when last seen.
-        shared_dir = shared_dir if shared_dir is not None else os.environ.get("SCHEDULER_WEB_RUN_DIR")
-        self._shared = os.path.join(shared_dir, "principals") if shared_dir else None
-        self._seen = self._shared_size()
+        self._shared = shared_path("principals", shared_dir)
+        self._seen = self._shared_size() if self._shared is not None else None
 
     def _shared_size(self):
-        if self._shared is None:
-            return None
         try:
             return os.stat(self._shared).st_size
         except FileNotFoundError:
@@ -64,6 +63,8 @@ class PrincipalCache:
 
     def _follow_other_processes(self):
         """Drop everything if another process dropped its memory since we last looked."""
+        if self._shared is None:
+            return
         size = self._shared_size()
         if size != self._seen:
             with self._lock:
@@ -80,8 +81,7 @@ class PrincipalCache:
         return kind + hashlib.sha256(token.encode() if isinstance(token, str) else token).hexdigest()
 
     def get(self, key):
-        if self._shared is not None:
-            self._follow_other_processes()
+        self._follow_other_processes()
         entry = self._entries.get(key)
         if entry is None:
             return None
@@ -97,8 +97,7 @@ class PrincipalCache:
         seconds = ttl if seconds is None else min(seconds, ttl)
         if seconds <= 0:
             return
-        if self._shared is not None:
-            self._follow_other_processes()
+        self._follow_other_processes()
         with self._lock:
             if generation != self.generation:
                 return  # something changed while the value was read: it may be stale

@@ -1,10 +1,9 @@
-import os
-
 from django.core.cache import cache as default_cache
 from django.core.cache.backends.filebased import FileBasedCache
 from rest_framework.throttling import AnonRateThrottle, UserRateThrottle
 
 from system_app.addresses import client_address
+from system_app.web_run_dir import shared_path
 
 
 def counting_cache():
@@ -15,10 +14,10 @@ def counting_cache():
     one. Two workers counting one client at the same instant may each miss
     the other's request (DRF reads, then writes, the history): a client may
     get a request or two more than the rate, never fewer."""
-    shared = os.environ.get("SCHEDULER_WEB_RUN_DIR")
-    if not shared:
+    directory = shared_path("throttle")
+    if directory is None:
         return default_cache
-    return FileBasedCache(os.path.join(shared, "throttle"), {"OPTIONS": {"MAX_ENTRIES": 100_000}})
+    return FileBasedCache(directory, {"OPTIONS": {"MAX_ENTRIES": 100_000}})
 
 
 COUNTING_CACHE = counting_cache()
