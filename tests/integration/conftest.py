@@ -46,6 +46,7 @@ from tests.services import (
     start_all,
     stop_all,
 )
+from workers_app.rabbitmq import RabbitmqBroker
 
 BROKER_SERVERS = {"rabbitmq": RabbitMQServer, "redis": RedisServer}
 
@@ -128,6 +129,15 @@ def servers(broker_name):
         yield pg, mq
     finally:
         stop_all([pg, mq])
+
+
+@pytest.fixture
+def rabbitmq_broker(servers):
+    """The project's RabbitMQ broker (workers_app/rabbitmq.py, as in settings) on the package's server."""
+    _pg, mq = servers
+    broker = RabbitmqBroker(url=mq.url, max_priority=10)
+    yield broker
+    broker.close()
 
 
 @pytest.fixture(scope="package")

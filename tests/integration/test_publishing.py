@@ -4,20 +4,11 @@ priority, and a batch published on a connection that died goes out on a new one.
 
 import pika
 import pytest
-from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
 from tasks_app.dispatcher import enqueueing, publishing
 from tests.integration.support import unique_name
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def rabbitmq_broker(servers):
-    _pg, mq = servers
-    broker = RabbitmqBroker(url=mq.url, max_priority=10)
-    yield broker
-    broker.close()
 
 
 def drain(url, queue_name):

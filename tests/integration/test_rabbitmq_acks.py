@@ -12,17 +12,9 @@ import pytest
 
 from tasks_app.dispatcher import enqueueing
 from tests.integration.support import unique_name
-from workers_app.rabbitmq import BatchAckConsumer, RabbitmqBroker
+from workers_app.rabbitmq import BatchAckConsumer
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def broker(servers):
-    _pg, mq = servers
-    broker = RabbitmqBroker(url=mq.url, max_priority=10)
-    yield broker
-    broker.close()
 
 
 def receive(consumer, count, timeout=30.0):
@@ -51,19 +43,19 @@ def publish(broker, count):
     return queue
 
 
-def test_it_uses_the_batching_consumer(broker):
-    queue = publish(broker, 1)
-    consumer = broker.consume(queue, prefetch=10, timeout=100)
+def test_it_uses_the_batching_consumer(rabbitmq_broker):
+    queue = publish(rabbitmq_broker, 1)
+    consumer = rabbitmq_broker.consume(queue, prefetch=10, timeout=100)
     try:
         assert isinstance(consumer, BatchAckConsumer)
     finally:
         consumer.close()
 
 
-def test_acknowledgements_from_many_threads_all_reach_the_broker(servers, broker):
+def test_acknowledgements_from_many_threads_all_reach_the_broker(servers, rabbitmq_broker):
     _pg, mq = servers
-    queue = publish(broker, 200)
-    consumer = broker.consume(queue, prefetch=50, timeout=50)
+    queue = publish(rabbitmq_broker, 200)
+    consumer = rabbitmq_broker.consume(queue, prefetch=50, timeout=50)
     try:
         messages = []
         acking = ThreadPoolExecutor(max_workers=8)
@@ -81,10 +73,10 @@ def test_acknowledgements_from_many_threads_all_reach_the_broker(servers, broker
     assert len({message.message_id for message in messages}) == 200
 
 
-def test_acknowledgements_queued_at_close_go_out_before_it(servers, broker):
+def test_acknowledgements_queued_at_close_go_out_before_it(servers, rabbitmq_broker):
     _pg, mq = servers
-    queue = publish(broker, 10)
-    consumer = broker.consume(queue, prefetch=10, timeout=50)
+    queue = publish(rabbitmq_broker, 10)
+    consumer = rabbitmq_broker.consume(queue, prefetch=10, timeout=50)
     try:
         messages = receive(consumer, 10)
         threads = [threading.Thread(target=consumer.ack, args=(message,)) for message in messages[:7]]
@@ -98,10 +90,10 @@ def test_acknowledgements_queued_at_close_go_out_before_it(servers, broker):
     assert queued(mq.url, queue) == 3
 
 
-def test_an_unknown_tag_is_not_sent(servers, broker, caplog):
+def test_an_unknown_tag_is_not_sent(servers, rabbitmq_broker, caplog):
     _pg, mq = servers
-    queue = publish(broker, 2)
-    consumer = broker.consume(queue, prefetch=10, timeout=50)
+    queue = publish(rabbitmq_broker, 2)
+    consumer = rabbitmq_broker.consume(queue, prefetch=10, timeout=50)
     try:
         first, second = receive(consumer, 2)
         consumer.ack(first)
