@@ -42,6 +42,9 @@ class Step:
     at_pass_start = False
     # The names of the steps drained, in order, after each of this step's batches.
     then = ()
+    # Whether a batch shorter than batch_size ends the drain (no empty read
+    # after it): for a step whose batch takes every row it can, up to its size.
+    short_batch_is_last = False
 
     def __init__(self, batch_size=None, broker=None, dispatcher_id=None):
         self.batch_size = default_batch_size(batch_size)
@@ -55,9 +58,8 @@ class Step:
 
     def exhausted(self, found):
         """Whether a batch that handled ``found`` rows was the last one to
-        drain: by default only an empty one; a step that reads at most its
-        batch size says a short batch was the last (no empty read after it)."""
-        return not found
+        drain: an empty one, or a short one if ``short_batch_is_last``."""
+        return found < self.batch_size if self.short_batch_is_last else not found
 
 
 class SetAside:

@@ -153,6 +153,8 @@ def enqueue_ready_runs(now, batch_size=None, broker=None, set_aside=None, dispat
 class EnqueueStep(Step):
     name = "enqueue"
     publishes = True
+    # A short batch took every ready run (but those another dispatcher holds).
+    short_batch_is_last = True
 
     def __call__(self, now):
         # Most calls find nothing due but what the plan step just enqueued: one
@@ -161,7 +163,3 @@ class EnqueueStep(Step):
         if not TaskRun.objects.due(now).exists():
             return 0
         return enqueue_ready_runs(now, self.batch_size, self.broker, self.set_aside, self.dispatcher_id)
-
-    def exhausted(self, found):
-        # A short batch took every ready run (but those another dispatcher holds).
-        return found < self.batch_size

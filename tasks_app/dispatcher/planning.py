@@ -325,12 +325,10 @@ class PlanStep(Step):
     name = "plan"
     at_pass_start = True
     then = ("enqueue",)
+    short_batch_is_last = True
 
     def __call__(self, now):
         return plan_due_tasks(now, self.batch_size)
-
-    def exhausted(self, found):
-        return found < self.batch_size
 
 
 def _write(plans, now):
