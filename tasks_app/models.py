@@ -15,6 +15,7 @@ from simple_history.models import HistoricalRecords
 from simple_history.signals import pre_create_historical_record
 
 from system_app import secrets
+from system_app.coalescing import Coalescer
 from system_app.exceptions import Conflict
 from system_app.models import AuditEntry, EventLevel, SystemEvent
 from system_app.validation import MAX_BIGINT, unstorable_fields
@@ -1319,12 +1320,15 @@ class TaskRun(models.Model):
         worker already started all find nothing to claim, and the caller
         acknowledges the message and does nothing.
         """
-        now = now or timezone.now()
-        # Plain SQL (run_sql.py): this is every run's hot path.
-        run = run_sql.claim_run(cls, Task, run_id, worker_id, now, RunStatus.DISPATCHED, RunStatus.RUNNING)
+        # Plain SQL (run_sql.py): this is every run's hot path. The claims
+        # that the threads of a worker make at the same moment are one
+        # statement (_CLAIMS); without ``now`` a run starts at the time of that
+        # statement, not of the call.
+        run = _CLAIMS((run_id, worker_id, now))
         if run is None:
             return None
         delay = run.task.max_start_delay_seconds
+        now = run.started_at
         if delay and not run.late_reported and now - run.scheduled_at > timedelta(seconds=delay):
             # Started late between two checks of the dispatcher: report it now.
             with transaction.atomic():
@@ -1439,9 +1443,7 @@ class TaskRun(models.Model):
         """The conditional UPDATE of this run and its task's last run; sets
         ``fields`` on self and returns the task's outcome state, or None when
         the run is no longer running on this worker."""
-        state = run_sql.finish_run_and_record_last_run(
-            TaskRun, Task, self.pk, self.worker_id, RunStatus.RUNNING, fields, self.task_id, self.started_at
-        )
+        state = _FINISHES((self, fields))
         if state is not None:
             for name, value in fields.items():
                 setattr(self, name, value)
@@ -1469,6 +1471,16 @@ class TaskRun(models.Model):
             return self.retry_count >= retry_count
         return False
 
+
+# A worker's threads claim and finish runs at the same moments; each of these
+# makes the calls of that moment one statement (system_app/coalescing.py).
+_CLAIMS = Coalescer(
+    lambda claims: run_sql.claim_runs(TaskRun, Task, claims, RunStatus.DISPATCHED, RunStatus.RUNNING),
+    run_sql.joinable,
+)
+_FINISHES = Coalescer(
+    lambda finishes: run_sql.finish_runs(TaskRun, Task, finishes, RunStatus.RUNNING), run_sql.joinable
+)
 
 RESULT_MAX_CHARS = 1000
 ERROR_MAX_CHARS = 16 * 1024

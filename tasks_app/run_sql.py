@@ -24,6 +24,7 @@ import functools
 import sys
 
 from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
+from django.utils import timezone
 
 try:
     from django.db.backends.postgresql.base import ServerBindingCursor
@@ -112,57 +113,98 @@ def cursor(binary_results=False):
     return db.make_debug_cursor(bound) if db.queries_logged else db.make_cursor(bound)
 
 
+def array_type(field):
+    """The PostgreSQL array type of ``field``'s column: ``bigint[]``, ``varchar(255)[]``…"""
+    db_type = field.rel_db_type(connection) if field.primary_key else field.db_type(connection)
+    return f"{db_type}[]"
+
+
+def joinable():
+    """Whether this thread's hot statement may run in a batch on another
+    thread's connection (system_app.coalescing): on PostgreSQL, outside a
+    transaction. In one, it runs on this thread's own, in the transaction."""
+    db = connections[DEFAULT_DB_ALIAS]
+    return db.vendor == "postgresql" and not db.in_atomic_block
+
+
 @functools.cache
 def _claim_sql(run_model, task_model, vendor):
-    """(statement, SQLite's task SELECT or None) of claim_run: built once per
+    """(statement, SQLite's task SELECT or None) of claim_runs: built once per
     process, not per run (quoting every name was 5% of a worker's CPU)."""
     quote = connection.ops.quote_name
-    run_table, task_table = quote(run_model._meta.db_table), quote(task_model._meta.db_table)
-    run_columns, _names, _converters = _loader(run_model)
-    update = (
-        f"UPDATE {run_table} SET {quote('status')} = %s, {quote('worker_id')} = %s, {quote('started_at')} = %s "
-        f"WHERE {quote('id')} = %s AND {quote('status')} = %s RETURNING {run_columns}"
-    )
+    meta = run_model._meta
+    run_table, task_table = quote(meta.db_table), quote(task_model._meta.db_table)
     if vendor != "postgresql":
+        run_columns, _names, _converters = _loader(run_model)
         task_columns, _names, _converters = _loader(task_model)
-        return update, f"SELECT {task_columns} FROM {task_table} WHERE {quote('id')} = %s"
+        return (
+            f"UPDATE {run_table} SET {quote('status')} = %s, {quote('worker_id')} = %s, {quote('started_at')} = %s "
+            f"WHERE {quote('id')} = %s AND {quote('status')} = %s RETURNING {run_columns}",
+            f"SELECT {task_columns} FROM {task_table} WHERE {quote('id')} = %s",
+        )
+    returned, _names, _converters = _loader(run_model, alias=meta.db_table)
     claimed_columns, _names, _converters = _loader(run_model, alias="claimed")
     task_columns, _names, _converters = _loader(task_model, alias="task")
-    statement = (
-        f"WITH {quote('claimed')} AS ({update}) SELECT {claimed_columns}, {task_columns} "
+    return (
+        f"WITH {quote('claimed')} AS ("
+        f"UPDATE {run_table} SET {quote('status')} = %s, {quote('worker_id')} = batch.worker_id, "
+        f"{quote('started_at')} = batch.started_at "
+        f"FROM unnest(%b::{array_type(meta.pk)}, %b::{array_type(meta.get_field('worker_id'))}, "
+        f"%b::timestamptz[]) AS batch(id, worker_id, started_at) "
+        f"WHERE {run_table}.{quote('id')} = batch.id AND {run_table}.{quote('status')} = %s RETURNING {returned}) "
+        f"SELECT {claimed_columns}, {task_columns} "
         f"FROM {quote('claimed')} JOIN {task_table} AS {quote('task')} "
         f"ON {quote('task')}.{quote('id')} = {quote('claimed')}.{quote('task_id')}"
-    )
-    return statement, None
+    ), None
 
 
-def claim_run(run_model, task_model, run_id, worker_id, now, from_status, to_status):
-    """UPDATE one run from ``from_status`` to ``to_status`` on ``worker_id`` and
-    return it with its task loaded, or None when no row matched.
+def claim_runs(run_model, task_model, claims, from_status, to_status):
+    """UPDATE each run of ``claims``, [(run_id, worker_id, now)], from
+    ``from_status`` to ``to_status`` on that worker, started at that time
+    (``now`` None: the time of the statement). Returns one entry per claim:
+    the run with its task loaded, or None when no row matched. A run asked for
+    twice goes to the first claim only.
 
-    PostgreSQL: one statement (the UPDATE … RETURNING in a CTE, joined to the
-    task). SQLite has no data-modifying CTE: UPDATE … RETURNING, then the task.
-    """
+    PostgreSQL: one statement for them all (an UPDATE … FROM unnest(…) …
+    RETURNING in a CTE, joined to the tasks). The rows are locked in the order
+    of their ids, as any other batch of claims locks them. SQLite has no
+    data-modifying CTE: per claim, UPDATE … RETURNING, then the task."""
     db = connections[DEFAULT_DB_ALIAS]
     statement_sql, task_select = _claim_sql(run_model, task_model, db.vendor)
-    params = [to_status, worker_id, db.ops.adapt_datetimefield_value(now), run_id, from_status]
     width = len(run_model._meta.concrete_fields)
+    stamp = timezone.now()
+    found = {}
     with cursor() as statement:
-        statement.execute(statement_sql, params)
-        row = statement.fetchone()
-        if row is None:
-            return None
         if task_select is None:
-            run_row, task_row = row[:width], row[width:]
+            batch = sorted({run_id: (worker_id, now) for run_id, worker_id, now in reversed(claims)}.items())
+            statement.execute(
+                statement_sql,
+                [
+                    to_status,
+                    [run_id for run_id, _claim in batch],
+                    [worker_id for _run_id, (worker_id, _now) in batch],
+                    [now or stamp for _run_id, (_worker_id, now) in batch],
+                    from_status,
+                ],
+            )
+            for row in statement.fetchall():
+                run = _instance(run_model, row[:width])
+                run.task = _instance(task_model, row[width:])
+                found[run.pk] = run
         else:
-            run_row = row
-            task_id = run_row[[field.attname for field in run_model._meta.concrete_fields].index("task_id")]
-            statement.execute(task_select, [task_id])
-            task_row = statement.fetchone()
-    run = _instance(run_model, run_row)
-    if task_row is not None:  # always, but for a task deleted in between (its runs go with it)
-        run.task = _instance(task_model, task_row)
-    return run
+            for run_id, worker_id, now in claims:
+                if run_id in found:
+                    continue
+                params = [to_status, worker_id, db.ops.adapt_datetimefield_value(now or stamp), run_id, from_status]
+                statement.execute(statement_sql, params)
+                row = statement.fetchone()
+                found[run_id] = None if row is None else _instance(run_model, row)
+            for run in filter(None, found.values()):
+                statement.execute(task_select, [run.task_id])
+                task_row = statement.fetchone()
+                if task_row is not None:  # always, but for a task deleted in between (its runs go with it)
+                    run.task = _instance(task_model, task_row)
+    return [found.pop(run_id, None) for run_id, _worker_id, _now in claims]
 
 
 @functools.cache
@@ -197,51 +239,87 @@ def finish_run(run_model, run_id, worker_id, running_status, fields):
 
 
 @functools.cache
-def _finish_and_record_sql(run_model, task_model, update):
-    """finish_run_and_record_last_run's statement around the run's ``update``."""
+def _finish_runs_sql(run_model, task_model, names):
+    """finish_runs' statement on PostgreSQL, for the run fields ``names``."""
     quote = connection.ops.quote_name
-    task_table = quote(task_model._meta.db_table)
-    last_at, last_status = quote("last_run_at"), quote("last_run_status")
-    started = f"{quote('finished')}.{quote('started_at')}"
-    newer = f"({started} IS NOT NULL AND ({task_table}.{last_at} IS NULL OR {task_table}.{last_at} <= {started}))"
+    meta = run_model._meta
+    run_table, task_table = quote(meta.db_table), quote(task_model._meta.db_table)
+    columns = [meta.get_field(name) for name in ("id", "worker_id", *names)]
+    arrays = ", ".join(f"%s::{array_type(field)}" for field in columns)
+    aliases = ", ".join(quote(field.column) for field in columns)
+    assignments = ", ".join(f"{quote(field.column)} = batch.{quote(field.column)}" for field in columns[2:])
+    last_at, last_status, started = quote("last_run_at"), quote("last_run_status"), quote("started_at")
+    newer = (
+        f"({quote('newest')}.{started} IS NOT NULL AND ({task_table}.{last_at} IS NULL "
+        f"OR {task_table}.{last_at} <= {quote('newest')}.{started}))"
+    )
     return (
-        f"WITH {quote('finished')} AS ({update} RETURNING {quote('task_id')}, {quote('started_at')}) "
-        f"UPDATE {task_table} SET "
-        f"{last_at} = CASE WHEN {newer} THEN {started} ELSE {task_table}.{last_at} END, "
-        f"{last_status} = CASE WHEN {newer} THEN %s ELSE {task_table}.{last_status} END "
-        f"FROM {quote('finished')} WHERE {task_table}.{quote('id')} = {quote('finished')}.{quote('task_id')} "
-        f"{_last_run_returning(task_model)}"
+        f"WITH {quote('finished')} AS ("
+        f"UPDATE {run_table} SET {assignments} FROM unnest({arrays}) AS batch({aliases}) "
+        f"WHERE {run_table}.{quote('id')} = batch.{quote('id')} AND {run_table}.{quote('status')} = %s "
+        f"AND {run_table}.{quote('worker_id')} IS NOT DISTINCT FROM batch.{quote('worker_id')} "
+        f"RETURNING {run_table}.{quote('id')}, {run_table}.{quote('task_id')}, {run_table}.{started}, "
+        f"{run_table}.{quote('status')}), "
+        # A task with two runs in the batch: its newest started run is its last.
+        f"{quote('newest')} AS (SELECT DISTINCT ON ({quote('task_id')}) {quote('task_id')}, {started}, "
+        f"{quote('status')} FROM {quote('finished')} ORDER BY {quote('task_id')}, {started} DESC NULLS LAST), "
+        f"{quote('recorded')} AS (UPDATE {task_table} SET "
+        f"{last_at} = CASE WHEN {newer} THEN {quote('newest')}.{started} ELSE {task_table}.{last_at} END, "
+        f"{last_status} = CASE WHEN {newer} THEN {quote('newest')}.{quote('status')} "
+        f"ELSE {task_table}.{last_status} END "
+        f"FROM {quote('newest')} WHERE {task_table}.{quote('id')} = {quote('newest')}.{quote('task_id')} "
+        f"RETURNING {task_table}.{quote('id')}, {_last_run_columns(task_model)}) "
+        f"SELECT {quote('finished')}.{quote('id')}, {_last_run_columns(task_model, quote('recorded'))} "
+        f"FROM {quote('finished')} JOIN {quote('recorded')} "
+        f"ON {quote('recorded')}.{quote('id')} = {quote('finished')}.{quote('task_id')}"
     )
 
 
-def finish_run_and_record_last_run(
-    run_model, task_model, run_id, worker_id, running_status, fields, task_id, started_at
-):
-    """finish_run and record_last_run as one statement (PostgreSQL: the run's
-    UPDATE in a CTE, the task's UPDATE joined to it), so that it needs no
-    transaction of its own: both rows change together or neither does.
-    Returns what record_last_run returns, or None when the run did not match.
-    Other databases: the two statements, in a transaction."""
-    if connections[DEFAULT_DB_ALIAS].vendor != "postgresql":
-        with transaction.atomic():
-            if not finish_run(run_model, run_id, worker_id, running_status, fields):
-                return None
-            return record_last_run(task_model, task_id, started_at, fields["status"])
-    update, params = _finish_update(run_model, run_id, worker_id, running_status, fields)
+def finish_runs(run_model, task_model, finishes, running_status):
+    """Record the outcomes ``finishes``, [(run, fields)]: UPDATE ``fields``
+    (attname -> value, the same names for every run) of each run still
+    ``running_status`` on its worker, and move its task's last_run_* forward
+    to it (record_last_run's rules). Returns one entry per finish: what
+    record_last_run returns, or None when the run did not match.
+
+    PostgreSQL: one statement for them all (the runs' UPDATE in a CTE, the
+    tasks' joined to it), so that it needs no transaction of its own: the rows
+    change together or none does. The runs are locked in the order of their
+    ids, then the tasks in the order of theirs. Other databases: per finish,
+    the two statements, in a transaction."""
+    db = connections[DEFAULT_DB_ALIAS]
+    if db.vendor != "postgresql":
+        states = []
+        for run, fields in finishes:
+            with transaction.atomic():
+                if not finish_run(run_model, run.pk, run.worker_id, running_status, fields):
+                    states.append(None)
+                    continue
+                states.append(record_last_run(task_model, run.task_id, run.started_at, fields["status"]))
+        return states
+    names = tuple(finishes[0][1])
+    meta = run_model._meta
+    ordered = sorted(finishes, key=lambda finish: finish[0].pk)
+    arrays = [[run.pk for run, _fields in ordered], [run.worker_id for run, _fields in ordered]]
+    for name in names:
+        field = meta.get_field(name)
+        arrays.append([field.get_db_prep_save(fields[name], db) for _run, fields in ordered])
     with cursor() as statement:
-        statement.execute(_finish_and_record_sql(run_model, task_model, update), [*params, str(fields["status"])])
-        return _last_run_state(task_model, statement.fetchone())
+        statement.execute(_finish_runs_sql(run_model, task_model, names), [*arrays, running_status])
+        states = {row[0]: _last_run_state(task_model, row[1:]) for row in statement.fetchall()}
+    return [states.get(run.pk) for run, _fields in finishes]
 
 
-@functools.cache
-def _last_run_returning(task_model):
+def _last_run_columns(task_model, table=None):
+    """The task columns record_last_run returns (see _last_run_state)."""
     quote = connection.ops.quote_name
+    prefix = f"{table}." if table else ""
     notify_on = task_model._meta.get_field("notify_on")
-    return f"RETURNING {quote('failure_streak')}, {quote(notify_on.column)}, {quote('retry_count')}"
+    return ", ".join(prefix + quote(column) for column in ("failure_streak", notify_on.column, "retry_count"))
 
 
 def _last_run_state(task_model, row):
-    """(failure_streak, notify_on, retry_count) from a row of _last_run_returning, or None."""
+    """(failure_streak, notify_on, retry_count) from a row of _last_run_columns, or None."""
     if row is None:
         return None
     streak, notify, retries = row
@@ -253,7 +331,7 @@ def _record_last_run_sql(task_model, never_started, vendor):
     quote = connection.ops.quote_name
     table = quote(task_model._meta.db_table)
     last_at, last_status = quote("last_run_at"), quote("last_run_status")
-    returning = _last_run_returning(task_model)
+    returning = f"RETURNING {_last_run_columns(task_model)}"
     if never_started:
         # A run that never started moves nothing; the row is locked all the same.
         return f"UPDATE {table} SET {last_at} = {last_at} WHERE {quote('id')} = %s {returning}"

@@ -47,7 +47,7 @@ def _execute_run(run_id):
         # dispatcher enqueues it again at once, for another worker.
         TaskRun.release(run_id)
         return
-    run = _retrying(lambda: TaskRun.claim(run_id, runtime.worker_id(), timezone.now()), f"claim run {run_id}")
+    run = _retrying(lambda: TaskRun.claim(run_id, runtime.worker_id()), f"claim run {run_id}")
     if run is None:
         logger.debug("run %s: nothing to claim (duplicate message or cancelled)", run_id)
         return

@@ -88,7 +88,7 @@ def _insert_unnest(table, columns, fields, values, count):
         else:
             names.append(f"c{index}")
             selected.append(names[-1])
-            arrays.append(([convert(value) for value in column], f"%b::{_array_type(field)}"))
+            arrays.append(([convert(value) for value in column], f"%b::{run_sql.array_type(field)}"))
     sql = "INSERT INTO {} ({}) SELECT {} FROM unnest({}) AS batch({}) ON CONFLICT DO NOTHING".format(
         table,
         columns,
@@ -110,7 +110,7 @@ def set_next_run_at(pairs):
     if connection.vendor == "postgresql":
         sql = (
             f"UPDATE {table} SET {column} = batch.moment "
-            f"FROM unnest(%b::{_array_type(Task._meta.pk)}, %b::timestamptz[]) AS batch(id, moment) "
+            f"FROM unnest(%b::{run_sql.array_type(Task._meta.pk)}, %b::timestamptz[]) AS batch(id, moment) "
             f"WHERE {table}.{pk} = batch.id"
         )
         with run_sql.cursor() as cursor:
@@ -133,9 +133,3 @@ def read_rows(queryset, row_class):
     with run_sql.cursor(binary_results=True) as cursor:
         cursor.execute(sql, params)
         return [row_class._make(row) for row in cursor.fetchall()]
-
-
-def _array_type(field):
-    """The PostgreSQL array type of ``field``'s column: ``bigint[]``, ``varchar(255)[]``…"""
-    db_type = field.rel_db_type(connection) if field.primary_key else field.db_type(connection)
-    return f"{db_type}[]"

@@ -2,13 +2,16 @@
 plan batch's writes, an enqueue batch's publishing. Counts, not timings; the
 behaviour itself is covered by the tests of each feature."""
 
+import threading
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
+from tasks_app import run_sql
 from tasks_app.dispatcher import enqueueing, publishing, sql
 from tasks_app.dispatcher.planning import plan_due_tasks
 from tasks_app.models import RunStatus, Task, TaskRun
@@ -145,6 +148,111 @@ def test_it_drops_the_outcome_of_a_run_no_longer_running_on_this_worker(django_a
         assert run.finish(outcome(), NOW) is False
     run.refresh_from_db()
     assert (run.status, run.error_message) == (RunStatus.FAILED, "worker lost")
+
+
+# Worker: claims and finishes of several threads, one statement -------------------
+
+
+def claims(*run_ids, worker="worker-1", now=NOW):
+    return run_sql.claim_runs(
+        TaskRun, Task, [(run_id, worker, now) for run_id in run_ids], RunStatus.DISPATCHED, RunStatus.RUNNING
+    )
+
+
+def test_it_claims_several_runs_in_one_statement_on_postgresql(django_assert_num_queries):
+    first, second = dispatched(), dispatched()
+    done = TaskRunFactory(task=first.task, status=RunStatus.COMPLETED, scheduled_at=NOW - timedelta(minutes=1))
+    with django_assert_num_queries(1 if POSTGRESQL else 5):  # SQLite: per run, its UPDATE, then its task
+        claimed = claims(second.pk, done.pk, first.pk, second.pk)
+    # One entry per claim in their order; a run asked for twice goes to the first claim only.
+    assert [run and run.pk for run in claimed] == [second.pk, None, first.pk, None]
+    assert claimed[0].task.pk == second.task_id and claimed[2].task.pk == first.task_id
+    assert set(TaskRun.objects.filter(status=RunStatus.RUNNING).values_list("pk", flat=True)) == {first.pk, second.pk}
+
+
+def test_a_claim_without_a_time_starts_at_the_time_of_the_statement():
+    before = timezone.now()
+    (run,) = run_sql.claim_runs(
+        TaskRun, Task, [(dispatched().pk, "worker-1", None)], RunStatus.DISPATCHED, RunStatus.RUNNING
+    )
+    assert before <= run.started_at <= timezone.now()
+    assert TaskRun.objects.get(pk=run.pk).started_at == run.started_at
+
+
+def finishes(*runs, status=RunStatus.COMPLETED, now=NOW):
+    fields = {"status": status, "exit_code": None, "result": "r", "error_message": "", "stdout": "", "stderr": ""}
+    fields |= {"execution_time": None, "completed_at": now}
+    return run_sql.finish_runs(TaskRun, Task, [(run, dict(fields)) for run in runs], RunStatus.RUNNING)
+
+
+def test_it_finishes_several_runs_in_one_statement_on_postgresql(django_assert_num_queries):
+    task = TaskFactory()
+    older, newer = (
+        TaskRunFactory(task=task, status=RunStatus.DISPATCHED, scheduled_at=NOW + timedelta(seconds=offset))
+        for offset in (0, 1)
+    )
+    other = dispatched()
+    claims(older.pk, worker="worker-1", now=NOW)
+    claims(newer.pk, worker="worker-1", now=NOW + timedelta(seconds=1))
+    claims(other.pk, worker="worker-2", now=NOW)
+    lost = dispatched()
+    claims(lost.pk)
+    TaskRun.objects.filter(pk=lost.pk).update(status=RunStatus.FAILED)  # declared lost meanwhile
+    runs = {run.pk: run for run in TaskRun.objects.filter(pk__in=[older.pk, newer.pk, other.pk, lost.pk])}
+    with django_assert_num_queries(1 if POSTGRESQL else 15):  # SQLite: per run, savepoint, UPDATE(s), release
+        states = finishes(runs[newer.pk], runs[lost.pk], runs[other.pk], runs[older.pk], now=NOW + timedelta(seconds=5))
+    assert [state is not None for state in states] == [True, False, True, True]
+    assert states[0] == (0, task.notify_on, task.retry_count)
+    # Two runs of one task in the batch: the newest started is its last run.
+    assert Task.objects.get(pk=task.pk).last_run_at == NOW + timedelta(seconds=1)
+    assert Task.objects.get(pk=other.task_id).last_run_status == RunStatus.COMPLETED
+    statuses = dict(TaskRun.objects.values_list("pk", "status"))
+    assert statuses == {
+        older.pk: RunStatus.COMPLETED,
+        newer.pk: RunStatus.COMPLETED,
+        other.pk: RunStatus.COMPLETED,
+        lost.pk: RunStatus.FAILED,
+    }
+
+
+def test_a_finish_matches_its_own_worker_only():
+    run = dispatched()
+    claims(run.pk, worker="worker-1")
+    stranger = TaskRun.objects.get(pk=run.pk)
+    stranger.worker_id = "worker-2"
+    assert finishes(stranger) == [None]
+    assert TaskRun.objects.get(pk=run.pk).status == RunStatus.RUNNING
+
+
+@pytest.mark.skipif(not POSTGRESQL, reason="the threads of a worker share statements on PostgreSQL only")
+@pytest.mark.django_db(transaction=True)
+def test_threads_that_claim_and_finish_at_once_each_get_their_own_run():
+    runs = [dispatched() for _ in range(24)]
+    start = threading.Barrier(8)
+    done, errors = [], []
+
+    def work(mine):
+        try:
+            start.wait(10)
+            for run in mine:
+                claimed = TaskRun.claim(run.pk, "worker-1")
+                assert claimed.pk == run.pk and claimed.task.pk == run.task_id
+                assert claimed.finish(outcome(), timezone.now())
+                done.append(run.pk)
+        except Exception as error:  # reported below, from the test's thread
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=work, args=(runs[number::8],)) for number in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == []
+    assert sorted(done) == sorted(run.pk for run in runs)
+    assert set(TaskRun.objects.values_list("status", flat=True)) == {RunStatus.COMPLETED}
+    assert not Task.objects.filter(last_run_at__isnull=True).exists()
 
 
 def prepared_statements():
