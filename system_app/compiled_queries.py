@@ -142,20 +142,26 @@ def json_value(value, expression, connection):
 
 
 def _fast_json(converters):
-    """``converters`` (SQLCompiler.get_converters) with JSONField.from_db_value
-    replaced by ``json_value`` where that is the same: a plain column of a
-    field without a custom decoder."""
+    """``converters`` (SQLCompiler.get_converters) with JSON read by orjson
+    where that gives the same (``faster_converter``)."""
     for _position, (functions, expression) in converters.items():
-        for index, function in enumerate(functions):
-            field = getattr(function, "__self__", None)
-            if (
-                isinstance(field, JSONField)
-                and getattr(function, "__func__", None) is JSONField.from_db_value
-                and field.decoder is None
-                and not isinstance(expression, KeyTransform)
-            ):
-                functions[index] = json_value
+        functions[:] = [faster_converter(function, expression) for function in functions]
     return converters
+
+
+def faster_converter(function, expression):
+    """``function``, a converter of ``expression``'s values, or ``json_value``
+    where that gives the same: JSONField.from_db_value of a plain column of a
+    field without a custom decoder."""
+    field = getattr(function, "__self__", None)
+    if (
+        isinstance(field, JSONField)
+        and getattr(function, "__func__", None) is JSONField.from_db_value
+        and field.decoder is None
+        and not isinstance(expression, KeyTransform)
+    ):
+        return json_value
+    return function
 
 
 def _compile(queryset):

@@ -26,6 +26,8 @@ import sys
 from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.utils import timezone
 
+from system_app.compiled_queries import BINARY_TYPES, faster_converter
+
 try:
     from django.db.backends.postgresql.base import ServerBindingCursor
     from psycopg.pq import Format
@@ -48,13 +50,14 @@ def _loader(model, alias=None, vendor=None):
         for field in fields:
             column = field.get_col(model._meta.db_table)
             found = connection.ops.get_db_converters(column) + column.get_db_converters(connection)
-            converters.append((column, found))
+            converters.append((column, [faster_converter(function, column) for function in found]))
         loader = _loaders[key] = (columns, [field.attname for field in fields], converters)
     return loader
 
 
 def _instance(model, row):
-    """A model instance from a row of the loader's columns, as the ORM builds it."""
+    """A model instance from a row of the loader's columns, as the ORM builds it
+    (JSON parsed by orjson where that gives the same)."""
     db = connections[DEFAULT_DB_ALIAS]
     _columns, names, converters = _loader(model, vendor=db.vendor)
     values = []
@@ -95,7 +98,8 @@ def cursor(binary_results=False):
     C loaders; Django's loader of timestamptz text is Python (about 5 µs a
     value). Datetimes come back aware in the session's time zone, UTC, as
     Django's. Only for columns whose values need none of Django's converters
-    (numbers, text, datetimes; not JSON)."""
+    (numbers, text, datetimes), or on the project's backend (``_binary_rows``)
+    of the types ``compiled_queries.BINARY_TYPES`` names (jsonb as its text)."""
     db = connections[DEFAULT_DB_ALIAS]  # once: each attribute of the ``connection`` proxy is a lookup
     if db.vendor != "postgresql":
         return db.cursor()
@@ -127,35 +131,50 @@ def joinable():
     return db.vendor == "postgresql" and not db.in_atomic_block
 
 
+def _binary_rows(backend, *models):
+    """Whether rows of every column of ``models`` may come back in binary: on
+    the project's PostgreSQL backend (system_app.postgresql: jsonb as its
+    text, as in text), with every field of a type that reads the same."""
+    return hasattr(backend, "binary_cursor") and all(
+        field.get_internal_type() in BINARY_TYPES for model in models for field in model._meta.concrete_fields
+    )
+
+
 @functools.cache
-def _claim_sql(run_model, task_model, vendor):
-    """(statement, SQLite's task SELECT or None) of claim_runs: built once per
-    process, not per run (quoting every name was 5% of a worker's CPU)."""
+def _claim_sql(run_model, task_model, backend):
+    """(statement, SQLite's task SELECT or None, rows in binary) of claim_runs
+    on the database ``backend`` (its class): built once per process, not per
+    run (quoting every name was 5% of a worker's CPU)."""
     quote = connection.ops.quote_name
     meta = run_model._meta
     run_table, task_table = quote(meta.db_table), quote(task_model._meta.db_table)
-    if vendor != "postgresql":
+    if backend.vendor != "postgresql":
         run_columns, _names, _converters = _loader(run_model)
         task_columns, _names, _converters = _loader(task_model)
         return (
             f"UPDATE {run_table} SET {quote('status')} = %s, {quote('worker_id')} = %s, {quote('started_at')} = %s "
             f"WHERE {quote('id')} = %s AND {quote('status')} = %s RETURNING {run_columns}",
             f"SELECT {task_columns} FROM {task_table} WHERE {quote('id')} = %s",
+            False,
         )
     returned, _names, _converters = _loader(run_model, alias=meta.db_table)
     claimed_columns, _names, _converters = _loader(run_model, alias="claimed")
     task_columns, _names, _converters = _loader(task_model, alias="task")
     return (
-        f"WITH {quote('claimed')} AS ("
-        f"UPDATE {run_table} SET {quote('status')} = %s, {quote('worker_id')} = batch.worker_id, "
-        f"{quote('started_at')} = batch.started_at "
-        f"FROM unnest(%b::{array_type(meta.pk)}, %b::{array_type(meta.get_field('worker_id'))}, "
-        f"%b::timestamptz[]) AS batch(id, worker_id, started_at) "
-        f"WHERE {run_table}.{quote('id')} = batch.id AND {run_table}.{quote('status')} = %s RETURNING {returned}) "
-        f"SELECT {claimed_columns}, {task_columns} "
-        f"FROM {quote('claimed')} JOIN {task_table} AS {quote('task')} "
-        f"ON {quote('task')}.{quote('id')} = {quote('claimed')}.{quote('task_id')}"
-    ), None
+        (
+            f"WITH {quote('claimed')} AS ("
+            f"UPDATE {run_table} SET {quote('status')} = %s, {quote('worker_id')} = batch.worker_id, "
+            f"{quote('started_at')} = batch.started_at "
+            f"FROM unnest(%b::{array_type(meta.pk)}, %b::{array_type(meta.get_field('worker_id'))}, "
+            f"%b::timestamptz[]) AS batch(id, worker_id, started_at) "
+            f"WHERE {run_table}.{quote('id')} = batch.id AND {run_table}.{quote('status')} = %s RETURNING {returned}) "
+            f"SELECT {claimed_columns}, {task_columns} "
+            f"FROM {quote('claimed')} JOIN {task_table} AS {quote('task')} "
+            f"ON {quote('task')}.{quote('id')} = {quote('claimed')}.{quote('task_id')}"
+        ),
+        None,
+        _binary_rows(backend, run_model, task_model),
+    )
 
 
 def claim_runs(run_model, task_model, claims, from_status, to_status):
@@ -170,11 +189,11 @@ def claim_runs(run_model, task_model, claims, from_status, to_status):
     of their ids, as any other batch of claims locks them. SQLite has no
     data-modifying CTE: per claim, UPDATE … RETURNING, then the task."""
     db = connections[DEFAULT_DB_ALIAS]
-    statement_sql, task_select = _claim_sql(run_model, task_model, db.vendor)
+    statement_sql, task_select, binary = _claim_sql(run_model, task_model, type(db))
     width = len(run_model._meta.concrete_fields)
     stamp = timezone.now()
     found = {}
-    with cursor() as statement:
+    with cursor(binary_results=binary) as statement:
         if task_select is None:
             batch = sorted({run_id: (worker_id, now) for run_id, worker_id, now in reversed(claims)}.items())
             statement.execute(
