@@ -157,6 +157,11 @@ def _claim_sql(run_model, task_model, backend):
             f"SELECT {task_columns} FROM {task_table} WHERE {quote('id')} = %s",
             False,
         )
+    # The status a run must be in is a column of the batch, matched per run
+    # (as in finish_runs): as a parameter, ``status = $n``, PostgreSQL's
+    # generic plan took it for the most selective condition while the table
+    # had no statistics, and read every dispatched run's entry of the status
+    # index for each batch (110 buffers per run instead of 26).
     returned, _names, _converters = _loader(run_model, alias=meta.db_table)
     claimed_columns, _names, _converters = _loader(run_model, alias="claimed")
     task_columns, _names, _converters = _loader(task_model, alias="task")
@@ -166,8 +171,10 @@ def _claim_sql(run_model, task_model, backend):
             f"UPDATE {run_table} SET {quote('status')} = %s, {quote('worker_id')} = batch.worker_id, "
             f"{quote('started_at')} = batch.started_at "
             f"FROM unnest(%b::{array_type(meta.pk)}, %b::{array_type(meta.get_field('worker_id'))}, "
-            f"%b::timestamptz[]) AS batch(id, worker_id, started_at) "
-            f"WHERE {run_table}.{quote('id')} = batch.id AND {run_table}.{quote('status')} = %s RETURNING {returned}) "
+            f"%b::timestamptz[], %s::{array_type(meta.get_field('status'))}) "
+            f"AS batch(id, worker_id, started_at, current_status) "
+            f"WHERE {run_table}.{quote('id')} = batch.id AND {run_table}.{quote('status')} = batch.current_status "
+            f"RETURNING {returned}) "
             f"SELECT {claimed_columns}, {task_columns} "
             f"FROM {quote('claimed')} JOIN {task_table} AS {quote('task')} "
             f"ON {quote('task')}.{quote('id')} = {quote('claimed')}.{quote('task_id')}"
@@ -175,6 +182,32 @@ def _claim_sql(run_model, task_model, backend):
         None,
         _binary_rows(backend, run_model, task_model),
     )
+
+
+# A prepared statement is planned once for any parameters (PostgreSQL's
+# generic plan, after five custom ones), from the table's size and statistics
+# at that moment, and kept until the table's statistics change. A statement
+# over a batch of runs (unnest joined to the runs table) has two plans: a hash
+# join over the whole table, the cheaper while the table is small, and a probe
+# of the primary key per run. Planned while a new installation's runs table is
+# small, the first would be kept as the table grows, until autovacuum's next
+# ANALYZE (a minute or more). So such a statement is prepared again each time
+# its count of executions on a connection doubles (a comment in its text,
+# which psycopg prepares as a new statement), up to REPLANS times: its plan
+# follows a table that grows from empty, at the cost of a few plannings.
+REPLANS = 20
+
+
+def _replanned(db, sql):
+    """``sql`` as this execution on ``db``'s connection should prepare it (see
+    REPLANS); the same text on a database that prepares nothing."""
+    if not db.settings_dict.get("PREPARED_STATEMENTS"):
+        return sql
+    counts = db.__dict__.get("_replan_counts")
+    if counts is None or counts[0] is not db.connection:  # a new connection prepares afresh
+        counts = db._replan_counts = (db.connection, {})
+    count = counts[1][sql] = counts[1].get(sql, 0) + 1
+    return f"{sql} /* plan {min(count.bit_length(), REPLANS)} */"
 
 
 def claim_runs(run_model, task_model, claims, from_status, to_status):
@@ -197,13 +230,13 @@ def claim_runs(run_model, task_model, claims, from_status, to_status):
         if task_select is None:
             batch = sorted({run_id: (worker_id, now) for run_id, worker_id, now in reversed(claims)}.items())
             statement.execute(
-                statement_sql,
+                _replanned(db, statement_sql),
                 [
                     to_status,
                     [run_id for run_id, _claim in batch],
                     [worker_id for _run_id, (worker_id, _now) in batch],
                     [now or stamp for _run_id, (_worker_id, now) in batch],
-                    from_status,
+                    [from_status] * len(batch),
                 ],
             )
             for row in statement.fetchall():
@@ -263,10 +296,11 @@ def _finish_runs_sql(run_model, task_model, names):
     quote = connection.ops.quote_name
     meta = run_model._meta
     run_table, task_table = quote(meta.db_table), quote(task_model._meta.db_table)
-    columns = [meta.get_field(name) for name in ("id", "worker_id", *names)]
+    columns = [meta.get_field(name) for name in ("id", "worker_id", "status", *names)]
     arrays = ", ".join(f"%s::{array_type(field)}" for field in columns)
-    aliases = ", ".join(quote(field.column) for field in columns)
-    assignments = ", ".join(f"{quote(field.column)} = batch.{quote(field.column)}" for field in columns[2:])
+    aliases = ", ".join(quote(field.column) for field in columns[:2]) + ", current_status, "
+    aliases += ", ".join(quote(field.column) for field in columns[3:])
+    assignments = ", ".join(f"{quote(field.column)} = batch.{quote(field.column)}" for field in columns[3:])
     last_at, last_status, started = quote("last_run_at"), quote("last_run_status"), quote("started_at")
     newer = (
         f"({quote('newest')}.{started} IS NOT NULL AND ({task_table}.{last_at} IS NULL "
@@ -275,7 +309,8 @@ def _finish_runs_sql(run_model, task_model, names):
     return (
         f"WITH {quote('finished')} AS ("
         f"UPDATE {run_table} SET {assignments} FROM unnest({arrays}) AS batch({aliases}) "
-        f"WHERE {run_table}.{quote('id')} = batch.{quote('id')} AND {run_table}.{quote('status')} = %s "
+        f"WHERE {run_table}.{quote('id')} = batch.{quote('id')} "
+        f"AND {run_table}.{quote('status')} = batch.current_status "
         f"AND {run_table}.{quote('worker_id')} IS NOT DISTINCT FROM batch.{quote('worker_id')} "
         f"RETURNING {run_table}.{quote('id')}, {run_table}.{quote('task_id')}, {run_table}.{started}, "
         f"{run_table}.{quote('status')}), "
@@ -320,11 +355,12 @@ def finish_runs(run_model, task_model, finishes, running_status):
     meta = run_model._meta
     ordered = sorted(finishes, key=lambda finish: finish[0].pk)
     arrays = [[run.pk for run, _fields in ordered], [run.worker_id for run, _fields in ordered]]
+    arrays.append([running_status] * len(ordered))
     for name in names:
         field = meta.get_field(name)
         arrays.append([field.get_db_prep_save(fields[name], db) for _run, fields in ordered])
     with cursor() as statement:
-        statement.execute(_finish_runs_sql(run_model, task_model, names), [*arrays, running_status])
+        statement.execute(_replanned(db, _finish_runs_sql(run_model, task_model, names)), arrays)
         states = {row[0]: _last_run_state(task_model, row[1:]) for row in statement.fetchall()}
     return [states.get(run.pk) for run, _fields in finishes]
 

@@ -2,12 +2,13 @@
 plan batch's writes, an enqueue batch's publishing. Counts, not timings; the
 behaviour itself is covered by the tests of each feature."""
 
+import re
 import threading
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import pytest
-from django.db import connection
+from django.db import connection, connections
 from django.utils import timezone
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
@@ -295,6 +296,63 @@ def test_it_plans_a_batch_with_or_without_prepared_statements(monkeypatch, prepa
         assert all(any(word in statement for statement in statements) for word in ("SKIP LOCKED", "INSERT", "unnest"))
     else:
         assert sorted(statements) == before
+
+
+def test_a_batch_statement_is_prepared_again_each_time_its_executions_double():
+    db = SimpleNamespace(settings_dict={"PREPARED_STATEMENTS": True}, connection=object())
+    marks = [run_sql._replanned(db, "SELECT 1").removeprefix("SELECT 1 ") for _ in range(9)]
+    assert marks == ["/* plan 1 */"] + ["/* plan 2 */"] * 2 + ["/* plan 3 */"] * 4 + ["/* plan 4 */"] * 2
+    assert run_sql._replanned(db, "SELECT 2") == "SELECT 2 /* plan 1 */"  # counted per statement
+    db.connection = object()  # a new connection prepares everything afresh
+    assert run_sql._replanned(db, "SELECT 1") == "SELECT 1 /* plan 1 */"
+    db._replan_counts[1]["SELECT 1"] = 2**40
+    assert run_sql._replanned(db, "SELECT 1") == f"SELECT 1 /* plan {run_sql.REPLANS} */"
+    assert run_sql._replanned(SimpleNamespace(settings_dict={}), "SELECT 1") == "SELECT 1"
+
+
+def generic_plan(statement):
+    """PostgreSQL's generic plan of ``statement`` (with %s and %b placeholders)."""
+    placeholders = re.findall(r"%[sb]", statement)
+    numbers = iter(range(1, len(placeholders) + 1))
+    with connection.cursor() as cursor:
+        cursor.execute("PREPARE plan_shape AS " + re.sub(r"%[sb]", lambda _match: f"${next(numbers)}", statement))
+        cursor.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        cursor.execute(f"EXPLAIN EXECUTE plan_shape({', '.join(['NULL'] * len(placeholders))})")
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+        cursor.execute("DEALLOCATE plan_shape")
+    return plan
+
+
+@pytest.mark.skipif(not POSTGRESQL, reason="plans of PostgreSQL")
+def test_the_batch_statements_probe_the_runs_primary_key_on_a_table_without_statistics():
+    # A new installation's tables, filled and not yet analyzed: copies of the
+    # runs and tasks tables in a schema of their own, first on the search path.
+    run = dispatched()
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE SCHEMA plan_shape")
+        for table in (TaskRun._meta.db_table, Task._meta.db_table):
+            cursor.execute(f"CREATE TABLE plan_shape.{table} (LIKE public.{table} INCLUDING ALL)")
+        cursor.execute("SET LOCAL search_path = plan_shape, public")
+        cursor.execute(
+            f"INSERT INTO plan_shape.{TaskRun._meta.db_table} "
+            "SELECT (jsonb_populate_record(run, jsonb_build_object('id', number, "
+            "'scheduled_at', run.scheduled_at + number * interval '1 second', "
+            "'status', CASE WHEN number %% 10 = 0 THEN 'dispatched' ELSE 'completed' END))).* "
+            f"FROM public.{TaskRun._meta.db_table} AS run, generate_series(1, 10000) AS number WHERE run.id = %s",
+            [run.pk],
+        )
+    names = ("status", "exit_code", "result", "error_message", "stdout", "stderr", "execution_time", "completed_at")
+    for statement in (
+        run_sql._claim_sql(TaskRun, Task, type(connections["default"]))[0],
+        run_sql._finish_runs_sql(TaskRun, Task, names),
+    ):
+        plan = generic_plan(statement)
+        # Not the status index (PostgreSQL takes ``status = $n`` for a
+        # selective condition while the column has no statistics), nor a scan
+        # of the whole table: one probe of the primary key per run.
+        assert f"Index Scan using {TaskRun._meta.db_table}_pkey" in plan, plan
+        assert f"Seq Scan on {TaskRun._meta.db_table}" not in plan, plan
+        assert "status" not in plan.split("Index Cond")[-1].split("\n")[0], plan
 
 
 def test_it_keeps_nul_characters_out_of_the_stored_output():
