@@ -185,28 +185,40 @@ def _claim_sql(run_model, task_model, backend):
 
 
 # A prepared statement is planned once for any parameters (PostgreSQL's
-# generic plan, after five custom ones), from the table's size and statistics
-# at that moment, and kept until the table's statistics change. A statement
-# over a batch of runs (unnest joined to the runs table) has two plans: a hash
-# join over the whole table, the cheaper while the table is small, and a probe
-# of the primary key per run. Planned while a new installation's runs table is
-# small, the first would be kept as the table grows, until autovacuum's next
-# ANALYZE (a minute or more). So such a statement is prepared again each time
-# its count of executions on a connection doubles (a comment in its text,
-# which psycopg prepares as a new statement), up to REPLANS times: its plan
-# follows a table that grows from empty, at the cost of a few plannings.
+# generic plan) and that plan is kept until the table's statistics change. Two
+# things about it matter to the statements over a batch of runs (unnest joined
+# to the runs table), which a worker runs for every claim and finish:
+# - PostgreSQL makes a custom plan for each execution instead while it
+#   estimates those cheaper, and it did so for every batch: the generic plan
+#   counts 10 rows for an unnest of an array parameter, a custom plan the
+#   batch's own 2 or 3. That planning cost 0.3 ms per statement. The
+#   connections that run these statements ask for generic plans
+#   (plan_cache_mode); the other statements they prepare (run_sql's, by
+#   primary key) plan the same either way.
+# - A generic plan over a small table joins by reading the whole table (the
+#   cheaper there) where a larger one probes the primary key per run. Planned
+#   while a new installation's runs table is small, the first would be kept as
+#   the table grows, until autovacuum's next ANALYZE (a minute or more). So
+#   such a statement is prepared again each time its count of executions on a
+#   connection doubles (a comment in its text, which psycopg prepares as a new
+#   statement), up to REPLANS times: its plan follows a table that grows from
+#   empty, at the cost of a few plannings.
 REPLANS = 20
 
 
-def _replanned(db, sql):
-    """``sql`` as this execution on ``db``'s connection should prepare it (see
-    REPLANS); the same text on a database that prepares nothing."""
+def _batch_statement(db, sql):
+    """``sql`` as this execution on ``db``'s connection should prepare it, the
+    connection asked for generic plans (see REPLANS); the same text on a
+    database that prepares nothing."""
     if not db.settings_dict.get("PREPARED_STATEMENTS"):
         return sql
-    counts = db.__dict__.get("_replan_counts")
-    if counts is None or counts[0] is not db.connection:  # a new connection prepares afresh
-        counts = db._replan_counts = (db.connection, {})
-    count = counts[1][sql] = counts[1].get(sql, 0) + 1
+    plans = db.__dict__.get("_batch_plans")
+    if plans is None or plans[0] is not db.connection:  # a new connection prepares afresh
+        db.connection.execute("SET plan_cache_mode = force_generic_plan")
+        plans = (db.connection, {})
+        if not db.in_atomic_block:  # else a rollback would undo the SET: again next time
+            db._batch_plans = plans
+    count = plans[1][sql] = plans[1].get(sql, 0) + 1
     return f"{sql} /* plan {min(count.bit_length(), REPLANS)} */"
 
 
@@ -230,7 +242,7 @@ def claim_runs(run_model, task_model, claims, from_status, to_status):
         if task_select is None:
             batch = sorted({run_id: (worker_id, now) for run_id, worker_id, now in reversed(claims)}.items())
             statement.execute(
-                _replanned(db, statement_sql),
+                _batch_statement(db, statement_sql),
                 [
                     to_status,
                     [run_id for run_id, _claim in batch],
@@ -360,7 +372,7 @@ def finish_runs(run_model, task_model, finishes, running_status):
         field = meta.get_field(name)
         arrays.append([field.get_db_prep_save(fields[name], db) for _run, fields in ordered])
     with cursor() as statement:
-        statement.execute(_replanned(db, _finish_runs_sql(run_model, task_model, names)), arrays)
+        statement.execute(_batch_statement(db, _finish_runs_sql(run_model, task_model, names)), arrays)
         states = {row[0]: _last_run_state(task_model, row[1:]) for row in statement.fetchall()}
     return [states.get(run.pk) for run, _fields in finishes]
 

@@ -298,16 +298,47 @@ def test_it_plans_a_batch_with_or_without_prepared_statements(monkeypatch, prepa
         assert sorted(statements) == before
 
 
+class FakeConnection:
+    def __init__(self):
+        self.executed = []
+
+    def execute(self, sql):
+        self.executed.append(sql)
+
+
 def test_a_batch_statement_is_prepared_again_each_time_its_executions_double():
-    db = SimpleNamespace(settings_dict={"PREPARED_STATEMENTS": True}, connection=object())
-    marks = [run_sql._replanned(db, "SELECT 1").removeprefix("SELECT 1 ") for _ in range(9)]
+    db = SimpleNamespace(settings_dict={"PREPARED_STATEMENTS": True}, in_atomic_block=False)
+    db.connection = FakeConnection()
+    marks = [run_sql._batch_statement(db, "SELECT 1").removeprefix("SELECT 1 ") for _ in range(9)]
     assert marks == ["/* plan 1 */"] + ["/* plan 2 */"] * 2 + ["/* plan 3 */"] * 4 + ["/* plan 4 */"] * 2
-    assert run_sql._replanned(db, "SELECT 2") == "SELECT 2 /* plan 1 */"  # counted per statement
-    db.connection = object()  # a new connection prepares everything afresh
-    assert run_sql._replanned(db, "SELECT 1") == "SELECT 1 /* plan 1 */"
-    db._replan_counts[1]["SELECT 1"] = 2**40
-    assert run_sql._replanned(db, "SELECT 1") == f"SELECT 1 /* plan {run_sql.REPLANS} */"
-    assert run_sql._replanned(SimpleNamespace(settings_dict={}), "SELECT 1") == "SELECT 1"
+    assert run_sql._batch_statement(db, "SELECT 2") == "SELECT 2 /* plan 1 */"  # counted per statement
+    assert db.connection.executed == ["SET plan_cache_mode = force_generic_plan"]  # once per connection
+    db._batch_plans[1]["SELECT 1"] = 2**40
+    assert run_sql._batch_statement(db, "SELECT 1") == f"SELECT 1 /* plan {run_sql.REPLANS} */"
+    db.connection = FakeConnection()  # a new connection prepares everything afresh
+    assert run_sql._batch_statement(db, "SELECT 1") == "SELECT 1 /* plan 1 */"
+    assert db.connection.executed == ["SET plan_cache_mode = force_generic_plan"]
+    db.connection, db.in_atomic_block = FakeConnection(), True  # a rollback would undo the SET
+    run_sql._batch_statement(db, "SELECT 1")
+    run_sql._batch_statement(db, "SELECT 1")
+    assert len(db.connection.executed) == 2
+    assert run_sql._batch_statement(SimpleNamespace(settings_dict={}), "SELECT 1") == "SELECT 1"
+
+
+@pytest.mark.skipif(not POSTGRESQL, reason="PostgreSQL prepares statements on the server")
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_statement_is_planned_once_not_per_execution():
+    connection.close()  # a connection of its own, whose statements this test counts
+    for _ in range(3):
+        run = TaskRun.claim(dispatched().pk, "worker-1")
+        assert run.finish(outcome())
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
+            "WHERE statement LIKE 'WITH \"claimed\"%%plan 2 */'"
+        )
+        assert cursor.fetchall() == [(2, 0)]  # the claim's second and third executions
+    connection.close()
 
 
 def generic_plan(statement):
