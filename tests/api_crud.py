@@ -34,7 +34,7 @@ from rest_framework.test import APIClient
 from system_app import audit
 from system_app.models import PERMISSIONS, ROLES
 from system_app.principals import PRINCIPALS
-from tests.api_helpers import assert_error, audit_entries, last_audit, use_fast_passwords
+from tests.api_helpers import assert_error, audit_entries, last_audit
 
 # Every kind of caller: no credentials, authenticated with no role, the three
 # roles of SPEC §5, and API keys (of the admin) with and without the permission.
@@ -85,11 +85,6 @@ class APIResource:
     users_only = frozenset()
     # Lookups no row has: each answers 404.
     missing_lookups = ("424242",)
-
-    @pytest.fixture(autouse=True)
-    def _fast_passwords(self, settings):
-        # Each test logs in several principals; PBKDF2 would make that slow.
-        use_fast_passwords(settings)
 
     def make(self, **kwargs):
         return self.factory(**kwargs)

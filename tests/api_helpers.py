@@ -2,8 +2,6 @@
 
 import json
 
-import pytest
-
 from system_app.models import AuditEntry
 
 ERROR_CODES = {
@@ -18,20 +16,6 @@ ERROR_CODES = {
     429: "RATE_LIMITED",
     500: "INTERNAL_ERROR",
 }
-
-
-@pytest.fixture(autouse=True)
-def fast_passwords(settings):
-    """PBKDF2 takes a third of a second a hash; these tests log in hundreds of times.
-
-    Import it into a test module (``from tests.api_helpers import fast_passwords``)
-    to make it autouse there.
-    """
-    use_fast_passwords(settings)
-
-
-def use_fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 def body_of(response):

@@ -23,6 +23,13 @@ def _python_callables(settings):
 
 
 @pytest.fixture(autouse=True)
+def _fast_passwords(settings):
+    # PBKDF2 takes a third of a second a hash, and the tests create and log in
+    # users by the thousand; the product's hasher is set in settings.py.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
 def _fresh_cache():
     # Throttle buckets live in the cache, principals and estimated counts in
     # their own memory; each test starts with empty ones.

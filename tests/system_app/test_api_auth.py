@@ -14,7 +14,6 @@ from tests.api_crud import CreateObject, DeleteObject, ListObjects
 from tests.api_helpers import (
     assert_error,
     audit_entries,
-    fast_passwords,  # noqa: F401 (autouse fixture)
     last_audit,
     task_body,
 )

@@ -11,7 +11,6 @@ from tasks_app.models import RunStatus
 from tests.api_crud import GetObject, ListObjects, ReadOnlyObjects
 from tests.api_helpers import (
     assert_error,
-    fast_passwords,  # noqa: F401 (autouse fixture)
 )
 from tests.factories import TaskFactory, TaskRunFactory, WorkerFactory
 

@@ -8,7 +8,7 @@ from rest_framework.test import APIClient
 
 from system_app.addresses import client_address
 from system_app.throttling import ApiAnonThrottle
-from tests.api_helpers import assert_error, fast_passwords, last_audit  # noqa: F401 (autouse fixture)
+from tests.api_helpers import assert_error, last_audit
 from tests.factories import PASSWORD, UserFactory
 
 

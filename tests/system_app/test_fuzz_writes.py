@@ -22,7 +22,6 @@ from hypothesis import strategies as st
 from tasks_app.api.serializers import TaskSerializer
 from tests.api_helpers import (
     assert_error,
-    fast_passwords,  # noqa: F401 (autouse fixture)
     task_body,
 )
 from tests.factories import TaskFactory

@@ -7,7 +7,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from system_app.logins import LoginFailure
-from tests.api_helpers import assert_error, fast_passwords  # noqa: F401 (autouse fixture)
+from tests.api_helpers import assert_error
 from tests.factories import PASSWORD, UserFactory
 
 pytestmark = pytest.mark.django_db

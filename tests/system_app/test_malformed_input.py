@@ -8,7 +8,6 @@ from django.utils import timezone
 from tasks_app.models import RunStatus, Task, TaskRun
 from tests.api_helpers import (
     assert_error,
-    fast_passwords,  # noqa: F401 (autouse fixture)
     last_audit,
     task_body,
 )

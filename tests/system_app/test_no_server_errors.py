@@ -17,7 +17,6 @@ from django.utils import timezone
 from tasks_app.models import RunStatus, Task
 from tests.api_helpers import (
     assert_error,
-    fast_passwords,  # noqa: F401 (autouse fixture)
     task_body,
 )
 from tests.factories import TaskFactory, TaskRunFactory, WorkerFactory

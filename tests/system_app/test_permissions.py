@@ -18,7 +18,6 @@ from system_app.models import PERMISSIONS, ROLES, user_permissions
 from tests.api_crud import CALLERS, client_as, declared_resources
 from tests.api_helpers import (
     assert_error,
-    fast_passwords,  # noqa: F401 (autouse fixture)
 )
 from tests.conftest import jwt_client
 from tests.factories import ChannelFactory, TaskFactory, TaskRunFactory, UserFactory, WorkerFactory

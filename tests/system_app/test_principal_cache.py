@@ -10,7 +10,6 @@ from django.test.utils import CaptureQueriesContext
 from system_app import principals
 from system_app.models import ApiKey
 from system_app.principals import PRINCIPALS
-from tests.api_helpers import fast_passwords  # noqa: F401 (autouse fixture)
 from tests.conftest import bearer_client, jwt_client
 from tests.factories import UserFactory
 

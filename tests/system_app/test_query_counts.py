@@ -9,7 +9,6 @@ from django.test.utils import CaptureQueriesContext
 from system_app.models import AuditEntry, SystemEvent
 from system_app.principals import PRINCIPALS
 from tests.api_crud import MAX_QUERIES
-from tests.api_helpers import fast_passwords  # noqa: F401 (autouse fixture)
 from tests.factories import TaskFactory, TaskRunFactory
 
 pytestmark = pytest.mark.django_db

@@ -10,7 +10,7 @@ from rest_framework_simplejwt.tokens import RefreshToken
 
 from system_app.logins import FAMILY_CLAIM, RefreshRefused, RefreshTokenFamily, RevokedReason
 from system_app.models import ApiKey
-from tests.api_helpers import assert_error, fast_passwords  # noqa: F401 (autouse fixture)
+from tests.api_helpers import assert_error
 from tests.conftest import bearer_client
 from tests.factories import PASSWORD, UserFactory
 

@@ -9,7 +9,7 @@ import pytest
 from system_app.models import AuditEntry
 from tasks_app.notifications.models import Channel, Notification
 from tests.api_crud import CreateObject, DeleteObject, GetObject, ListObjects, ReadOnlyObjects, UpdateObject
-from tests.api_helpers import assert_error, fast_passwords, last_audit, task_body  # noqa: F401 (autouse fixture)
+from tests.api_helpers import assert_error, last_audit, task_body
 from tests.factories import ChannelFactory, NotificationFactory, TaskFactory, TaskRunFactory
 
 pytestmark = pytest.mark.django_db

@@ -11,7 +11,6 @@ from tasks_app.dispatcher import enqueueing
 from tasks_app.models import RunStatus, TaskRun, Trigger
 from tests.api_helpers import (
     assert_error,
-    fast_passwords,  # noqa: F401 (autouse fixture)
     last_audit,
 )
 from tests.factories import TaskFactory, TaskRunFactory

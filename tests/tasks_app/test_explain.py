@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from tasks_app.models import RunStatus, TaskRun
 from tasks_app.notifications.explain import explain
-from tests.api_helpers import assert_error, fast_passwords  # noqa: F401 (autouse fixture)
+from tests.api_helpers import assert_error
 from tests.factories import TaskFactory, TaskRunFactory, UserFactory, WorkerFactory
 from workers_app.executors import Outcome
 

@@ -12,7 +12,6 @@ from tasks_app.jitter import jitter_offset, jittered
 from tasks_app.models import RunStatus, Task, TaskRun
 from tests.api_helpers import (
     assert_error,
-    fast_passwords,  # noqa: F401 (autouse fixture)
     task_body,
 )
 from tests.factories import TaskFactory

@@ -13,7 +13,6 @@ from tasks_app.models import RunStatus, Task, TaskRun, TaskStatus
 from tasks_app.versions import list_versions
 from tests.api_helpers import (
     assert_error,
-    fast_passwords,  # noqa: F401 (autouse fixture)
     last_audit,
     task_body,
 )

@@ -13,7 +13,6 @@ from tasks_app.models import Task, TaskDependency
 from tasks_app.task_rules import BOUNDS
 from tests.api_helpers import (
     assert_error,
-    fast_passwords,  # noqa: F401 (autouse fixture)
     task_body,
 )
 from tests.factories import SecretFactory, TaskFactory

@@ -11,7 +11,6 @@ from tests.api_crud import GetObject, ListObjects, ReadOnlyObjects
 from tests.api_helpers import (
     assert_error,
     audit_entries,
-    fast_passwords,  # noqa: F401 (autouse fixture)
     last_audit,
 )
 from tests.factories import TaskRunFactory, WorkerFactory
