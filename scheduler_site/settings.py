@@ -178,11 +178,12 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "csp",
     "django_prometheus",
-    "django_dramatiq",
     "simple_history",
     "system_app",
     "tasks_app",
     "workers_app",
+    # After workers_app, whose rundramatiq (more threads) replaces its own.
+    "django_dramatiq",
 ]
 
 MIDDLEWARE = [

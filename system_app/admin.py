@@ -6,6 +6,7 @@ import json
 from datetime import date, datetime, time
 from functools import wraps
 
+import django_dramatiq.admin  # noqa: F401  (registers DramatiqTask, unregistered below)
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
@@ -552,7 +553,8 @@ class SystemEventAdmin(ScopedPermissionsMixin, ReadOnlyAdminMixin, admin.ModelAd
 from system_app import admin_logins  # noqa: E402, F401
 
 # django_dramatiq registers its own message-log model ("Django Dramatiq › Tasks"),
-# which the scheduler does not use (no AdminMiddleware): runs are TaskRuns.
+# which the scheduler does not use (no AdminMiddleware): runs are TaskRuns. Its
+# admin module registers it on import (above), and its app comes after this one.
 if admin.site.is_registered(DramatiqTask):
     admin.site.unregister(DramatiqTask)
 

@@ -92,7 +92,7 @@ def test_it_runs_the_right_command_in_each_scheduler_service(rendered):
         assert services[name]["depends_on"]["web"]["condition"] == "service_healthy"
     worker = services["worker"]
     command = worker["command"] if isinstance(worker["command"], str) else " ".join(worker["command"])
-    assert "rundramatiq --processes 1 --threads 8" in command
+    assert "rundramatiq --processes 1 --threads 16" in command
     # --scale worker=N needs a service without a fixed name or published port.
     assert "container_name" not in worker and "ports" not in worker
 

@@ -49,6 +49,7 @@ from tests.services import (  # noqa: E402
     start_all,
     stop_all,
 )
+from workers_app.management.commands.rundramatiq import WORKER_THREADS  # noqa: E402
 
 
 class BenchmarkError(SystemExit):
@@ -89,6 +90,12 @@ def summary_ms(seconds_values):
         "max_ms": round(ms[-1], 1),
         "mean_ms": round(sum(ms) / len(ms), 1),
     }
+
+
+def add_threads_argument(parser):
+    """``--threads``: rundramatiq's threads per worker process, by default its own."""
+    help = f"rundramatiq --threads per worker (default {WORKER_THREADS})"
+    parser.add_argument("--threads", type=int, default=WORKER_THREADS, help=help)
 
 
 def wait_until(predicate, timeout, interval=0.1):
@@ -321,7 +328,7 @@ class Stack:
     def dispatcher(self, label="dispatcher", *args, **env):
         return self.processes.dispatcher(label, *args, **env)
 
-    def worker(self, worker_id, threads=8, *args, **env):
+    def worker(self, worker_id, threads=WORKER_THREADS, *args, **env):
         """``rundramatiq --processes 1 --threads N`` as WORKER_ID ``worker_id``."""
         return self.processes.worker(worker_id, *args, threads=threads, **env)
 

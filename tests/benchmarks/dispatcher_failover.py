@@ -51,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.benchmarks.benchlib import (
     Stack,
+    add_threads_argument,
     emit,
     install_sigterm,
     machine_info,
@@ -87,7 +88,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--extra", type=int, default=50, help="more tasks on '* * * * * *' (default 50)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2; 0: none)")
-    parser.add_argument("--threads", type=int, default=8, help="rundramatiq --threads per worker (default 8)")
+    add_threads_argument(parser)
     parser.add_argument("--warmup", type=float, default=10, help="seconds before the first kill (default 10)")
     parser.add_argument("--kills", type=int, default=3, help="dispatchers killed, one at a time (default 3)")
     parser.add_argument("--observe", type=float, default=15, help="seconds watched after each kill (default 15)")

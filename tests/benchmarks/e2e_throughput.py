@@ -31,6 +31,7 @@ from tests.benchmarks.benchlib import (
     BenchmarkError,
     Raw,
     Stack,
+    add_threads_argument,
     emit,
     install_sigterm,
     machine_info,
@@ -56,7 +57,7 @@ def main(argv=None):
     parser.add_argument("--runs", type=int, default=20_000, help="pending manual runs (default 20000)")
     parser.add_argument("--tasks", type=int, default=1000, help="tasks the runs belong to (default 1000)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
-    parser.add_argument("--threads", type=int, default=8, help="rundramatiq --threads per worker (default 8)")
+    add_threads_argument(parser)
     parser.add_argument("--executor", choices=sorted(EXECUTORS), default="python", help="no-op executor")
     parser.add_argument("--timeout", type=float, default=900, help="give up after this many seconds (default 900)")
     parser.add_argument("--py-spy", metavar="PREFIX", help="record each worker with py-spy into PREFIX-<worker>.svg")

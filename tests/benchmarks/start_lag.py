@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.benchmarks.benchlib import (
     Stack,
+    add_threads_argument,
     emit,
     install_sigterm,
     machine_info,
@@ -232,7 +233,7 @@ def main(argv=None):
     parser.add_argument("--burst", type=int, default=1000, help="burst tasks on '* * * * *' (default 1000; 0: none)")
     parser.add_argument("--lead", type=float, default=10, help="least seconds between seeding and the burst minute")
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
-    parser.add_argument("--threads", type=int, default=8, help="rundramatiq --threads per worker (default 8)")
+    add_threads_argument(parser)
     parser.add_argument("--executor", choices=sorted(EXECUTORS), default="python", help="no-op executor")
     parser.add_argument("--skip-steady", action="store_true", help="only the burst")
     parser.add_argument(

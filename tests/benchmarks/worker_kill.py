@@ -45,6 +45,7 @@ from tests.benchmarks.benchlib import (
     BenchmarkError,
     Raw,
     Stack,
+    add_threads_argument,
     emit,
     install_sigterm,
     machine_info,
@@ -239,7 +240,7 @@ def main(argv=None):
     parser.add_argument("--runs", type=int, default=1, help="long runs started before the kill (default 1)")
     parser.add_argument("--sleep", type=int, default=60, help="seconds the shell run sleeps (default 60)")
     parser.add_argument("--backoff", type=int, default=1, help="the task's retry_backoff_seconds (default 1)")
-    parser.add_argument("--threads", type=int, default=8, help="rundramatiq --threads per worker (default 8)")
+    add_threads_argument(parser)
     parser.add_argument("--settle", type=float, default=2.0, help="seconds between the runs starting and the kill")
     parser.add_argument("--timeout", type=float, default=60, help="extra seconds to wait for the retry")
     args = parser.parse_args(argv)
