@@ -216,6 +216,39 @@ def test_it_finishes_several_runs_in_one_statement_on_postgresql(django_assert_n
     }
 
 
+AWKWARD_TEXTS = ['say "hi"', "C:\\temp\\", '\\"', "{a,b}", "NULL", "", " padded ", "line\nbreak\ttab", "ünïcødé ✓"]
+
+
+def test_a_finish_records_any_text_and_number_exactly():
+    """The batch's arrays go to PostgreSQL as array literals (run_sql.array_literal)."""
+    runs = [dispatched() for _text in AWKWARD_TEXTS]
+    claims(*(run.pk for run in runs))
+    runs = list(TaskRun.objects.filter(pk__in=[run.pk for run in runs]).order_by("pk"))
+    outcomes = [
+        {"status": RunStatus.FAILED, "exit_code": -n, "result": text, "error_message": text[::-1]}
+        | {"stdout": text * 2, "stderr": "", "execution_time": 1 / (n + 3) if n % 2 else None, "completed_at": NOW}
+        for n, text in enumerate(AWKWARD_TEXTS)
+    ]
+    states = run_sql.finish_runs(TaskRun, Task, list(zip(runs, outcomes, strict=True)), RunStatus.RUNNING)
+    assert all(state is not None for state in states)
+    names = ("status", "exit_code", "result", "error_message", "stdout", "stderr", "execution_time", "completed_at")
+    saved = list(TaskRun.objects.filter(pk__in=[run.pk for run in runs]).order_by("pk").values(*names))
+    assert saved == outcomes
+
+
+@pytest.mark.skipif(not POSTGRESQL, reason="array literals are PostgreSQL's")
+def test_an_array_literal_reads_back_as_its_values():
+    literal = run_sql.array_literal
+    numbers = ([7, -(2**62)], [0.1, 1e-05], [NOW, NOW + timedelta(microseconds=1)])
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT unnest(%s::text[])", [literal([*AWKWARD_TEXTS, None])])
+        assert [text for (text,) in cursor.fetchall()] == [*AWKWARD_TEXTS, None]
+        cursor.execute(
+            "SELECT unnest(%s::bigint[]), unnest(%s::float8[]), unnest(%s::timestamptz[])", [*map(literal, numbers)]
+        )
+        assert cursor.fetchall() == list(zip(*numbers, strict=True))
+
+
 def test_a_finish_matches_its_own_worker_only():
     run = dispatched()
     claims(run.pk, worker="worker-1")
