@@ -136,3 +136,32 @@ def test_an_interrupted_leader_gives_the_others_of_its_batch_a_plain_error():
         thread.join(10)
     assert isinstance(results[2], KeyboardInterrupt)
     assert isinstance(results[3], RuntimeError) and "interrupted" in str(results[3])
+
+
+def test_many_threads_calling_over_and_over_each_get_their_own_results():
+    """Leads handed on thousands of times: every call wakes once, with its own
+    result (a wake-up lock released twice would raise in a leader)."""
+    sizes = []
+
+    def run_batch(items):
+        sizes.append(len(items))
+        time.sleep(0.0002)  # a statement in flight, for the others to queue behind
+        return [item * 10 for item in items]
+
+    coalescer = Coalescer(run_batch, joinable=lambda: True)
+    wrong = []
+
+    def calls(thread_number):
+        for n in range(200):
+            item = thread_number * 1000 + n
+            if coalescer(item) != item * 10:
+                wrong.append(item)
+
+    threads = [threading.Thread(target=calls, args=(number,)) for number in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not any(thread.is_alive() for thread in threads)
+    assert wrong == [] and sum(sizes) == 16 * 200
+    assert max(sizes) > 1  # the calls did queue behind one another
