@@ -127,8 +127,8 @@ def array_literal(values):
     """``values`` (None, str, int, float or datetime each) in the text form of a
     PostgreSQL array, for a ``%s::type[]`` parameter of a batch statement.
     psycopg adapts a list in Python, element by element after scanning it for
-    their type: 0.17 ms for the eleven arrays of a finish of three runs, against
-    0.02 ms for these strings."""
+    their type: for the eleven arrays of a finish of three runs, 0.15 ms in
+    text and 0.08 ms in binary, against 0.02 ms for these strings."""
     return "{" + ",".join("NULL" if value is None else _array_element(value) for value in values) + "}"
 
 

@@ -5,7 +5,7 @@ A worker's threads spend most of a run waiting: for PostgreSQL, for a shell
 command, for an HTTP call. Their claims and finishes made at the same moment
 go out as one statement (system_app/coalescing.py), so more threads make
 larger batches and less CPU per run: at 200 runs a second, two processes of 16
-threads started the runs with a p99 of 209–247 ms and 1.7–2.1 ms of CPU per run,
+threads started the runs with a p99 of 197–247 ms and 1.6–2.1 ms of CPU per run,
 against 273–357 ms and 2.2–2.6 ms with 8 (docs/performance.md). Each thread may
 hold a database connection of its own (docs/deployment.md).
 
