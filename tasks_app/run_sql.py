@@ -381,14 +381,15 @@ def finish_runs(run_model, task_model, finishes, running_status):
     names = tuple(finishes[0][1])
     meta = run_model._meta
     ordered = sorted(finishes, key=lambda finish: finish[0].pk)
-    arrays = [[run.pk for run, _fields in ordered], [run.worker_id for run, _fields in ordered]]
-    arrays.append([running_status] * len(ordered))
+    columns = [[run.pk for run, _fields in ordered], [run.worker_id for run, _fields in ordered]]
+    columns.append([running_status] * len(ordered))
     for name in names:
         field = meta.get_field(name)
-        arrays.append([field.get_db_prep_save(fields[name], db) for _run, fields in ordered])
-    arrays = [array_literal(values) for values in arrays]
+        columns.append([field.get_db_prep_save(fields[name], db) for _run, fields in ordered])
     with cursor() as statement:
-        statement.execute(_batch_statement(db, _finish_runs_sql(run_model, task_model, names)), arrays)
+        statement.execute(
+            _batch_statement(db, _finish_runs_sql(run_model, task_model, names)), [*map(array_literal, columns)]
+        )
         states = {row[0]: _last_run_state(task_model, row[1:]) for row in statement.fetchall()}
     return [states.get(run.pk) for run, _fields in finishes]
 
