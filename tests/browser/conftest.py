@@ -171,13 +171,20 @@ def page(browser, scheduler_server):
 
 
 @pytest.fixture
-def screenshot():
-    """Save a full-page screenshot as test-artifacts/browser/<name>.png."""
+def screenshot(sync_api):
+    """Save a full-page screenshot as test-artifacts/browser/<name>.png.
+
+    A run's page reloads itself once the run ends, and a capture caught by the
+    reload never finishes: it is taken again from the reloaded page."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
 
     def take(page, name):
         path = ARTIFACTS / f"{name}.png"
-        page.screenshot(path=str(path), full_page=True)
+        try:
+            page.screenshot(path=str(path), full_page=True, timeout=5_000)
+        except sync_api.TimeoutError:
+            page.wait_for_load_state()
+            page.screenshot(path=str(path), full_page=True)
         return path
 
     return take

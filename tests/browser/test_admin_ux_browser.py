@@ -103,11 +103,14 @@ def test_it_retries_a_failed_run_from_its_page(logged_in, screenshot, sync_api):
     expect(retry).to_be_visible()
     screenshot(page, "ux-07-failed-run-with-retry")
     retry.click()
-    # The new attempt's page (it fails fast too, and its page then reloads
-    # itself, so the success message may be gone already).
+    # The new attempt's page. It fails fast too, and its page then reloads
+    # itself, so the success message may be gone already, and the screenshot
+    # waits for the final page: a page that navigates mid-capture never ends it.
     expect(page.locator(".field-trigger .readonly")).to_have_text("Retry")
     assert page.url != first_run
     expect(page.locator(".field-retry_count .readonly")).to_contain_text("1")
+    expect(page.locator(".field-status_label .readonly")).to_have_text("Failed", timeout=RUN_TIMEOUT_MS)
+    expect(page.locator("#run-live")).to_have_count(0)
     screenshot(page, "ux-08-retry-attempt")
 
 
