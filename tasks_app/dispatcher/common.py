@@ -67,9 +67,9 @@ class SetAside:
 
     A row that raises is pushed forward, so that the next batch does not start
     with it again and the rows behind it go on: SPEC §2's "one bad row must not
-    stop the others". A row with a time of its own that the dispatcher owns (a
-    task's next_run_at) has that time moved instead; the others are kept here,
-    in memory: another dispatcher, or this one after a restart, may try such a
+    stop the others". It is kept here, in memory, and its own times are left
+    alone (a task's next_run_at moved forward would read as a fire of its
+    schedule): another dispatcher, or this one after a restart, may try such a
     row again, and reports it again if it still raises, no more often than
     this one does.
     """

@@ -21,9 +21,8 @@ next_run_at or pending run, or DISPATCHER_TICK_SECONDS, whichever comes
 first, waking early on a NOTIFY or a signal.
 
 Failures, two kinds. A row that raises inside a step is pushed forward by the
-step itself and reported (common.py: each_row, SetAside; planning moves the
-task's next_run_at): the step goes on with the other rows, and the next
-batch does not start with that row again. A step that raises as a whole (the
+step itself and reported (common.py: each_row, SetAside): the step goes on
+with the other rows, and the next batch does not start with that row again. A step that raises as a whole (the
 database or the broker away) is logged and reported here, at most once a
 minute per step, and the pass goes on with the next step.
 """
@@ -173,11 +172,13 @@ class Dispatcher:
 
     def seconds_until_work(self, now):
         """Until the earliest next_run_at or future pending run, capped at the
-        tick (which gets a little jitter, so dispatchers drift apart)."""
+        tick (which gets a little jitter, so dispatchers drift apart). Tasks
+        the plan step set aside do not count: their next_run_at stays past."""
         nap = self.tick * random.uniform(0.9, 1.0)
         try:
             upcoming = [
-                Task.objects.filter(status=TaskStatus.ACTIVE, next_run_at__isnull=False)
+                self.step("plan")
+                .set_aside.exclude(Task.objects.filter(status=TaskStatus.ACTIVE, next_run_at__isnull=False))
                 .order_by("next_run_at")
                 .values_list("next_run_at", flat=True)
                 .first(),

@@ -46,7 +46,15 @@ from system_app.logging import log_context
 from system_app.models import EventLevel
 from tasks_app import schedules
 from tasks_app.dispatcher import sql
-from tasks_app.dispatcher.common import PUSH_FORWARD, Step, claim, default_batch_size, event, save_events
+from tasks_app.dispatcher.common import (
+    PUSH_FORWARD,
+    SetAside,
+    Step,
+    claim,
+    default_batch_size,
+    event,
+    save_events,
+)
 from tasks_app.jitter import jittered
 from tasks_app.models import (
     ACTIVE_RUN_STATUSES,
@@ -66,8 +74,8 @@ MAX_SKIPPED_RECORDED = 100
 # Fires walked one by one before looking back from now instead (a dense
 # schedule after a long outage: `* * * * * *` down for a day is 86,400 fires).
 SCAN_LIMIT = 10_000
-# A task whose planning raises has its next_run_at moved PUSH_FORWARD later,
-# and is reported (common.py).
+# A task whose planning raises is set aside for PUSH_FORWARD, and reported
+# (common.py).
 __all__ = ["PUSH_FORWARD", "PlanStep", "plan_due_tasks"]
 
 PLAN_FIELDS = (
@@ -252,15 +260,20 @@ def _runs_for(task, plan, now):
     ]
 
 
-def plan_due_tasks(now, batch_size=None):
+def plan_due_tasks(now, batch_size=None, set_aside=None):
     """Plan one batch of due tasks; returns how many it claimed (0: none due).
 
-    A task whose planning raises is pushed forward: its next_run_at moves
-    PUSH_FORWARD later, so the tasks behind it go on, and it is reported."""
+    A task whose planning raises is reported and set aside (``set_aside``, the
+    plan step's): the later batches leave it out for PUSH_FORWARD, so the tasks
+    behind it go on. Its next_run_at stays where it was: a value moved forward
+    would be taken for a fire of its schedule, a run off the schedule. Once it
+    plans again, the fires it missed meanwhile are misfires, and its misfire
+    policy handles them."""
     size = default_batch_size(batch_size)
+    set_aside = SetAside() if set_aside is None else set_aside
     with transaction.atomic():
         # Named tuples, not model instances: this is the hot path.
-        due = Task.objects.due(now).order_by("next_run_at", "id").values_list(*PLAN_FIELDS)
+        due = set_aside.exclude(Task.objects.due(now)).order_by("next_run_at", "id").values_list(*PLAN_FIELDS)
         tasks = sql.read_rows(claim(due)[:size], DueTask)
         if not tasks:
             return 0
@@ -274,26 +287,23 @@ def plan_due_tasks(now, batch_size=None):
                 .annotate(count=Count("id"))
             ):
                 active.setdefault(task_id, {})[status] = count
-        plans, fires_seen = [], {}
+        plans, failures, fires_seen = [], [], {}
         for task in tasks:
             try:
                 free = None
                 if task.concurrency_policy == ConcurrencyPolicy.BUFFER_ONE:
                     free = buffer_one_free(active.get(task.id, {}))
-                plan = plan_task(task, now, task.id in active, free, fires_seen)
+                plans.append((task, plan_task(task, now, task.id in active, free, fires_seen)))
             except Exception as error:  # one bad row must not stop the others
-                with log_context(task_id=task.id):
-                    logger.exception("planning task %s failed; pushed forward", task.id)
-                plan = Plan(next_at=now + PUSH_FORWARD)
-                plan.event = _failure_event(task, error)
-            plans.append((task, plan))
+                failures.append(_set_aside(task, "planning", error, set_aside))
         try:
             with transaction.atomic():
                 _write(plans, now)
         except Exception:
             logger.exception("writing a planned batch failed; writing it task by task")
-            _write_one_by_one(plans, now)
-        save_events([plan.event for _task, plan in plans if plan.event is not None])
+            plans, unwritten = _write_one_by_one(plans, now, set_aside)
+            failures += unwritten
+        save_events([plan.event for _task, plan in plans if plan.event is not None] + failures)
         # Missed fires are a `late` notification (SPEC §9), in this transaction.
         Task.record_misfires(
             [
@@ -328,7 +338,7 @@ class PlanStep(Step):
     short_batch_is_last = True
 
     def __call__(self, now):
-        return plan_due_tasks(now, self.batch_size)
+        return plan_due_tasks(now, self.batch_size, self.set_aside)
 
 
 def _write(plans, now):
@@ -343,26 +353,31 @@ def _write(plans, now):
     sql.set_next_run_at([(task.id, plan.next_at) for task, plan in plans])
 
 
-def _write_one_by_one(plans, now):
+def _write_one_by_one(plans, now, set_aside):
     """The slow path after a batch failed: each task in its own savepoint; a task
-    that still fails is pushed forward and reported, never retried in a loop."""
-    for index, (task, plan) in enumerate(plans):
+    that still fails is set aside and reported, never retried in a loop.
+    Returns the plans written and the failures' events."""
+    written, failures = [], []
+    for task, plan in plans:
         try:
             with transaction.atomic():
                 _write([(task, plan)], now)
         except Exception as error:
-            with log_context(task_id=task.id):
-                logger.exception("writing the runs of task %s failed; pushed forward", task.id)
-            Task.objects.filter(pk=task.id).update(next_run_at=now + PUSH_FORWARD)
-            failed = Plan(next_at=now + PUSH_FORWARD)
-            failed.event = _failure_event(task, error)
-            plans[index] = (task, failed)
+            failures.append(_set_aside(task, "writing the runs of", error, set_aside))
+        else:
+            written.append((task, plan))
+    return written, failures
 
 
-def _failure_event(task, error):
+def _set_aside(task, what, error, set_aside):
+    """Log and set aside a task that could not be planned; its error SystemEvent."""
+    with log_context(task_id=task.id):
+        logger.exception("%s task %s failed; set aside", what, task.id)
+    set_aside.add(task.id)
     return event(
-        f"planning {task.name} failed, retried in {int(PUSH_FORWARD.total_seconds())} s: "
-        f"{type(error).__name__}: {error}"[:1000],
+        f"{what} {task.name} failed, retried in {int(PUSH_FORWARD.total_seconds())} s: {type(error).__name__}: {error}"[
+            :1000
+        ],
         level=EventLevel.ERROR,
         task_id=task.id,
     )

@@ -52,8 +52,8 @@ def test_it_stops_between_batches_when_asked(broker, monkeypatch):
     dispatcher = Dispatcher(broker, batch_size=1, clock=lambda: NOW)
     plan = planning.plan_due_tasks
 
-    def plan_then_stop(now, batch_size):
-        found = plan(now, batch_size)
+    def plan_then_stop(*args):
+        found = plan(*args)
         dispatcher.stop()
         return found
 
@@ -84,7 +84,7 @@ def test_a_short_plan_batch_ends_its_drain(broker, monkeypatch):
     dispatcher = Dispatcher(broker, batch_size=5, clock=lambda: NOW)
     found = []
     plan = planning.plan_due_tasks
-    monkeypatch.setattr(planning, "plan_due_tasks", lambda at, size: found.append(plan(at, size)) or found[-1])
+    monkeypatch.setattr(planning, "plan_due_tasks", lambda *args: found.append(plan(*args)) or found[-1])
     assert dispatcher.run_pass()["plan"] == 13
     assert found == [5, 5, 3]  # no empty read after the short batch
 
@@ -110,6 +110,15 @@ def test_it_naps_until_the_next_due_time_or_the_tick(broker):
     assert dispatcher.seconds_until_work(NOW) == pytest.approx(0.301, abs=0.001)
     pending(TaskFactory(), seconds_ago=-0.1)
     assert dispatcher.seconds_until_work(NOW) == pytest.approx(0.101, abs=0.001)
+
+
+def test_a_task_set_aside_does_not_cut_the_nap_short(broker):
+    # Its next_run_at stays past while it is set aside: no pass after pass.
+    dispatcher = Dispatcher(broker, tick=1.0, clock=lambda: NOW)
+    broken = TaskFactory(schedule="* * * * * *", next_run_at=NOW - timedelta(seconds=5))
+    TaskFactory(schedule="* * * * * *", next_run_at=NOW + timedelta(milliseconds=300))
+    dispatcher.step("plan").set_aside.add(broken.pk)
+    assert dispatcher.seconds_until_work(NOW) == pytest.approx(0.301, abs=0.001)
 
 
 def test_the_nap_is_measured_from_after_its_reads(broker):

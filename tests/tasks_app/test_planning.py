@@ -8,6 +8,7 @@ import pytest
 from system_app.models import SystemEvent
 from tasks_app import schedules
 from tasks_app.dispatcher import planning
+from tasks_app.dispatcher.common import SetAside
 from tasks_app.dispatcher.planning import due_fires, plan_due_tasks
 from tasks_app.models import RunStatus, Task, TaskRun, Trigger
 from tests.factories import TaskFactory, TaskRunFactory
@@ -210,21 +211,53 @@ def test_it_keeps_intervals_on_their_anchor():
     assert task.next_run_at == NOW + timedelta(seconds=35)
 
 
-def test_it_pushes_a_task_that_cannot_be_planned_forward_and_reports_it():
+class Clock:
+    """A monotonic clock for a SetAside that a test moves by hand."""
+
+    def __init__(self):
+        self.seconds = 0.0
+
+    def __call__(self):
+        return self.seconds
+
+
+def test_it_sets_a_task_that_cannot_be_planned_aside_and_reports_it():
     broken = scheduled()
     Task.objects.filter(pk=broken.pk).update(schedule="not a schedule")
     fine = scheduled()
-    assert plan_due_tasks(NOW)
-    broken.refresh_from_db()
-    assert broken.next_run_at == NOW + planning.PUSH_FORWARD
+    set_aside = SetAside(clock=Clock())
+    assert plan_due_tasks(NOW, set_aside=set_aside) == 2
+    assert refreshed_next_run_at(broken) == at(12, 0)  # left where it was
+    assert set_aside.keys() == [broken.pk]
     assert runs_of(broken) == []
     assert len(runs_of(fine)) == 1
     event = SystemEvent.objects.get(level="error")
     assert event.context == {"task_id": broken.pk}
     assert "not a schedule" in event.message or "fields" in event.message
+    assert plan_due_tasks(NOW, set_aside=set_aside) == 0  # the next batch leaves it out
 
 
-def test_it_writes_a_failing_batch_task_by_task_and_pushes_the_culprit_forward(monkeypatch):
+def test_a_task_planned_again_after_a_failure_fires_on_its_schedule_only(monkeypatch):
+    task = scheduled("0 * * * *")
+    plan_task = planning.plan_task
+
+    def failing(*args, **kwargs):
+        raise RuntimeError("planning refused")
+
+    clock = Clock()
+    set_aside = SetAside(clock=clock)
+    monkeypatch.setattr(planning, "plan_task", failing)
+    plan_due_tasks(at(12, 0) + timedelta(milliseconds=300), set_aside=set_aside)
+    monkeypatch.setattr(planning, "plan_task", plan_task)
+    clock.seconds += planning.PUSH_FORWARD.total_seconds()
+    assert plan_due_tasks(at(12, 1, 1), set_aside=set_aside) == 1
+    # The 12:00 fire, caught up (misfire policy run_once), and no run at the
+    # failure's instant plus a minute, which is no fire of the schedule.
+    assert [run.scheduled_at for run in runs_of(task)] == [at(12, 0)]
+    assert refreshed_next_run_at(task) == at(13, 0)
+
+
+def test_it_writes_a_failing_batch_task_by_task_and_sets_the_culprit_aside(monkeypatch):
     fine, broken = scheduled(), scheduled()
     insert = planning.sql.insert_ignoring_conflicts
 
@@ -234,11 +267,13 @@ def test_it_writes_a_failing_batch_task_by_task_and_pushes_the_culprit_forward(m
         insert(model, rows)
 
     monkeypatch.setattr(planning.sql, "insert_ignoring_conflicts", picky_insert)
-    assert plan_due_tasks(NOW)
+    set_aside = SetAside(clock=Clock())
+    assert plan_due_tasks(NOW, set_aside=set_aside)
     assert len(runs_of(fine)) == 1
     assert refreshed_next_run_at(fine) == at(12, 1)
     assert runs_of(broken) == []
-    assert refreshed_next_run_at(broken) == NOW + planning.PUSH_FORWARD
+    assert refreshed_next_run_at(broken) == at(12, 0)
+    assert set_aside.keys() == [broken.pk]
     assert "row refused" in SystemEvent.objects.get(level="error").message
 
 
