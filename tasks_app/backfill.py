@@ -4,7 +4,8 @@ A workflow across Task and TaskRun, so it lives here rather than on a model.
 Decisions where the SPEC is silent:
 
 * The range is inclusive at both ends, and slots are the schedule's own fires
-  (an interval counts from the task's creation, as the dispatcher does), each
+  (an interval counts from the task's creation, its first fire one interval
+  later, as the dispatcher does), each
   delayed by the task's jitter, so a backfilled slot is the very slot the
   dispatcher would have planned and the unique (task, scheduled_at,
   retry_count) constraint keeps the two from running one fire twice.
@@ -46,7 +47,9 @@ class Backfill:
 
 
 def parse_moment(value, tz_name, field):
-    """An ISO 8601 date-time; without an offset it is read in the task's timezone."""
+    """An ISO 8601 date-time; without an offset it is a wall time in the task's
+    timezone, read as ``@at`` reads one (a time in a DST gap is the first
+    instant after the gap, one in a repeated hour its first occurrence)."""
     if isinstance(value, datetime):
         moment = value
     else:
@@ -60,9 +63,7 @@ def parse_moment(value, tz_name, field):
         except ValueError:
             raise BackfillError(field, "must be an ISO 8601 date-time, e.g. 2026-11-01T00:00:00+00:00") from None
     try:
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=ZoneInfo(tz_name))
-        return moment.astimezone(ZoneInfo("UTC"))
+        return schedules.wall_to_utc(moment, ZoneInfo(tz_name))
     except (OverflowError, ValueError):
         raise BackfillError(field, "is out of range") from None
 

@@ -133,8 +133,11 @@ def explain(task, now):
         )
     elif task.status == TaskStatus.ACTIVE:
         if task.next_run_at:
+            # When its run will be scheduled: the schedule's slot plus the jitter.
+            at, slot = task.jittered(task.next_run_at), task.next_run_at
+            delay = f" (the schedule's {slot.isoformat()}, delayed by its jitter)" if at != slot else ""
             reasons.append(
-                _reason("next_fire", f"The next fire is at {task.next_run_at.isoformat()}.", at=_iso(task.next_run_at))
+                _reason("next_fire", f"The next fire is at {at.isoformat()}{delay}.", at=_iso(at), slot=_iso(slot))
             )
         else:
             reasons.append(_reason("next_fire", "The schedule will not fire again.", at=None))

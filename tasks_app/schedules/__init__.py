@@ -24,6 +24,7 @@ from tasks_app.schedules.evaluation import (
     Schedule,
     localize,
     to_utc,
+    wall_to_utc,
 )
 from tasks_app.schedules.parsing import (
     MAX_EXPRESSION_LENGTH,
@@ -45,6 +46,7 @@ __all__ = [
     "validate_schedule",
     "next_fire",
     "localize",
+    "wall_to_utc",
     "preview",
     "describe",
     "warnings",

@@ -84,6 +84,14 @@ def localize_first(tz: ZoneInfo, wall: datetime) -> datetime:
     return _transition(tz, wall - off1, wall - off0)  # in a gap
 
 
+def wall_to_utc(value: datetime, tz: ZoneInfo) -> datetime:
+    """``value`` as aware UTC; a naive ``value`` is a wall time in ``tz``, read
+    with the fixed-time DST rules (``localize_first``), as ``@at`` reads one."""
+    if value.tzinfo is None:
+        return localize_first(tz, value).replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
 def localize(moment: datetime, tz: ZoneInfo) -> datetime:
     """``moment`` in ``tz``, or left in UTC when ``tz``'s offset would carry it
     past the end of the calendar (``9999-12-31T23:59:59Z`` is year 10000 in
@@ -128,13 +136,14 @@ class Schedule:
 class IntervalSchedule(Schedule):
     """``@every <d h m s>``.
 
-    Fires at ``anchor + k * interval`` for integers ``k >= 0`` (the anchor is
-    truncated to whole seconds).  ``next_after(after, anchor)``:
+    Fires at ``anchor + k * interval`` for integers ``k >= 1`` (the anchor,
+    the task's creation, truncated to whole seconds, is no fire: the first
+    comes one interval after it).  ``next_after(after, anchor)``:
 
     * ``anchor is None``: returns ``after + interval`` (truncated to whole
       seconds; still strictly after ``after`` since the interval is >= 1 s);
     * otherwise: the first ``anchor + k * interval`` strictly greater than
-      ``after``; if ``after`` is before the anchor that is the anchor itself.
+      ``after``; if ``after`` is before the anchor that is ``anchor + interval``.
     """
 
     kind = "interval"
@@ -150,9 +159,7 @@ class IntervalSchedule(Schedule):
             if anchor is None:
                 return (after + self.interval).replace(microsecond=0)
             base = to_utc(anchor).replace(microsecond=0)
-            if after < base:
-                return base
-            k = (after - base) // self.interval + 1
+            k = max(0, (after - base) // self.interval) + 1
             return base + k * self.interval
         except OverflowError:
             return None

@@ -28,10 +28,10 @@ from __future__ import annotations
 
 import functools
 import re
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from tasks_app.schedules.evaluation import CronSchedule, IntervalSchedule, OnceSchedule, Schedule, localize_first
+from tasks_app.schedules.evaluation import CronSchedule, IntervalSchedule, OnceSchedule, Schedule, wall_to_utc
 
 MAX_EXPRESSION_LENGTH = 255
 MAX_INTERVAL_SECONDS = 365 * 86400
@@ -232,7 +232,7 @@ def _parse_once(expression: str, arg: str, timezone: str, tz: ZoneInfo) -> OnceS
         raise ScheduleError(f"@at: '{arg}' is not an ISO 8601 date-time") from None
     value = value.replace(microsecond=0)
     try:
-        at = localize_first(tz, value).replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        at = wall_to_utc(value, tz)
     except OverflowError:
         raise ScheduleError(f"@at: '{arg}' is out of range") from None
     return OnceSchedule(expression, timezone, tz, at)

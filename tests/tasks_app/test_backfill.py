@@ -8,7 +8,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from tasks_app.dispatcher import enqueueing
-from tasks_app.models import RunStatus, TaskRun, Trigger
+from tasks_app.models import RunStatus, Task, TaskRun, Trigger
 from tests.api_helpers import (
     assert_error,
     last_audit,
@@ -84,6 +84,27 @@ def test_it_reads_times_without_an_offset_in_the_tasks_timezone(as_operator):
     task = TaskFactory(schedule="0 0 * * *", timezone="Europe/Berlin")
     body = post(as_operator, task, start="2026-01-02T00:00:00", end="2026-01-02T00:00:00", dry_run=True).json()
     assert [parse_datetime(t) for t in body["fire_times"]] == [datetime(2026, 1, 1, 23, 0, tzinfo=UTC)]
+
+
+def test_it_reads_a_time_in_a_dst_gap_as_the_first_instant_after_it(as_operator):
+    # 02:30 does not exist in Berlin on 2026-03-29; the 02:30 fire ran at
+    # 03:00 CEST (01:00 UTC), and a range given in wall times holds it.
+    task = TaskFactory(schedule="30 2 * * *", timezone="Europe/Berlin")
+    body = post(as_operator, task, start="2026-03-29T02:30:00", end="2026-03-29T03:00:00", dry_run=True).json()
+    assert [parse_datetime(t) for t in body["fire_times"]] == [datetime(2026, 3, 29, 1, 0, tzinfo=UTC)]
+
+
+def test_an_interval_task_has_no_fire_at_its_creation(as_operator):
+    task = TaskFactory(schedule="@every 1h30m")
+    created = HOUR + timedelta(minutes=10, seconds=40, microseconds=490_000)
+    Task.objects.filter(pk=task.pk).update(created_at=created)
+    task.refresh_from_db()
+    body = post(as_operator, task, start=HOUR.isoformat(), end=(HOUR + timedelta(hours=4)).isoformat(), dry_run=True)
+    first = HOUR + timedelta(minutes=10, seconds=40)
+    assert [parse_datetime(t) for t in body.json()["fire_times"]] == [
+        first + timedelta(minutes=90),
+        first + timedelta(minutes=180),
+    ]
 
 
 def test_it_caps_a_range_at_1000_fires_existing_ones_included(as_operator):

@@ -40,6 +40,13 @@ def test_it_says_when_the_next_fire_is():
     assert reason(task, "next_fire")["data"]["at"] == task.next_run_at.isoformat()
 
 
+def test_it_gives_the_next_fire_with_the_tasks_jitter():
+    task = scheduled(jitter_seconds=600)
+    data = reason(task, "next_fire")["data"]
+    assert data == {"at": task.jittered(task.next_run_at).isoformat(), "slot": task.next_run_at.isoformat()}
+    assert data["at"] != data["slot"]
+
+
 def test_it_says_who_paused_the_task(admin_user):
     task = scheduled()
     task.pause(by="alice", reason="maintenance")

@@ -199,9 +199,12 @@ def test_it_fires_interval_on_anchor_grid():
     assert next_fire("@every 1h30m", "UTC", utc(2026, 5, 14, 10, 29, 59), anchor) == utc(2026, 5, 14, 10, 30)
 
 
-def test_it_fires_interval_at_anchor_when_after_precedes_it():
+def test_it_fires_interval_one_interval_after_anchor_when_after_precedes_it():
+    # The anchor (the task's creation) is no fire: the dispatcher's first is
+    # one interval later, and a walk from before it (backfill) agrees.
     anchor = utc(2026, 6, 1, 9, 0)
-    assert next_fire("@every 2h", "UTC", utc(2026, 5, 14), anchor) == anchor
+    assert next_fire("@every 2h", "UTC", utc(2026, 5, 14), anchor) == utc(2026, 6, 1, 11, 0)
+    assert next_fire("@every 2h", "UTC", anchor, anchor) == utc(2026, 6, 1, 11, 0)
 
 
 def test_it_accepts_interval_anchor_in_other_timezone_and_naive():
