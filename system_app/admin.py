@@ -12,6 +12,7 @@ from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import ChangeList
+from django.contrib.admin.widgets import AutocompleteSelect
 from django.core.exceptions import EmptyResultSet, FullResultSet, ValidationError
 from django.db import models, transaction
 from django.http import HttpResponseRedirect, JsonResponse
@@ -108,19 +109,54 @@ class SafeChangeList(ChangeList):
 
     Django checks the lookups of ``?field__gte=…`` when it builds the queryset,
     but a value such as ``0001-01-01T00:00:00+14:00`` only fails when the query
-    is compiled for the database (it is before year 1 in UTC); compiling it here
-    brings that failure forward to where Django handles it.
+    is compiled for the database (it is before year 1 in UTC), and a number
+    past 64 bits only when SQLite binds it; compiling it here and checking its
+    numbers brings those failures forward to where Django handles them. The
+    date drill-down's end of range (the year after 9999) fails in Django's own
+    filters, so those are guarded too.
     """
+
+    def get_filters(self, request):
+        try:
+            return super().get_filters(request)
+        except (OverflowError, ValueError) as error:
+            raise IncorrectLookupParameters(error) from error
 
     def get_queryset(self, request, exclude_parameters=None):
         queryset = super().get_queryset(request, exclude_parameters)
         try:
-            queryset.query.get_compiler(queryset.db).as_sql()
+            _sql, params = queryset.query.get_compiler(queryset.db).as_sql()
         except (EmptyResultSet, FullResultSet):
-            pass
+            return queryset
         except (OverflowError, ValueError, TypeError) as error:
             raise IncorrectLookupParameters(error) from error
+        if any(isinstance(value, int) and not -MAX_BIGINT - 1 <= value <= MAX_BIGINT for value in params):
+            raise IncorrectLookupParameters("a number past 64 bits")
         return queryset
+
+
+def could_be_key(field, raw):
+    """Whether ``raw``, as posted, could be a value of ``field`` in the database:
+    Django converts ``²``, a number past 64 bits or a NUL character as it comes,
+    and the database driver fails on it (a 500)."""
+    try:
+        value = field.to_python(raw)
+    except ValidationError:
+        return False
+    if isinstance(value, int):
+        return parse_ascii_int(raw) is not None and -MAX_BIGINT - 1 <= value <= MAX_BIGINT
+    return not (isinstance(value, str) and storable_text_error(value))
+
+
+class SafeAutocompleteSelect(AutocompleteSelect):
+    """An autocomplete box that shows a form with a value that cannot be an id
+    (``abc``) back with its error: Django looks the posted value up to draw its
+    option, and the lookup fails on it."""
+
+    def optgroups(self, name, value, attr=None):
+        target = self.field.remote_field
+        key = target.model._meta.get_field(target.field_name)
+        return super().optgroups(name, [raw for raw in value if raw == "" or could_be_key(key, raw)], attr)
 
 
 class SafeInputAdminMixin:
@@ -132,24 +168,20 @@ class SafeInputAdminMixin:
     def get_changelist(self, request, **kwargs):
         return SafeChangeList
 
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if "widget" not in kwargs and db_field.name in self.get_autocomplete_fields(request):
+            kwargs["widget"] = SafeAutocompleteSelect(db_field, self.admin_site, using=kwargs.get("using"))
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
     def response_action(self, request, queryset):
         """Django filters ``pk__in`` with the posted ids as they come: ``²``, a
         number past 64 bits or a NUL character there is a 500 in the database
         driver, so a selection that cannot name a row is refused first."""
         selected = request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)
-        if not all(self.could_be_pk(value) for value in selected):
+        if not all(could_be_key(self.model._meta.pk, value) for value in selected):
             self.message_user(request, "The selection holds an id that cannot exist.", messages.WARNING)
             return HttpResponseRedirect(request.get_full_path())
         return super().response_action(request, queryset)
-
-    def could_be_pk(self, raw):
-        try:
-            value = self.model._meta.pk.to_python(raw)
-        except ValidationError:
-            return False
-        if isinstance(value, int):
-            return parse_ascii_int(raw) is not None and -MAX_BIGINT - 1 <= value <= MAX_BIGINT
-        return not (isinstance(value, str) and storable_text_error(value))
 
 
 class ScopedPermissionsMixin(SafeInputAdminMixin):

@@ -181,6 +181,8 @@ class StorableJSONFormField(forms.JSONField):
             converted = super().to_python(value)
         except RecursionError:
             raise ValidationError(f"Values may be nested at most {MAX_JSON_DEPTH} levels deep.", code="invalid")
+        except ValueError as error:  # a number of more than 4,300 digits
+            raise ValidationError(f"Enter a valid JSON: {error}.", code="invalid") from None
         problem = storable_json_error(converted)
         if problem:
             raise ValidationError(problem, code="unstorable")
@@ -189,7 +191,7 @@ class StorableJSONFormField(forms.JSONField):
     def bound_data(self, data, initial):
         try:
             value = super().bound_data(data, initial)
-        except RecursionError:
+        except (RecursionError, ValueError):
             return forms.fields.InvalidJSONInput(data)
         if isinstance(value, forms.fields.InvalidJSONInput) or self.disabled:
             return value

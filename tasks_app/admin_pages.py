@@ -71,6 +71,8 @@ class TriggerForm(forms.Form):
             value = json.loads(text)
         except ValueError as error:
             raise forms.ValidationError(f"Not valid JSON: {error}") from None
+        except RecursionError:
+            raise forms.ValidationError("Not valid JSON: nested too deeply.") from None
         if not isinstance(value, kind):
             raise forms.ValidationError(f"Must be a JSON {label}.")
         return value

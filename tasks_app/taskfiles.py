@@ -85,7 +85,7 @@ def read_file(path):
         raise TaskFileError([f"{path}: cannot read: {error}"]) from None
     try:
         data = json.loads(text) if path.lower().endswith(".json") else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as error:
+    except (ValueError, RecursionError, yaml.YAMLError) as error:
         message = " ".join(str(error).split())
         raise TaskFileError([f"{path}: not valid {'JSON' if path.endswith('.json') else 'YAML'}: {message}"]) from None
     if data is None:

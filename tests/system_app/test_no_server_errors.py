@@ -379,6 +379,8 @@ BAD_ADMIN_TASK_FIELDS = [
     ("retry_backoff_seconds", "99999999999999999999"),
     ("timeout_seconds", "1e400"),
     ("misfire_grace_seconds", "-99999999999999999999"),
+    ("metadata", '{"x": ' + "9" * 5000 + "}"),
+    ("arguments", "[" + "9" * 5000 + "]"),
 ]
 
 
@@ -389,6 +391,15 @@ def test_it_shows_a_form_error_for_a_hostile_admin_task_field(boss_client, field
     response = boss_client.post(reverse("admin:tasks_app_task_add"), admin_task_form(**{field: value}))
     assert response.status_code == 200, response.status_code
     assert field in response.context["adminform"].form.errors, response.context["adminform"].form.errors
+    assert not Task.objects.exists()
+
+
+@pytest.mark.parametrize("depends_on", ["abc", BIG, "²", "1\x00"])
+def test_it_shows_a_form_error_for_a_hostile_admin_dependency(boss_client, depends_on):
+    form = admin_task_form(**{"dependency_links-TOTAL_FORMS": "1", "dependency_links-0-depends_on": depends_on})
+    response = boss_client.post(reverse("admin:tasks_app_task_add"), form)
+    assert response.status_code == 200, response.status_code
+    assert any(response.context["inline_admin_formsets"][0].formset.errors)
     assert not Task.objects.exists()
 
 
@@ -419,6 +430,7 @@ ADMIN_LISTS = [
     "admin:system_app_systemevent_changelist",
     "admin:auth_user_changelist",
     "admin:auth_group_changelist",
+    "admin:system_app_refreshtokenfamily_changelist",
 ]
 ADMIN_QUERIES = [
     "q=%00",
@@ -435,6 +447,16 @@ ADMIN_QUERIES = [
     "scheduled_at__year=99999",
     "scheduled_at__year=0&scheduled_at__month=0",
     "at__year=10000",
+    # The drill-down's end of range is past the calendar.
+    "scheduled_at__year=9999",
+    "scheduled_at__year=9999&scheduled_at__month=12",
+    "scheduled_at__year=9999&scheduled_at__month=12&scheduled_at__day=31",
+    "scheduled_at__year=99999999999999999999",
+    "at__year=9999",
+    "created_at__year=9999&created_at__month=12",
+    # Past 64 bits: SQLite's driver refuses to bind it.
+    "task=" + BIG,
+    "task=-" + BIG,
     "at__gte=" + EARLY,
     "created_at__year=%00",
     "date_joined__gte=" + EARLY,
