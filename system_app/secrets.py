@@ -8,10 +8,12 @@ references is the task's rule (tasks_app.models.secret_reference_errors);
 this module only reads and replaces them.
 """
 
+import json
 import logging
 import re
 from contextlib import contextmanager
 from contextvars import ContextVar
+from urllib.parse import quote, quote_plus
 
 from system_app import encryption
 from system_app.models import Secret
@@ -19,6 +21,8 @@ from system_app.models import Secret
 # {{ secrets.NAME }}, whitespace inside the braces tolerated.
 REFERENCE = re.compile(r"\{\{\s*secrets\.([A-Z][A-Z0-9_]{0,63})\s*\}\}")
 MASK = "***"
+# A line of a multi-line value at least this long is masked on its own too.
+MASKED_LINE_LENGTH = 8
 
 
 class SecretError(Exception):
@@ -119,17 +123,57 @@ def _replace(value, values):
     return value
 
 
-def mask(text, values):
-    """``text`` with every occurrence of each of ``values`` replaced by ``***``.
+def written_forms(value):
+    """The ways ``value`` shows up in text: as it is, escaped as Python, bytes
+    and JSON write it (an error message quoting a value with a newline reads
+    ``line1\\nline2``), URL-encoded, and each long line of a multi-line value."""
+    forms = {
+        value,
+        repr(value)[1:-1],
+        repr(value.encode("utf-8"))[2:-1],
+        json.dumps(value)[1:-1],
+        json.dumps(value, ensure_ascii=False)[1:-1],
+        quote(value),
+        quote(value, safe=""),
+        quote_plus(value),
+    }
+    forms.update(line for line in value.splitlines() if len(line) >= MASKED_LINE_LENGTH)
+    return forms
+
+
+def mask(text, values, *, cut_start=False, cut_end=False):
+    """``text`` with every occurrence of each of ``values`` (in each of its
+    ``written_forms``) replaced by ``***``.
 
     Longest first, so a value containing another is masked whole; empty values
-    are ignored (they would match everywhere).
+    are ignored (they would match everywhere). ``cut_start`` and ``cut_end``
+    say the text may begin or end inside a value (the tail of a longer output,
+    output still being written): the part of a value there is masked too.
     """
     if not text or not values:
         return text
-    for value in sorted({v for v in values if v}, key=len, reverse=True):
-        text = text.replace(value, MASK)
+    values = sorted({v for v in values if v}, key=len, reverse=True)
+    for form in sorted({form for value in values for form in written_forms(value)}, key=len, reverse=True):
+        text = text.replace(form, MASK)
+    if cut_start:
+        text = _mask_edge(text, values, start=True)
+    if cut_end:
+        text = _mask_edge(text, values, start=False)
     return text
+
+
+def _mask_edge(text, values, start):
+    """``text`` with the longest piece of a value it starts (or ends) with masked:
+    the end of a value at its start, the beginning of one at its end."""
+    longest = 0
+    for value in values:
+        for size in range(min(len(value) - 1, len(text)), longest, -1):
+            if text.startswith(value[-size:]) if start else text.endswith(value[:size]):
+                longest = size
+                break
+    if not longest:
+        return text
+    return MASK + text[longest:] if start else text[:-longest] + MASK
 
 
 # The values a worker thread has resolved for the run it executes, masked out

@@ -74,11 +74,14 @@ def _execute_with_secrets(run):
         return executors.Outcome(status="failed", error_message=str(error), execution_time=0.0)
 
     def report(stdout, stderr):
-        TaskRun.record_output(run.pk, secrets.mask(stdout, used), secrets.mask(stderr, used))
+        # Output still being written may end inside a value.
+        TaskRun.record_output(
+            run.pk, *(mask_output(text, used, spec.output_limit, cut_end=True) for text in (stdout, stderr))
+        )
 
     with secrets.masking(used):
         outcome = executors.execute(spec, should_cancel=lambda: runtime.cancel_requested(run.pk), report_output=report)
-    return mask_outcome(outcome, used)
+    return mask_outcome(outcome, used, spec.output_limit)
 
 
 def resolve_secrets(spec):
@@ -95,13 +98,24 @@ def resolve_secrets(spec):
     return dataclasses.replace(spec, command=command, parameters={**spec.parameters, **resolved}), used
 
 
-def mask_outcome(outcome, used):
+def mask_outcome(outcome, used, output_limit):
     """The outcome with every used secret value replaced by ``***``."""
     if not used:
         return outcome
-    for name in ("stdout", "stderr", "result", "error_message"):
+    for name in ("stdout", "stderr"):
+        setattr(outcome, name, mask_output(getattr(outcome, name), used, output_limit))
+    for name in ("result", "error_message"):
         setattr(outcome, name, secrets.mask(getattr(outcome, name), used))
     return outcome
+
+
+def mask_output(text, used, output_limit, cut_end=False):
+    """A stream's kept tail, masked: a tail that fills the limit was cut from a
+    longer output, maybe inside a value, whose end it then starts with."""
+    if not used or not text:
+        return text
+    cut_start = len(text.encode("utf-8")) >= output_limit - 3
+    return secrets.mask(text, used, cut_start=cut_start, cut_end=cut_end)
 
 
 RETRY_DELAYS = (0.1, 0.5, 1.0, 2.0)

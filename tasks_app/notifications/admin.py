@@ -56,6 +56,17 @@ class ChannelAdmin(ScopedPermissionsMixin, AuditedAdminMixin, admin.ModelAdmin):
     search_fields = ["name"]
     actions = ["send_test"]
 
+    def get_fields(self, request, obj=None):
+        # A page that only shows the channel shows its config masked, as the
+        # form and the API do: Django would show the stored value.
+        if obj is not None and not self.has_change_permission(request, obj):
+            return ["name", "kind", "masked_config", "enabled"]
+        return super().get_fields(request, obj)
+
+    @admin.display(description="config")
+    def masked_config(self, obj):
+        return json.dumps(obj.public_config(), indent=2, sort_keys=True)
+
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
         # The audit entry shows credentials masked, as the API does.

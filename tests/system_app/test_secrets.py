@@ -2,6 +2,7 @@
 setting, and the suite-wide leak guard itself (SPEC §8)."""
 
 import base64
+import json
 import logging
 import os
 import subprocess
@@ -20,6 +21,7 @@ from system_app import encryption, secrets
 from system_app.models import Secret
 from tests.factories import SecretFactory
 from tests.secret_guard import SecretLeakGuard
+from workers_app.actors import mask_output
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -71,6 +73,42 @@ def test_it_masks_every_occurrence_longest_first():
     assert secrets.mask("", ["x"]) == ""
     assert secrets.mask("nothing", []) == "nothing"
     assert secrets.mask("keep all", [""]) == "keep all"
+
+
+MULTI_LINE = "line1-LEAKME\nline2-LEAKME"
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        f"Invalid header value {MULTI_LINE.encode()!r}",  # bytes repr: line1-LEAKME\\nline2-LEAKME
+        f"URL can't contain control characters. {MULTI_LINE!r}",
+        f"body: {json.dumps({'token': MULTI_LINE})}",
+        "url: https://example.com/?t=line1-LEAKME%0Aline2-LEAKME",
+        "url: https://example.com/?t=line1-LEAKME%0Aline2-LEAKME&x=line1-LEAKME",
+        "only the first line: line1-LEAKME",
+    ],
+)
+def test_it_masks_a_value_as_errors_and_urls_write_it(written):
+    masked = secrets.mask(written, [MULTI_LINE])
+    assert "LEAKME" not in masked, masked
+    assert "***" in masked
+
+
+def test_it_masks_the_part_of_a_value_at_a_cut():
+    value = "s3cr3t-VALUE-4242"
+    assert secrets.mask("LUE-4242AAAA", [value], cut_start=True) == "***AAAA"
+    assert secrets.mask("AAAA s3cr3", [value], cut_end=True) == "AAAA ***"
+    # Without a cut, text that merely shares a character with a value stays.
+    assert secrets.mask("2 AAAA s", [value]) == "2 AAAA s"
+    assert secrets.mask("AAAA", [value], cut_start=True, cut_end=True) == "AAAA"
+
+
+def test_a_worker_masks_the_start_of_an_output_tail_that_fills_its_limit():
+    value = "s3cr3t-VALUE-4242"
+    tail = "LUE-4242" + "A" * 56
+    assert mask_output(tail, [value], output_limit=64) == "***" + "A" * 56
+    assert mask_output(tail, [value], output_limit=1024) == tail  # not cut: nothing to mask
 
 
 @pytest.mark.django_db

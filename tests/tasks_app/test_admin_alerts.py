@@ -1,11 +1,12 @@
 """Admin of alerts (SPEC §6): channels with a send-test action, the outbox read-only."""
 
 import pytest
+from django.contrib.auth.models import Group
 from django.core import mail
 
 from system_app.models import AuditEntry
 from tasks_app.notifications.models import Channel
-from tests.factories import ChannelFactory, NotificationFactory
+from tests.factories import ChannelFactory, NotificationFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -14,6 +15,18 @@ def test_it_shows_a_channel_with_its_credentials_masked(client, boss):
     channel = ChannelFactory(config={"url": "https://hooks.example.com/a?token=tok9", "secret": "sek9"})
     response = client.get(f"/admin/tasks_app/channel/{channel.pk}/change/")
     assert response.status_code == 200
+    assert b"tok9" not in response.content and b"sek9" not in response.content
+
+
+@pytest.mark.parametrize("role", ["viewer", "operator"])
+def test_it_shows_a_channel_masked_to_a_role_that_may_only_read_it(client, role):
+    user = UserFactory(username=f"staff-{role}", is_staff=True)
+    user.groups.add(Group.objects.get(name=role))
+    client.force_login(user)
+    channel = ChannelFactory(config={"url": "https://hooks.example.com/a?token=tok9", "secret": "sek9"})
+    response = client.get(f"/admin/tasks_app/channel/{channel.pk}/change/")
+    assert response.status_code == 200
+    assert b"hooks.example.com" in response.content
     assert b"tok9" not in response.content and b"sek9" not in response.content
 
 
