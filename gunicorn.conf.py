@@ -44,12 +44,28 @@ RUN_DIR = "SCHEDULER_WEB_RUN_DIR"  # system_app/web_run_dir.py reads it
 
 
 def on_starting(server):
+    check_configuration()
     if server.cfg.workers > 1 and not os.environ.get(RUN_DIR):
         path = tempfile.mkdtemp(prefix="scheduler-web-")
         os.environ[RUN_DIR] = path
         if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             os.mkdir(os.path.join(path, "metrics"))
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.path.join(path, "metrics")
+
+
+def check_configuration():
+    """Stop at start, with the settings' one line (exit status 2), on a bad
+    environment. Left to the workers, each would print it and exit, and be
+    started again, forever. The settings are imported here only to check
+    them: the workers import their own."""
+    import importlib
+    import sys
+
+    name = os.environ.setdefault("DJANGO_SETTINGS_MODULE", "scheduler_site.settings")
+    try:
+        importlib.import_module(name)
+    finally:
+        sys.modules.pop(name, None)
 
 
 def child_exit(server, worker):

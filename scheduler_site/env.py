@@ -157,10 +157,23 @@ def env_rate(name, default, environ=None):
     return value.lower()
 
 
+def split_url(name, url, example):
+    """``urlsplit(url)`` with its host and port read: a malformed one (``[::1``,
+    port 99999 or ``abc``) is a ConfigError naming ``name``, not a traceback
+    later in whatever reads the URL. The message leaves the URL out: it may hold
+    a password."""
+    try:
+        parts = urlsplit(url)
+        parts.hostname, parts.port  # noqa: B018  (both raise on a malformed URL)
+    except ValueError as error:
+        raise ConfigError(name, f"is not a valid URL ({error}); e.g. {example}") from None
+    return parts
+
+
 def env_origins(name, environ=None):
     origins = env_list(name, (), environ)
     for origin in origins:
-        parts = urlsplit(origin)
+        parts = split_url(name, origin, "https://example.com")
         if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
             raise ConfigError(name, f"{origin!r} is not an origin like https://example.com")
     return [origin.rstrip("/") for origin in origins]
@@ -170,7 +183,7 @@ def parse_database_url(name, url, sqlite_default_path):
     """Turn ``DATABASE_URL`` into a Django ``DATABASES['default']`` dict."""
     if not url:
         return sqlite_database(sqlite_default_path)
-    parts = urlsplit(url)
+    parts = split_url(name, url, "postgres://user:pass@host:5432/scheduler")
     if parts.scheme == "sqlite":
         path = unquote(parts.path)
         if path.startswith("/") and parts.netloc == "":
@@ -184,10 +197,7 @@ def parse_database_url(name, url, sqlite_default_path):
             raise ConfigError(
                 name, "PostgreSQL URL needs a database name, e.g. postgres://user:pass@host:5432/scheduler"
             )
-        try:
-            port = parts.port
-        except ValueError:
-            raise ConfigError(name, "the port is not a number") from None
+        port = parts.port
         options = dict(parse_qsl(parts.query))
         try:
             conn_max_age = int(options.pop("conn_max_age", 60))
@@ -235,7 +245,7 @@ def parse_broker_url(name, url):
     """Validate ``BROKER_URL``; returns the broker kind: stub, rabbitmq or redis."""
     if not url:
         return "stub"
-    scheme = urlsplit(url).scheme
+    scheme = split_url(name, url, "amqp://user:pass@host:5672/%2F").scheme
     if scheme in ("amqp", "amqps"):
         return "rabbitmq"
     if scheme in ("redis", "rediss"):
@@ -279,11 +289,8 @@ def env_base_url(name, default, environ=None):
     value = _raw(name, environ)
     if value in (None, ""):
         return default
-    try:
-        parts = urlsplit(value)
-    except ValueError:
-        parts = None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+    parts = split_url(name, value, "https://scheduler.example.com")
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
         raise ConfigError(name, f"{value!r} is not a URL like https://scheduler.example.com")
     return value.rstrip("/")
 
@@ -300,11 +307,8 @@ def parse_email_url(name, url):
     """
     if not url:
         return {"EMAIL_BACKEND": "django.core.mail.backends.console.EmailBackend"}
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        raise ConfigError(name, "is not a URL like smtp://user:pass@host:587/?tls=true") from None
+    parts = split_url(name, url, "smtp://user:pass@host:587/?tls=true")
+    port = parts.port
     if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
         raise ConfigError(name, f"unsupported scheme {parts.scheme!r} (use smtp:// or smtps://)")
     options = dict(parse_qsl(parts.query, keep_blank_values=True))

@@ -11,6 +11,7 @@ from django.test import override_settings
 
 from scheduler_site import env
 from scheduler_site.env import ConfigError
+from tests.services import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,6 +43,13 @@ def manage(*args, **overrides):
         ("DATABASE_URL", "mysql://db/x"),
         ("BROKER_URL", "kafka://localhost"),
         ("JWT_ACCESS_MINUTES", "0"),
+        # Malformed URLs, which urlsplit or a driver would raise on later.
+        ("BROKER_URL", "amqp://h:99999/"),
+        ("BROKER_URL", "redis://h:abc/0"),
+        ("BROKER_URL", "amqp://[::1/"),
+        ("DATABASE_URL", "postgres://u:p@[::1/db"),
+        ("CORS_ALLOWED_ORIGINS", "http://[::1"),
+        ("PUBLIC_BASE_URL", "http://example.com:99999"),
     ],
 )
 def test_it_stops_with_one_line_naming_the_variable(name, value):
@@ -51,6 +59,25 @@ def test_it_stops_with_one_line_naming_the_variable(name, value):
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(f"Configuration error: {name}:")
     assert "Traceback" not in result.stderr
+
+
+def test_gunicorn_stops_on_a_configuration_error(tmp_path):
+    # Not a worker that exits and is started again, forever.
+    environ = {key: value for key, value in os.environ.items() if key not in ("DATABASE_URL", "BROKER_URL")}
+    environ.update(DISPATCHER_TICK_SECONDS="fast", TMPDIR=str(tmp_path), WEB_CONCURRENCY="2")
+    gunicorn = Path(sys.executable).with_name("gunicorn")
+    result = subprocess.run(
+        [str(gunicorn), "scheduler_site.wsgi", "--bind", f"127.0.0.1:{free_port()}"],
+        cwd=ROOT,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Configuration error: DISPATCHER_TICK_SECONDS: 'fast' is not a number" in result.stderr.splitlines()
+    assert "Traceback" not in result.stderr
+    assert "Booting worker" not in result.stderr  # the master stops before starting any
 
 
 def test_it_requires_a_secret_key_for_a_production_database():
