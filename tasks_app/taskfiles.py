@@ -89,7 +89,9 @@ def read_file(path):
         message = " ".join(str(error).split())
         raise TaskFileError([f"{path}: not valid {'JSON' if path.endswith('.json') else 'YAML'}: {message}"]) from None
     if data is None:
-        return []
+        # A file cut short or emptied by mistake, which with --prune would
+        # delete every task of its source: a file without tasks says [].
+        raise TaskFileError([f"{path}: holds no tasks (empty); a file with none is written []"])
     if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
         raise TaskFileError([f"{path}: must be a list of tasks (mappings of field: value)"])
     return data

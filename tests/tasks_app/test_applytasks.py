@@ -274,6 +274,18 @@ def test_it_keeps_the_source_through_an_api_edit(tmp_path, as_admin):
     assert Task.objects.get(pk=task.pk).source == "jobs"
 
 
+@pytest.mark.parametrize("text", ["", "# all commented out\n", "\n\n"])
+def test_it_refuses_an_empty_file_and_prunes_nothing(tmp_path, text):
+    apply(write(tmp_path, "jobs.yaml", [shell("a")]))
+    empty = tmp_path / "empty.yaml"
+    empty.write_text(text)
+    errors, _message = apply_failing(str(empty), "--source", "jobs", "--prune")
+    assert errors == [f"{empty}: holds no tasks (empty); a file with none is written []"]
+    assert Task.objects.filter(name="a").exists()
+    empty.write_text("[]\n")
+    assert apply(str(empty), "--source", "jobs", "--prune")[-1] == "0 created, 0 updated, 0 unchanged, 1 deleted"
+
+
 def test_it_exports_json_and_empty_sets(tmp_path):
     assert export() == "[]\n"
     assert json.loads(export("--format", "json")) == []
