@@ -15,6 +15,8 @@ from django.db import connection, models, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from system_app import secrets
+
 MAX_ATTEMPTS = 5
 # First retry after this long, doubling: 10 s, 20 s, 40 s, 80 s.
 BACKOFF_SECONDS = 10
@@ -119,6 +121,9 @@ class Channel(models.Model):
             problem = _check_url(config["url"])
             if problem:
                 errors.append(f"url {problem}")
+            elif missing_secrets := sorted(secrets.missing_names(secrets.referenced_names(config["url"]))):
+                # As for a task: a reference to nothing fails now, not at the first alert.
+                errors.append(f"url: no secret named {', '.join(missing_secrets)}")
         if "secret" in config and "secret" in allowed:
             secret = config["secret"]
             if not isinstance(secret, str) or not secret or len(secret) > 1000:

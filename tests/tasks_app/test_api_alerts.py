@@ -128,6 +128,8 @@ def test_it_keeps_credentials_written_back_masked_or_left_out(as_admin):
         ({"name": "", "kind": "webhook", "config": {"url": "https://x.example"}}, "name"),
         ({"name": 5, "kind": "webhook", "config": {"url": "https://x.example"}}, "name"),
         ({"name": "x", "kind": "webhook", "config": {"url": "https://x.example"}, "enabled": "yes"}, "enabled"),
+        ({"name": "x", "kind": "webhook", "config": {"url": "https://x.example/{{ secrets.NOPE }}"}}, "config"),
+        ({"name": "x", "kind": "slack", "config": {"url": "{{ secrets.NOPE }}"}}, "config"),
     ],
 )
 def test_it_refuses_a_bad_channel_with_the_error_envelope(as_admin, body, field):
