@@ -155,6 +155,11 @@ class ValidatedModelSerializer(serializers.ModelSerializer):
         return attrs
 
 
+# The id in a path such as /api/tasks/{id}: ASCII digits only, as in query
+# parameters; int() would also read "١" or "𝟏" as 1.
+ID_PATTERN = "[0-9]+"
+
+
 class AuditedModelViewSet(
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,

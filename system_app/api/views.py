@@ -14,6 +14,7 @@ from rest_framework_simplejwt.tokens import RefreshToken
 
 from system_app import audit, health, secrets
 from system_app.addresses import client_address
+from system_app.api.base import ID_PATTERN
 from system_app.api.serializers import (
     ApiKeyCreatedSerializer,
     ApiKeySerializer,
@@ -163,6 +164,7 @@ class ValidateView(APIView):
 
 
 class ApiKeyViewSet(mixins.ListModelMixin, mixins.CreateModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet):
+    lookup_value_regex = ID_PATTERN
     queryset = ApiKey.objects.select_related("created_by")
     serializer_class = ApiKeySerializer
     filterset_fields = ["revoked"]
@@ -284,6 +286,7 @@ class SystemStatsView(APIView):
 
 
 class SystemEventViewSet(viewsets.ReadOnlyModelViewSet):
+    lookup_value_regex = ID_PATTERN
     queryset = SystemEvent.objects.all()
     serializer_class = SystemEventSerializer
     filterset_class = SystemEventFilter
@@ -293,6 +296,7 @@ class SystemEventViewSet(viewsets.ReadOnlyModelViewSet):
 
 
 class AuditEntryViewSet(viewsets.ReadOnlyModelViewSet):
+    lookup_value_regex = ID_PATTERN
     queryset = AuditEntry.objects.all()
     serializer_class = AuditEntrySerializer
     filterset_class = AuditEntryFilter

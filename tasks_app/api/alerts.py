@@ -15,7 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from system_app import audit
-from system_app.api.base import AuditedModelViewSet, StrictCharField, ValidatedModelSerializer
+from system_app.api.base import ID_PATTERN, AuditedModelViewSet, StrictCharField, ValidatedModelSerializer
 from system_app.exceptions import Conflict
 from tasks_app.filters import IntegerFilter
 from tasks_app.models import Task
@@ -74,6 +74,7 @@ class ChannelFilter(filters.FilterSet):
 
 
 class ChannelViewSet(AuditedModelViewSet):
+    lookup_value_regex = ID_PATTERN
     queryset = Channel.objects.all()
     serializer_class = ChannelSerializer
     filterset_class = ChannelFilter
@@ -148,6 +149,8 @@ class NotificationFilter(filters.FilterSet):
 
 class NotificationViewSet(viewsets.ReadOnlyModelViewSet):
     """The outbox: every notification, pending, sent or failed."""
+
+    lookup_value_regex = ID_PATTERN
 
     queryset = Notification.objects.all()
     serializer_class = NotificationSerializer

@@ -1,6 +1,7 @@
-from django.urls import path
+from django.urls import path, re_path
 from rest_framework.routers import SimpleRouter
 
+from system_app.api.base import ID_PATTERN
 from tasks_app.api.alerts import ChannelViewSet, ExplainView, NotificationViewSet
 from tasks_app.api.views import SchedulePreviewView, TaskRunViewSet, TaskViewSet
 
@@ -12,6 +13,6 @@ router.register("notifications", NotificationViewSet, basename="notification")
 
 urlpatterns = [
     path("schedules/preview", SchedulePreviewView.as_view(), name="schedule-preview"),
-    path("tasks/<str:pk>/explain", ExplainView.as_view(), name="task-explain"),
+    re_path(rf"^tasks/(?P<pk>{ID_PATTERN})/explain$", ExplainView.as_view(), name="task-explain"),
     *router.urls,
 ]

@@ -14,7 +14,7 @@ from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from system_app import audit
-from system_app.api.base import AuditedModelViewSet
+from system_app.api.base import ID_PATTERN, AuditedModelViewSet
 from system_app.api.representation import FastReadMixin, FastRepresentation, listing_shape, paginate_listing
 from system_app.authentication import StaffSessionAuthentication
 from system_app.compiled_queries import QUERIES
@@ -88,6 +88,7 @@ def run_list_queryset():
     )
 )
 class TaskViewSet(FastReadMixin, AuditedModelViewSet):
+    lookup_value_regex = ID_PATTERN
     queryset = Task.objects.select_related("created_by").prefetch_related("dependency_links")
     serializer_class = TaskSerializer
     list_representation = detail_representation = TASK_REPRESENTATION
@@ -272,6 +273,7 @@ class TaskViewSet(FastReadMixin, AuditedModelViewSet):
 
 
 class TaskRunViewSet(FastReadMixin, viewsets.ReadOnlyModelViewSet):
+    lookup_value_regex = ID_PATTERN
     queryset = TaskRun.objects.all()
     serializer_class = TaskRunSerializer
     list_representation = RUN_REPRESENTATION

@@ -74,6 +74,16 @@ BAD_GETS = [
     ("/api/notifications?channel=²", 400, "channel"),
     ("/api/notifications?run=" + BIG, 400, "run"),
     ("/api/channels/²", 404, None),
+    # Ids in a path are ASCII digits, as in a query: not task 1 by another name.
+    ("/api/tasks/١", 404, None),
+    ("/api/tasks/𝟏", 404, None),
+    ("/api/tasks/١/explain", 404, None),
+    ("/api/tasks/١/runs", 404, None),
+    ("/api/runs/١", 404, None),
+    ("/api/channels/١", 404, None),
+    ("/api/notifications/١", 404, None),
+    ("/api/system/logs/١", 404, None),
+    ("/api/system/audit/١", 404, None),
     ("/api/channels?kind=" + NUL, 400, "kind"),
     # NUL bytes in every string parameter and path segment
     ("/api/tasks/" + NUL, 404, None),
