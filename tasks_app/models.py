@@ -30,7 +30,7 @@ from tasks_app.notifications.models import (
     default_notify_on,
     outbox_rows,
 )
-from tasks_app.versions import NOT_RESTORED
+from tasks_app.versions import NOT_RESTORED, tracked_names, values_of
 
 
 class Executor(models.TextChoices):
@@ -352,7 +352,25 @@ class Task(models.Model):
     def save(self, *args, **kwargs):
         if not self.task_type:
             self.task_type = self.executor
-        super().save(*args, **kwargs)
+        if self.pk is None or self._state.adding or not self._same_as_last_version():
+            super().save(*args, **kwargs)
+            return
+        # A save that changes nothing (a PATCH of {}, a PUT of the task as it
+        # is, the admin's Save untouched) makes no version: it would list no
+        # change in the history and be one more entry to scroll past.
+        self.skip_history_when_saving = True
+        try:
+            super().save(*args, **kwargs)
+        finally:
+            del self.skip_history_when_saving
+
+    def _same_as_last_version(self):
+        latest = self.history.order_by("-history_date", "-history_id").first()
+        if latest is None:
+            return False
+        current = {name: getattr(self, attname) for name, attname in tracked_names(type(latest))}
+        current["dependencies"] = self.current_dependency_ids()
+        return values_of(latest) == current
 
     # Columns the dispatcher keeps up to date with queryset updates (planning,
     # record_outcome) while somebody edits the task.

@@ -39,6 +39,19 @@ def test_it_saves_a_version_for_each_api_write_newest_first(as_admin):
     assert versions[1]["changes"]["dependencies"] == [None, [upstream.pk]]
 
 
+def test_a_write_that_changes_nothing_makes_no_version(as_admin):
+    created = as_admin.post("/api/tasks", task_body(), format="json").json()
+    as_admin.patch(f"/api/tasks/{created['id']}", {}, format="json")
+    as_admin.patch(f"/api/tasks/{created['id']}", {"id": 999, "created_at": "2020-01-01T00:00:00Z"}, format="json")
+    current = as_admin.get(f"/api/tasks/{created['id']}").json()
+    assert as_admin.put(f"/api/tasks/{created['id']}", task_body(), format="json").status_code == 200
+    assert [v["version"] for v in history_of(as_admin, created["id"])] == [1]
+    as_admin.patch(f"/api/tasks/{created['id']}", {"description": "now it changes"}, format="json")
+    versions = history_of(as_admin, created["id"])
+    assert [v["version"] for v in versions] == [2, 1]
+    assert versions[0]["changes"] == {"description": [current["description"], "now it changes"]}
+
+
 def test_it_keeps_dependency_changes_in_the_version(as_admin):
     one, two = TaskFactory(name="one"), TaskFactory(name="two")
     task = as_admin.post("/api/tasks", task_body(dependencies=[one.pk]), format="json").json()
