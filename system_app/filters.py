@@ -28,9 +28,11 @@ def json_list_contains(field, value):
 
 
 def applies_to(view):
-    """Filters and ordering serve list actions only: a detail lookup such as
+    """Filters and ordering serve list actions only (and a viewset's other
+    ``listing_actions``, such as a task's runs): a detail lookup such as
     /api/tasks/5?status=paused finds task 5, and skips the filter work."""
-    return getattr(view, "action", None) in ("list", None)
+    action = getattr(view, "action", None)
+    return action in ("list", None) or action in getattr(view, "listing_actions", ())
 
 
 class StaticFormMixin:

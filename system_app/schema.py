@@ -5,7 +5,9 @@ import inspect
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.plumbing import get_doc, get_override
 from rest_framework import serializers
+from rest_framework.schemas.utils import get_pk_description
 
+from system_app.api.base import ID_PATTERN
 from system_app.exceptions import CODES
 from system_app.operation_docs import OPERATION_DOCS
 
@@ -45,6 +47,21 @@ class SchedulerAutoSchema(AutoSchema):
         if not get_override(serializer, "description") and not own_doc(type(serializer)):
             schema.pop("description", None)
         return schema
+
+    def _resolve_path_parameters(self, variables):
+        """A path id matched by ID_PATTERN is the integer id of the viewset's
+        model (not of an action's own queryset, such as a task's runs), as
+        it was before the pattern: drf-spectacular would make it a string."""
+        parameters = super()._resolve_path_parameters(variables)
+        model = getattr(getattr(type(self.view), "queryset", None), "model", None)
+        for parameter in parameters:
+            if model is not None and parameter["schema"].get("pattern") == f"^{ID_PATTERN}$":
+                schema = self._map_model_field(model._meta.pk, direction=None)
+                schema.pop("readOnly", None)
+                if "description" not in schema:
+                    parameter["description"] = get_pk_description(model, model._meta.pk)
+                parameter["schema"] = schema
+        return parameters
 
     def _get_pagination_parameters(self):
         """``page`` and ``page_size`` with the bounds PagePagination enforces (400 outside them)."""

@@ -94,6 +94,7 @@ class TaskViewSet(FastReadMixin, AuditedModelViewSet):
     list_representation = detail_representation = TASK_REPRESENTATION
     filterset_class = TaskFilter
     filter_backends = [ListFilterBackend, TaskOrderingFilter]
+    listing_actions = ("runs",)
     ordering_fields = ["id", "name", "created_at", "updated_at", "next_run_at", "last_run_at", "priority", "status"]
     ordering = ["id"]
     cursor_ordering_fields = None  # tasks page with ?page=; the runs action walks by cursor too
@@ -242,20 +243,24 @@ class TaskViewSet(FastReadMixin, AuditedModelViewSet):
                 audit.record(request, verb, task, changes={"status": task.status})
         return Response(self.get_serializer(task).data)
 
-    @extend_schema(responses={200: TaskRunSerializer(many=True)}, filters=False)
+    @extend_schema(responses={200: TaskRunSerializer(many=True)})
     @action(
         detail=True,
         methods=["get"],
-        filterset_class=None,
+        queryset=TaskRun.objects.all(),  # what it lists and filters (the schema checks)
+        filterset_class=TaskRunFilter,
         ordering_fields=RUN_ORDERING,
         ordering=NEWEST_RUNS_FIRST,
         cursor_ordering_fields=RUN_CURSOR_ORDERING,
     )
     def runs(self, request, pk=None):
+        """The task's runs, newest first, with the filters of /api/runs."""
         task_id = existing_task_id(pk)
 
         def build(task_id):
-            queryset = OrderingFilter().filter_queryset(request, run_list_queryset().filter(task_id=task_id), self)
+            queryset = run_list_queryset().filter(task_id=task_id)
+            queryset = ListFilterBackend().filter_queryset(request, queryset, self)
+            queryset = OrderingFilter().filter_queryset(request, queryset, self)
             return RUN_REPRESENTATION.values_of(queryset)
 
         page = paginate_listing(self, build, listing_shape(self), (task_id,))

@@ -68,3 +68,17 @@ def test_it_names_units_and_defaults():
 def test_it_keeps_help_texts_free_of_html():
     """The admin renders help_text unescaped: a '<code>' would become a tag."""
     assert [name for name, text in {**TASK_HELP, **RUN_HELP}.items() if "<" in text or ">" in text] == []
+
+
+def test_it_types_every_id_in_a_path_as_an_integer(schema):
+    # The paths match ASCII digits only; a client still takes an integer.
+    ids = [
+        (path, parameter["schema"])
+        for path, operations in schema["paths"].items()
+        for operation in operations.values()
+        for parameter in operation.get("parameters", [])
+        if parameter["in"] == "path" and parameter["name"] == "id" and not path.startswith("/api/workers")
+    ]
+    assert ids
+    assert {path for path, spec in ids if spec.get("type") != "integer" or "pattern" in spec} == set()
+    assert any(path == "/api/tasks/{id}/runs" for path, _spec in ids)

@@ -127,6 +127,25 @@ def test_it_filters_runs_by_task(as_viewer, runs):
     assert ids(as_viewer.get("/api/runs", {"task": 424242})) == []
 
 
+@pytest.mark.parametrize(
+    ("query", "hours"),
+    [
+        ({}, [2, 1, 0]),
+        ({"status": "failed,timeout"}, [2, 1]),
+        ({"trigger": "retry"}, [2]),
+        ({"worker": "w1", "ordering": "scheduled_at"}, [0, 1]),
+        ({"scheduled_before": "2026-05-01T14:00:00Z"}, [1, 0]),
+    ],
+)
+def test_it_filters_a_tasks_runs_as_it_filters_every_run(as_viewer, runs, query, hours):
+    assert ids(as_viewer.get(f"/api/tasks/{runs['backup'].pk}/runs", query)) == pks(runs, *hours)
+
+
+def test_it_refuses_a_bad_filter_of_a_tasks_runs(as_viewer, runs):
+    response = as_viewer.get(f"/api/tasks/{runs['backup'].pk}/runs", {"status": "bogus"})
+    assert_error(response, 400, field="status")
+
+
 # Cancel --------------------------------------------------------------------------
 
 
