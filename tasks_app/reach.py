@@ -107,12 +107,15 @@ def blocked_network(address, networks=None):
 
 
 def url_literal_error(url):
-    """A URL whose host is a literal blocked address: the create/update check.
-    (Names are resolved and checked by the worker at each request.)"""
+    """A URL that cannot be requested (``http://[::1``, port 99999) or whose
+    host is a literal blocked address: the create/update check. (Names are
+    resolved and checked by the worker at each request; a URL with a secret
+    reference in it is whole only then.)"""
     try:
-        host = urlsplit(url).hostname
-    except ValueError:
-        return None
+        parts = urlsplit(url)
+        host, _port = parts.hostname, parts.port
+    except ValueError as error:
+        return None if "{{" in url else f"is not a valid URL ({error})"
     if not host:
         return None
     try:

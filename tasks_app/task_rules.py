@@ -9,6 +9,8 @@ the form's min and max) from ``BOUNDS``. A manual trigger's overrides of
 No models here: they import it.
 """
 
+import re
+
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 
@@ -33,6 +35,8 @@ MAX_TAG_LENGTH = 100
 # Keys of ``parameters`` whose value must be a string, and those that must be an object.
 STRING_PARAMETERS = ("working_directory", "method")
 OBJECT_PARAMETERS = ("headers", "kwargs")
+# An HTTP method or header name: a token of RFC 9110.
+HTTP_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 def bound_error(name, value):
@@ -72,12 +76,21 @@ def parameters_error(value):
     env = value.get("env")
     if env is not None and (not isinstance(env, dict) or any(not isinstance(v, str) for v in env.values())):
         return "env must be an object of string values."
+    if env and any(not name or "=" in name for name in env):
+        return "env names must be non-empty and without '='."
     for key in STRING_PARAMETERS:
         if key in value and not isinstance(value[key], str):
             return f"{key} must be a string."
     for key in OBJECT_PARAMETERS:
         if key in value and not isinstance(value[key], dict):
             return f"{key} must be an object."
+    if "method" in value and not HTTP_TOKEN.fullmatch(value["method"]):
+        return "method must be an HTTP method, such as GET or POST."
+    headers = value.get("headers") or {}
+    if any(not HTTP_TOKEN.fullmatch(name) for name in headers):
+        return "header names must be HTTP tokens (letters, digits and -, no spaces)."
+    if any(not isinstance(item, str) or "\r" in item or "\n" in item for item in headers.values()):
+        return "header values must be strings without line breaks."
     expected = value.get("expected_status")
     if expected is not None and (
         not isinstance(expected, list)

@@ -64,6 +64,8 @@ CASES = [
     ("python-shape", "command", {**PYTHON, "command": "not a callable"}, NEW + EDIT),
     ("http-scheme", "command", {**HTTP, "command": "ftp://example.com/"}, NEW + EDIT),
     ("http-blocked-address", "command", {**HTTP, "command": "http://169.254.169.254/latest"}, NEW + EDIT),
+    ("http-unclosed-ipv6", "command", {**HTTP, "command": "http://[::1/"}, NEW + EDIT),
+    ("http-port-out-of-range", "command", {**HTTP, "command": "http://example.com:99999/"}, NEW + EDIT),
     # secret references: only where the worker resolves them, and existing
     ("secret-in-shell-command", "command", {"command": "echo " + REF}, NEW + EDIT),
     ("secret-in-arguments", "arguments", {"arguments": [REF]}, NEW + EDIT),
@@ -79,6 +81,12 @@ CASES = [
     ("http-method-not-text", "parameters", {**HTTP, "parameters": {"method": 5}}, NEW + EDIT),
     ("http-headers-not-an-object", "parameters", {**HTTP, "parameters": {"headers": ["X"]}}, NEW + EDIT),
     ("http-expected-status", "parameters", {**HTTP, "parameters": {"expected_status": [99]}}, NEW + EDIT),
+    ("http-method-not-a-token", "parameters", {**HTTP, "parameters": {"method": "GET /x"}}, NEW + EDIT),
+    ("http-header-name-line-break", "parameters", {**HTTP, "parameters": {"headers": {"A\nB": "x"}}}, NEW + EDIT),
+    ("http-header-value-line-break", "parameters", {**HTTP, "parameters": {"headers": {"A": "x\r\nB: y"}}}, NEW + EDIT),
+    ("http-header-value-number", "parameters", {**HTTP, "parameters": {"headers": {"A": 5}}}, NEW + EDIT),
+    ("env-name-with-equals", "parameters", {"parameters": {"env": {"A=B": "x"}}}, NEW + EDIT),
+    ("env-name-empty", "parameters", {"parameters": {"env": {"": "x"}}}, NEW + EDIT),
     ("python-kwargs-not-an-object", "parameters", {**PYTHON, "parameters": {"kwargs": [1]}}, NEW + EDIT),
     # numeric bounds and choices
     ("retry-count-high", "retry_count", {"retry_count": 11}, NEW + EDIT),
