@@ -52,9 +52,11 @@ def env_int(name, default, minimum=None, maximum=None, environ=None):
     if value in (None, ""):
         return default
     try:
-        number = int(value)
+        number = int(value) if value.isascii() else None  # int() reads "٣" as 3
     except ValueError:
-        raise ConfigError(name, f"{value!r} is not a whole number") from None
+        number = None
+    if number is None:
+        raise ConfigError(name, f"{value!r} is not a whole number")
     _check_range(name, number, minimum, maximum)
     return number
 
@@ -64,9 +66,11 @@ def env_float(name, default, minimum=None, maximum=None, environ=None):
     if value in (None, ""):
         return default
     try:
-        number = float(value)
+        number = float(value) if value.isascii() else None
     except ValueError:
-        raise ConfigError(name, f"{value!r} is not a number") from None
+        number = None
+    if number is None:
+        raise ConfigError(name, f"{value!r} is not a number")
     if number != number:  # NaN
         raise ConfigError(name, f"{value!r} is not a number")
     _check_range(name, number, minimum, maximum)

@@ -73,6 +73,10 @@ def _private_sqlite(database, data_dir):
                 _private_file(sidecar)
 
 
+# The largest batch a dispatcher takes (DISPATCHER_BATCH_SIZE, rundispatcher --batch-size).
+MAX_DISPATCHER_BATCH_SIZE = 100_000
+
+
 def _load():
     data_dir = BASE_DIR / "var"
     config = {}
@@ -109,7 +113,7 @@ def _load():
     config["AUTH_CACHE_SECONDS"] = env.env_int("AUTH_CACHE_SECONDS", 5, 0, 60)
     config["API_THROTTLE_RATE"] = env.env_rate("API_THROTTLE_RATE", "1200/minute")
     config["DISPATCHER_TICK_SECONDS"] = env.env_float("DISPATCHER_TICK_SECONDS", 1.0, 0.05, 60)
-    config["DISPATCHER_BATCH_SIZE"] = env.env_int("DISPATCHER_BATCH_SIZE", 1000, 1, 100_000)
+    config["DISPATCHER_BATCH_SIZE"] = env.env_int("DISPATCHER_BATCH_SIZE", 1000, 1, MAX_DISPATCHER_BATCH_SIZE)
     config["WORKER_ID"] = env.env_str("WORKER_ID")
     if len(config["WORKER_ID"]) > 255:
         raise ConfigError("WORKER_ID", "longer than 255 characters")

@@ -43,6 +43,8 @@ def manage(*args, **overrides):
         ("DATABASE_URL", "mysql://db/x"),
         ("BROKER_URL", "kafka://localhost"),
         ("JWT_ACCESS_MINUTES", "0"),
+        ("DISPATCHER_BATCH_SIZE", "٣"),  # int() would read it as 3
+        ("DISPATCHER_TICK_SECONDS", "١.5"),
         # Malformed URLs, which urlsplit or a driver would raise on later.
         ("BROKER_URL", "amqp://h:99999/"),
         ("BROKER_URL", "redis://h:abc/0"),

@@ -5,6 +5,7 @@ import io
 
 import pytest
 from django.core.management import call_command, get_commands
+from django.core.management.base import CommandError
 from django_dramatiq.management.commands import rundramatiq as upstream
 
 from workers_app.management.commands.rundramatiq import WORKER_THREADS
@@ -51,3 +52,9 @@ def test_django_dramatiqs_environment_variable_still_chooses(dramatiq_argv, monk
     monkeypatch.setenv("DRAMATIQ_NTHREADS", "3")
     monkeypatch.setattr(upstream, "NTHREADS", 3)  # read when django_dramatiq is imported
     assert dramatiq_argv()[1] == 3
+
+
+@pytest.mark.parametrize(("option", "value"), [("--threads", "0"), ("--threads", "-1"), ("--processes", "0")])
+def test_it_refuses_no_threads_or_processes_in_one_line(dramatiq_argv, option, value):
+    with pytest.raises(CommandError, match=f"^{option} must be at least 1$"):
+        call_command("rundramatiq", option, value, stdout=io.StringIO())

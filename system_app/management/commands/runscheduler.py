@@ -17,6 +17,8 @@ from django.conf import settings
 from django.core.management import call_command, get_commands
 from django.core.management.base import BaseCommand, CommandError
 
+MAX_WEB_WORKERS = 64
+
 
 class Command(BaseCommand):
     help = "Migrate, ensure an admin exists, then run the web server and the dispatcher together."
@@ -30,6 +32,13 @@ class Command(BaseCommand):
     def handle(self, *args, host, port, web_workers, embedded_workers, **options):
         if not 1 <= port <= 65535:
             raise CommandError("--port must be between 1 and 65535")
+        if not 1 <= web_workers <= MAX_WEB_WORKERS:
+            raise CommandError(f"--web-workers must be between 1 and {MAX_WEB_WORKERS}")
+        if "rundispatcher" in get_commands():
+            from tasks_app.management.commands.rundispatcher import embedded_workers_error
+
+            if problem := embedded_workers_error(embedded_workers):
+                raise CommandError(problem)
         # Before the admin is created: its random password is shown only once,
         # and a server that cannot start would spend it for nothing.
         check_port_free(host, port)

@@ -30,6 +30,15 @@ from workers_app.executors.process import groups
 logger = logging.getLogger("tasks_app.dispatcher")
 
 DEFAULT_EMBEDDED_WORKERS = 4
+# Threads, each a database connection: more is a typo, not a setup.
+MAX_EMBEDDED_WORKERS = 256
+
+
+def embedded_workers_error(count):
+    """Why ``count`` cannot be --embedded-workers, or None."""
+    if not 0 <= count <= MAX_EMBEDDED_WORKERS:
+        return f"--embedded-workers must be between 0 and {MAX_EMBEDDED_WORKERS}"
+    return None
 
 
 class Command(BaseCommand):
@@ -51,10 +60,10 @@ class Command(BaseCommand):
     def handle(self, *args, once=False, embedded_workers=None, batch_size=None, **options):
         if embedded_workers is None:
             embedded_workers = DEFAULT_EMBEDDED_WORKERS if settings.EMBEDDED and not once else 0
-        if embedded_workers < 0:
-            raise CommandError("--embedded-workers must be 0 or more")
-        if batch_size is not None and batch_size < 1:
-            raise CommandError("--batch-size must be at least 1")
+        if problem := embedded_workers_error(embedded_workers):
+            raise CommandError(problem)
+        if batch_size is not None and not 1 <= batch_size <= settings.MAX_DISPATCHER_BATCH_SIZE:
+            raise CommandError(f"--batch-size must be between 1 and {settings.MAX_DISPATCHER_BATCH_SIZE}")
         db.set_application_name("scheduler-dispatcher")
         import workers_app.actors  # noqa: F401  (declares execute_run on the broker)
 

@@ -14,6 +14,7 @@ hold a database connection of its own (docs/deployment.md).
 
 import os
 
+from django.core.management.base import CommandError
 from django_dramatiq.management.commands import rundramatiq
 
 WORKER_THREADS = 16
@@ -24,3 +25,11 @@ class Command(rundramatiq.Command):
         super().add_arguments(parser)
         if "DRAMATIQ_NTHREADS" not in os.environ:
             parser.set_defaults(threads=WORKER_THREADS)
+
+    def handle(self, *args, **options):
+        # Dramatiq would start with 0 of either and do nothing, or fail in
+        # every thread with a negative count.
+        for option in ("processes", "threads"):
+            if options.get(option) is not None and options[option] < 1:
+                raise CommandError(f"--{option} must be at least 1")
+        return super().handle(*args, **options)
