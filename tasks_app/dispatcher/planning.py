@@ -71,8 +71,9 @@ logger = logging.getLogger(__name__)
 
 MAX_RUNS_PER_PLAN = 100
 MAX_SKIPPED_RECORDED = 100
-# Fires walked one by one before looking back from now instead (a dense
-# schedule after a long outage: `* * * * * *` down for a day is 86,400 fires).
+# Fires walked one by one before looking back from now instead, and counting
+# the rest (a dense schedule after a long outage: `* * * * * *` down for a day
+# is 86,400 fires).
 SCAN_LIMIT = 10_000
 # A task whose planning raises is set aside for PUSH_FORWARD, and reported
 # (common.py).
@@ -100,12 +101,11 @@ DueTask = namedtuple("DueTask", PLAN_FIELDS)
 @dataclass
 class Fires:
     """Fire times at or before now: the most recent ones (ascending), how many
-    there were in all (a lower bound if ``overflow``) and the next one after now."""
+    there were in all and the next one after now."""
 
     recent: list
     total: int
     next_at: datetime | None
-    overflow: bool = False
 
 
 @dataclass
@@ -139,7 +139,9 @@ def due_fires(schedule, first, now, anchor=None, keep=MAX_RUNS_PER_PLAN + MAX_SK
     if fire is None or fire > now:
         return Fires(list(recent), total, fire)
     # Too many to walk: look back from now with a doubling window until it
-    # holds `keep` fires (or reaches the fires already walked).
+    # holds `keep` fires (or reaches the fires already walked), and count the
+    # fires between without walking them (SPEC §4: the misfire event gives the
+    # full count).
     window = timedelta(seconds=1)
     while True:
         start = max(now - window, recent[-1])
@@ -149,7 +151,8 @@ def due_fires(schedule, first, now, anchor=None, keep=MAX_RUNS_PER_PLAN + MAX_SK
             count += 1
             fire = following(fire)
         if count >= keep or start == recent[-1]:
-            return Fires(list(tail), total + count, fire, overflow=True)
+            between = schedule.count_fires(recent[-1], start, anchor) if start > recent[-1] else 0
+            return Fires(list(tail), total + between + count, fire)
         window *= 2
 
 
@@ -228,10 +231,9 @@ def plan_task(task, now, has_active_run, free=None, fires_seen=None):
         (fire, RunStatus.SKIPPED, reason) for fire, reason in recorded
     ]
     if missed:
-        caught_up = len([fire for fire in chosen if now - fire > grace])
+        caught_up = len([fire for fire in start if now - fire > grace])  # that the concurrency policy let start
         plan.event = event(
-            f"misfire handled: {task.name}: {missed}{'+' if fires.overflow else ''} missed fire(s), "
-            f"{caught_up} caught up (policy {policy})",
+            f"misfire handled: {task.name}: {missed} missed fire(s), {caught_up} caught up (policy {policy})",
             level=EventLevel.WARNING,
             task_id=task.id,
             policy=str(policy),

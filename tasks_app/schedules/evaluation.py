@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import calendar
 import re
+from bisect import bisect_left, bisect_right
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -117,6 +118,15 @@ class Schedule:
         """First fire time strictly after ``after`` (aware UTC, whole seconds) or None."""
         raise NotImplementedError
 
+    def count_fires(self, after: datetime, until: datetime, anchor: datetime | None = None) -> int:
+        """How many fires fall in (``after``, ``until``]: one by one here; the
+        kinds that fire often count without walking every fire."""
+        count, fire = 0, self.next_after(after, anchor)
+        while fire is not None and fire <= until:
+            count += 1
+            fire = self.next_after(fire, anchor)
+        return count
+
     def fires_after(self, after: datetime, count: int, anchor: datetime | None = None) -> list[datetime]:
         """The next ``count`` fire times strictly after ``after`` (aware UTC), fewer
         if the schedule stops firing; each one strictly after the one before."""
@@ -164,6 +174,12 @@ class IntervalSchedule(Schedule):
         except OverflowError:
             return None
 
+    def count_fires(self, after: datetime, until: datetime, anchor: datetime | None = None) -> int:
+        first = self.next_after(after, anchor)
+        if first is None or first > to_utc(until):
+            return 0
+        return (to_utc(until) - first) // self.interval + 1
+
 
 class OnceSchedule(Schedule):
     """``@at <ISO 8601>``: fires once at ``at`` (aware UTC) if strictly after ``after``."""
@@ -206,6 +222,9 @@ def _next_table(allowed: frozenset[int], hi: int) -> tuple[int, ...]:
 
 
 _DAY_ANY, _DAY_AND, _DAY_OR = 0, 1, 2
+# Around a DST change, fires are counted one by one this far on either side
+# (a gap or a repeated hour is an hour at most, half an hour on Lord Howe).
+DST_WALK = timedelta(hours=2)
 
 
 class CronSchedule(Schedule):
@@ -260,6 +279,87 @@ class CronSchedule(Schedule):
         self._dom_ok = tuple(d in dom for d in range(33))
         self._dow_ok = tuple(d in dow for d in range(7))
         self._fixed_offset = _fixed_offset(tz)
+
+    # -- counting (misfires after a long outage) ------------------------------
+
+    def count_fires(self, after: datetime, until: datetime, anchor: datetime | None = None) -> int:
+        """Fires in (``after``, ``until``] without walking each one: a day of
+        24 hours whose date matches holds the same fires as any other, so a
+        day counts by the time fields alone (``* * * * * *`` down for a year
+        is 365 steps, not 31 million). A day with a DST change is walked."""
+        after, until = to_utc(after), to_utc(until)
+        if until <= after:
+            return 0
+        try:
+            first_day, last_day = after.astimezone(self.tz).date(), until.astimezone(self.tz).date()
+        except OverflowError:
+            return super().count_fires(after, until, anchor)
+        count, day = 0, first_day
+        while day <= last_day:
+            if self._date_ok(day):
+                count += self._count_in_day(day, after, until)
+            day += timedelta(days=1)
+        return count
+
+    def _date_ok(self, day):
+        if day.month not in self.months:
+            return False
+        if self._day_mode == _DAY_ANY:
+            return True
+        dom, dow = self._dom_ok[day.day], self._dow_ok[(day.weekday() + 1) % 7]
+        return dom and dow if self._day_mode == _DAY_AND else dom or dow
+
+    def _count_in_day(self, day, after, until):
+        midnight = datetime(day.year, day.month, day.day)
+        try:
+            start = localize_first(self.tz, midnight).replace(tzinfo=UTC)
+            end = localize_first(self.tz, midnight + timedelta(days=1)).replace(tzinfo=UTC)
+        except OverflowError:  # the last day of the calendar
+            return super().count_fires(after, until)
+        lo, hi = max(after, start - timedelta(microseconds=1)), min(until, end - timedelta(microseconds=1))
+        if end <= start and not self._date_ok(day + timedelta(days=1)):
+            # A date the calendar skipped (Samoa, 2011-12-30): its fires meet
+            # where the gap ends, which the next day's count holds only if
+            # that day matches too.
+            return super().count_fires(lo, min(until, start))
+
+        def plain(low, high):
+            """Fires in (low, high], a stretch of this day with one UTC offset,
+            by second of the day."""
+            if high <= low:
+                return 0
+            below = self._up_to(self._second_of_day(low)) if low >= start else 0
+            return self._up_to(self._second_of_day(high)) - below
+
+        if hi <= lo:
+            return 0
+        first, last = start.replace(tzinfo=None), end.replace(tzinfo=None) - timedelta(seconds=1)
+        before, opening, closing = (_offset_at(self.tz, t) for t in (first - timedelta(seconds=1), first, last))
+        if before == opening == closing:
+            return plain(lo, hi)
+        # A DST change: the hours around it are walked (a gap's fires meet at
+        # its end, a repeated hour fires once or twice), the rest is plain. A
+        # day that begins where a gap at its midnight ends changes at its start.
+        change = start if before != opening else _transition(self.tz, first, last).replace(tzinfo=UTC)
+        near_start = min(max(lo, change - DST_WALK), hi)
+        near_end = max(min(hi, change + DST_WALK), near_start)
+        return plain(lo, near_start) + super().count_fires(near_start, near_end) + plain(near_end, hi)
+
+    def _second_of_day(self, moment):
+        local = moment.astimezone(self.tz)
+        return local.hour * 3600 + local.minute * 60 + local.second
+
+    def _up_to(self, second):
+        """How many (hour, minute, second) of the fields fall at or before ``second`` of a day."""
+        hour, rest = divmod(second, 3600)
+        minute, sec = divmod(rest, 60)
+        per_minute = len(self.seconds)
+        count = bisect_left(self.hours, hour) * len(self.minutes) * per_minute
+        if hour in self.hours:
+            count += bisect_left(self.minutes, minute) * per_minute
+            if minute in self.minutes:
+                count += bisect_right(self.seconds, sec)
+        return count
 
     # -- calendar search on naive wall-clock fields ---------------------------
 

@@ -148,6 +148,17 @@ def test_it_catches_up_once_at_the_latest_missed_fire_under_run_once():
     assert SystemEvent.objects.get().context["caught_up"] == 1
 
 
+@pytest.mark.parametrize(("policy", "caught_up"), [("allow", 7), ("forbid", 1), ("replace", 1), ("buffer_one", 2)])
+def test_it_counts_as_caught_up_only_the_missed_fires_that_start(policy, caught_up):
+    # run_all: seven missed fires chosen; the concurrency policy decides how many start.
+    task = scheduled(
+        schedule="*/10 * * * *", next_run_at=at(11, 0), misfire_policy="run_all", concurrency_policy=policy
+    )
+    plan_due_tasks(at(12, 5, 30))
+    assert SystemEvent.objects.get().context["caught_up"] == caught_up
+    assert len(runs_of(task, RunStatus.PENDING)) == caught_up  # all seven fires were missed
+
+
 def test_it_records_every_missed_fire_as_skipped_under_skip():
     task = scheduled(schedule="*/10 * * * *", next_run_at=at(11, 0), misfire_policy="skip")
     plan_due_tasks(at(12, 5, 30))
@@ -183,15 +194,17 @@ def test_it_bounds_the_work_of_a_dense_schedule_after_a_long_outage():
     assert TaskRun.objects.filter(task=task, status=RunStatus.PENDING).count() == 61  # the fires within the grace
     task.refresh_from_db()
     assert task.next_run_at == NOW + timedelta(seconds=1)
-    assert SystemEvent.objects.get().message.startswith(f"misfire handled: {task.name}: ")
+    # The full count of the day's missed fires (86,401 less the 61 on time), not a bound.
+    event = SystemEvent.objects.get()
+    assert event.message.startswith(f"misfire handled: {task.name}: 86340 missed fire(s), ")
+    assert event.context["missed"] == 86_340
 
 
 def test_it_finds_the_latest_fires_when_there_are_too_many_to_walk():
     schedule = schedules.parse_schedule("* * * * * *", "UTC")
     fires = due_fires(schedule, NOW - timedelta(days=2), NOW, keep=10)
-    assert fires.overflow
     assert fires.recent == [NOW - timedelta(seconds=s) for s in range(9, -1, -1)]
-    assert fires.total > planning.SCAN_LIMIT
+    assert fires.total == 2 * 86_400 + 1  # counted, not walked
     assert fires.next_at == NOW + timedelta(seconds=1)
 
 

@@ -761,3 +761,31 @@ def test_it_computes_next_fire_quickly():
         schedule = parse_schedule(expression, "Europe/Berlin")
         per_call = timeit.timeit(lambda s=schedule: s.next_after(after), number=2000) / 2000
         assert per_call < 0.001  # generous: guards against second-by-second scanning
+
+
+@pytest.mark.parametrize(
+    ("expression", "tzname", "start", "end"),
+    [
+        ("* * * * * *", "Europe/Berlin", utc(2026, 3, 28, 13, 5, 7), utc(2026, 3, 30, 1, 2, 3)),  # spring forward
+        ("* * * * * *", "Europe/Berlin", utc(2026, 10, 24, 23, 59, 59), utc(2026, 10, 26, 0, 0, 1)),  # fall back
+        ("30 2 * * *", "America/New_York", utc(2026, 1, 1), utc(2026, 12, 31)),
+        ("*/15 * * * *", "Australia/Lord_Howe", utc(2026, 3, 1), utc(2026, 5, 1)),
+        ("0 * * * *", "Africa/Cairo", utc(2026, 4, 20), utc(2026, 5, 10)),  # a gap at midnight
+        ("15 10 1,15 * MON-FRI", "UTC", utc(2026, 1, 1), utc(2027, 6, 1)),
+        ("0 12 * * *", "Pacific/Apia", utc(2011, 12, 25), utc(2012, 1, 5)),  # a whole day skipped
+    ],
+)
+def test_it_counts_fires_as_walking_them_would(expression, tzname, start, end):
+    schedule = parse_schedule(expression, tzname)
+    walked, fire = 0, schedule.next_after(start)
+    while fire is not None and fire <= end:
+        walked += 1
+        fire = schedule.next_after(fire)
+    assert schedule.count_fires(start, end) == walked
+
+
+def test_it_counts_a_year_of_every_second_by_days():
+    schedule = parse_schedule("* * * * * *", "Europe/Berlin")
+    assert schedule.count_fires(utc(2025, 1, 1), utc(2026, 1, 1)) == 365 * 86_400
+    interval = parse_schedule("@every 90s", "UTC")
+    assert interval.count_fires(utc(2026, 1, 1), utc(2026, 1, 2), anchor=utc(2025, 12, 31, 23, 59)) == 960
