@@ -4,9 +4,12 @@ when started from the repository root (the image's /app), as gunicorn reads
 docs/deployment.md ("The web process") and docs/performance.md.
 """
 
+import json
 import os
 import shutil
 import tempfile
+
+import gunicorn.util
 
 # One process per core this process may run on, at most MAX_WORKERS
 # (WEB_CONCURRENCY, gunicorn's own variable, overrides it): a process runs
@@ -79,3 +82,25 @@ def on_exit(server):
     path = os.environ.get(RUN_DIR)
     if path:
         shutil.rmtree(path, ignore_errors=True)
+
+
+# A request gunicorn refuses before the project sees it (a request line or a
+# header past its limits, a malformed header) is answered in the API's error
+# envelope, as JSON, not with gunicorn's HTML page (SPEC §5: never an HTML
+# page under /api; the path may not even be readable). gunicorn's workers
+# write these answers through gunicorn.util.write_error alone.
+REFUSAL_CODES = {413: "PAYLOAD_TOO_LARGE", 414: "URI_TOO_LONG", 431: "REQUEST_HEADERS_TOO_LARGE"}
+
+
+def write_json_error(sock, status_int, reason, mesg):
+    code = REFUSAL_CODES.get(status_int, "VALIDATION_ERROR" if status_int < 500 else "INTERNAL_ERROR")
+    message = f"{reason}: {mesg}" if mesg else reason
+    body = json.dumps({"error": {"code": code, "message": message, "details": []}}).encode()
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    gunicorn.util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
+gunicorn.util.write_error = write_json_error

@@ -6,6 +6,7 @@ API_THROTTLE_RATE, whichever of them answers a request."""
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -107,6 +108,35 @@ def test_it_runs_one_worker_per_core_and_sums_their_metrics(web):
     assert counts[0] >= 40
     assert counts == sorted(counts)
     assert len(list(metrics_dir.glob("*.db"))) >= 2  # a file per worker at least
+
+
+def raw_request(port, data):
+    """The whole answer to ``data`` sent as it is (no client would send it)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(data)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    return answer
+
+
+REFUSED = [
+    (b"GET /api/runs?cursor=" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414, "URI_TOO_LONG"),
+    (b"GET /api/tasks HTTP/1.1\r\nX-Long: " + b"a" * 9000 + b"\r\n\r\n", 431, "REQUEST_HEADERS_TOO_LARGE"),
+    (b"GET /api/tasks HTTP/1.1\r\nAuthorization: Bearer \x7f\x01\r\n\r\n", 400, "VALIDATION_ERROR"),
+]
+
+
+def test_a_request_gunicorn_refuses_gets_the_error_envelope(web):
+    # A request line or header past gunicorn's limits, a malformed header.
+    _process, port, _tmp_path = web
+    for request_bytes, status, code in REFUSED:
+        head, _, body = raw_request(port, request_bytes).partition(b"\r\n\r\n")
+        assert head.startswith(f"HTTP/1.1 {status} ".encode()), head
+        assert b"Content-Type: application/json" in head
+        error = json.loads(body)["error"]
+        assert (error["code"], error["details"]) == (code, [])
+        assert error["message"]
 
 
 def test_it_removes_its_metrics_directory_when_it_stops(web):
