@@ -490,8 +490,8 @@ class SecretForm(forms.ModelForm):
 
 @admin.register(Secret)
 class SecretAdmin(ScopedPermissionsMixin, AuditedAdminMixin, admin.ModelAdmin):
-    """Tasks refer to secrets as ``{{ secrets.NAME }}``; a secret a task refers
-    to cannot be deleted. Audit entries say the value changed, never what it is."""
+    """Tasks and channels refer to secrets as ``{{ secrets.NAME }}``; a secret
+    one of them refers to cannot be deleted. Audit entries say the value changed, never what it is."""
 
     form = SecretForm
     view_scope = "task.read"
@@ -526,8 +526,8 @@ class SecretAdmin(ScopedPermissionsMixin, AuditedAdminMixin, admin.ModelAdmin):
         """A secret that tasks refer to is protected: the page names the tasks."""
         deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
         for secret in objs:
-            for task in secrets.referring_tasks(secret.name):
-                protected.append(f"Task {task!r} refers to secret {secret.name}")
+            for user in secrets.referrers(secret.name):
+                protected.append(f"{user.capitalize()} refers to secret {secret.name}")
         return deleted, counts, perms_needed, protected
 
 

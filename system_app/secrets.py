@@ -66,20 +66,21 @@ def referenced_names(value):
     return {name for text in _strings(value) for name in REFERENCE.findall(text)}
 
 
-# name → finder(secret name) returning the names of the tasks that refer to
-# it: filled by the tasks app in its ready(), since this app sits below it.
+# kind → finder(secret name) returning the names of the rows of that kind
+# (tasks, channels) that refer to it: filled by the tasks app in its ready(),
+# since this app sits below it.
 REFERRERS = {}
 
 
-def register_referrers(name, finder):
-    """Add ``finder`` to referring_tasks(); a second one under ``name`` replaces the first."""
-    REFERRERS[name] = finder
+def register_referrers(kind, finder):
+    """Add ``finder`` to referrers(); a second one for ``kind`` replaces the first."""
+    REFERRERS[kind] = finder
 
 
-def referring_tasks(name):
-    """Names of the tasks whose definition refers to secret ``name``: a secret
-    in use is neither deleted nor renamed."""
-    return [task for finder in REFERRERS.values() for task in finder(name)]
+def referrers(name):
+    """What refers to secret ``name``, as ``task 'nightly'`` or ``channel 'ops'``:
+    a secret in use is neither deleted nor renamed."""
+    return [f"{kind} {found!r}" for kind, finder in REFERRERS.items() for found in finder(name)]
 
 
 def missing_names(names):

@@ -13,8 +13,10 @@ class TasksAppConfig(AppConfig):
         from tasks_app import dashboard as task_panels
         from tasks_app import stats as task_stats
         from tasks_app.models import Task
+        from tasks_app.notifications.models import Channel
 
         stats.register("tasks", task_stats.system_stats)
         dashboard.register("tasks", task_panels.panels)
         metrics.DATABASE_COLLECTOR.add_reader("tasks", task_stats.metric_gauges)
-        secrets.register_referrers("tasks", lambda name: [task.name for task in Task.objects.referring_to_secret(name)])
+        secrets.register_referrers("task", lambda name: [task.name for task in Task.objects.referring_to_secret(name)])
+        secrets.register_referrers("channel", Channel.referring_to_secret)

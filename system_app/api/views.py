@@ -256,13 +256,12 @@ class SecretViewSet(
 
     @extend_schema(responses={204: None})
     def destroy(self, request, *args, **kwargs):
-        """Delete a secret; a 409 while a task refers to it."""
+        """Delete a secret; a 409 while a task or a channel refers to it."""
         secret = self.get_object()
         with transaction.atomic():
-            users = secrets.referring_tasks(secret.name)
+            users = secrets.referrers(secret.name)
             if users:
-                names = ", ".join(repr(task) for task in users[:10])
-                raise Conflict(f"Tasks refer to secret {secret.name}: {names}; change them first.")
+                raise Conflict(f"Secret {secret.name} is in use by {', '.join(users[:10])}; change them first.")
             audit.record(request, "delete", secret)
             secret.delete()
         return Response(status=status.HTTP_204_NO_CONTENT)

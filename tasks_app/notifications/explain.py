@@ -43,7 +43,7 @@ def explain(task, now):
                 "paused",
                 message,
                 paused_by=task.paused_by or None,
-                paused_reason=task.paused_reason or None,
+                paused_reason=task.paused_reason,  # "" when none, as the task shows it
                 auto=task.paused_by == "system",
             )
         )

@@ -133,6 +133,16 @@ class Channel(models.Model):
         if errors:
             raise ValidationError({"config": errors})
 
+    @staticmethod
+    def referring_to_secret(name):
+        """Names of the channels whose URL refers to secret ``name`` (channels
+        are few: each is read)."""
+        return [
+            channel.name
+            for channel in Channel.objects.only("name", "config")
+            if isinstance(channel.config, dict) and name in secrets.referenced_names(channel.config.get("url", ""))
+        ]
+
     def public_config(self):
         """The config as the API and the audit log show it: credentials masked
         (a URL keeps its scheme and host, so people can tell channels apart)."""

@@ -3,9 +3,11 @@
 import pytest
 
 from system_app.models import Secret
+from tasks_app.models import Task
+from tasks_app.notifications.models import Channel
 from tests.api_crud import CreateObject, DeleteObject, GetObject, ListObjects, UpdateObject
 from tests.api_helpers import assert_error, last_audit
-from tests.factories import SecretFactory, TaskFactory
+from tests.factories import ChannelFactory, SecretFactory, TaskFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -184,3 +186,18 @@ def test_it_answers_404_for_names_no_secret_can_have(as_admin, path):
 @pytest.mark.parametrize("body", ["[]", '"text"', "null", "{bad json"])
 def test_it_refuses_a_body_that_is_not_a_json_object(as_admin, body):
     assert_error(as_admin.generic("POST", "/api/secrets", body, content_type="application/json"), 400)
+
+
+def test_it_refuses_to_delete_a_secret_a_task_or_a_channel_refers_to(as_admin):
+    SecretFactory(name="HOOK_TOKEN", value="hook-token-Zz42")
+    ChannelFactory(name="ops", config={"url": "https://hooks.example.com/?t={{ secrets.HOOK_TOKEN }}"})
+    TaskFactory(name="nightly", parameters={"env": {"T": "{{ secrets.HOOK_TOKEN }}"}})
+    response = as_admin.delete("/api/secrets/HOOK_TOKEN")
+    assert_error(response, 409)
+    assert response.json()["error"]["message"] == (
+        "Secret HOOK_TOKEN is in use by task 'nightly', channel 'ops'; change them first."
+    )
+    Task.objects.all().delete()
+    assert_error(as_admin.delete("/api/secrets/HOOK_TOKEN"), 409)
+    Channel.objects.all().delete()
+    assert as_admin.delete("/api/secrets/HOOK_TOKEN").status_code == 204
