@@ -1,11 +1,16 @@
 """What a task may reach (SPEC §8): one rule each, shared by Task.clean() (so the
 API and the admin agree) and by the worker, which checks again before running.
 
-Plain functions of settings, no models: the worker imports them too.
+Plain functions of settings, no models: the worker imports them too. The
+guarded opener (HTTP_EXECUTOR_BLOCKED_NETWORKS checked at each connection,
+after name resolution) serves the http executor and notification deliveries.
 """
 
+import http.client
 import importlib
 import ipaddress
+import socket
+import urllib.request
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -126,3 +131,81 @@ def url_literal_error(url):
     if network is not None:
         return f"blocked address: {address} is in HTTP_EXECUTOR_BLOCKED_NETWORKS ({network})"
     return None
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None  # HTTPDefaultErrorHandler then raises the 3xx as an HTTPError
+
+
+class BlockedAddress(OSError):
+    """The request would go to a blocked network."""
+
+
+def guarded_connect(networks):
+    """A replacement for socket.create_connection that refuses blocked addresses."""
+
+    def create_connection(address, timeout=socket._GLOBAL_DEFAULT_TIMEOUT, source_address=None, **_kwargs):
+        host, port = address
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        for _family, _type, _proto, _name, sockaddr in infos:
+            ip = ipaddress.ip_address(sockaddr[0].split("%", 1)[0])
+            network = blocked_network(ip, networks)
+            if network is not None:
+                raise BlockedAddress(f"blocked address: {host} resolves to {ip}, in {network}")
+        error = None
+        for family, kind, proto, _name, sockaddr in infos:
+            sock = socket.socket(family, kind, proto)
+            try:
+                if timeout is not socket._GLOBAL_DEFAULT_TIMEOUT:
+                    sock.settimeout(timeout)
+                if source_address:
+                    sock.bind(source_address)
+                sock.connect(sockaddr)  # the checked address, not a second lookup
+                return sock
+            except OSError as failure:
+                error = failure
+                sock.close()
+        raise error or OSError(f"no address for {host}")
+
+    return create_connection
+
+
+def guarded_opener(networks=None, follow_redirects=True):
+    """An opener for http and https only, every connection through
+    guarded_connect (``networks`` None: HTTP_EXECUTOR_BLOCKED_NETWORKS at each
+    connection). The http executor follows redirects, each hop checked; a
+    notification does not (a signed payload goes only where its channel says),
+    and gets the 3xx as an error."""
+    connect = guarded_connect(networks)
+
+    class GuardedHTTPConnection(http.client.HTTPConnection):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self._create_connection = connect
+
+    class GuardedHTTPSConnection(http.client.HTTPSConnection):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self._create_connection = connect
+
+    class GuardedHTTPHandler(urllib.request.HTTPHandler):
+        def http_open(self, req):
+            return self.do_open(GuardedHTTPConnection, req)
+
+    class GuardedHTTPSHandler(urllib.request.HTTPSHandler):
+        def https_open(self, req):
+            return self.do_open(GuardedHTTPSConnection, req, context=self._context, check_hostname=self._check_hostname)
+
+    opener = urllib.request.OpenerDirector()
+    for handler in (
+        urllib.request.ProxyHandler({}),
+        urllib.request.UnknownHandler(),
+        GuardedHTTPHandler(),
+        GuardedHTTPSHandler(),
+        urllib.request.HTTPDefaultErrorHandler(),
+        urllib.request.HTTPRedirectHandler() if follow_redirects else _NoRedirect(),
+        urllib.request.HTTPErrorProcessor(),
+    ):
+        opener.add_handler(handler)
+    return opener

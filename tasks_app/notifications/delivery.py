@@ -6,7 +6,8 @@ Webhooks get the payload as JSON, signed with the channel's secret:
 
 Every attempt is bounded by TIMEOUT_SECONDS (the socket timeout of each
 connect and read; only the first KiB of an answer is read). Redirects are not
-followed: a signed payload goes only where the channel says. Errors are
+followed: a signed payload goes only where the channel says. Addresses in
+HTTP_EXECUTOR_BLOCKED_NETWORKS are refused, as for http tasks. Errors are
 recorded without the resolved URL, which may hold a token or a secret.
 """
 
@@ -22,6 +23,7 @@ from django.conf import settings
 from django.core.mail import send_mail
 
 from system_app import secrets
+from tasks_app import reach
 from tasks_app.notifications.models import ChannelKind, run_admin_url
 
 logger = logging.getLogger(__name__)
@@ -58,12 +60,10 @@ def encode(payload):
     return json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        return None  # the 3xx is answered as an error below
-
-
-_opener = urllib.request.build_opener(_NoRedirect)
+# Webhook and Slack URLs are held to HTTP_EXECUTOR_BLOCKED_NETWORKS as http
+# tasks are (a channel could otherwise post to a cloud metadata address), and
+# redirects are not followed.
+_opener = reach.guarded_opener(follow_redirects=False)
 
 
 def _post(url, body, headers):

@@ -256,3 +256,18 @@ def test_it_sends_the_rows_behind_one_whose_sending_raises(monkeypatch):
     assert sent == [good.pk]
     error = SystemEvent.objects.get(level="error")
     assert error.context == {"step": "notify", "notification_id": bad.pk}
+
+
+def test_it_refuses_a_channel_url_in_a_blocked_network():
+    # As for http tasks (HTTP_EXECUTOR_BLOCKED_NETWORKS): no post to a cloud metadata address.
+    channel = ChannelFactory(config={"url": "http://169.254.169.254/latest/meta-data"})
+    result = delivery.deliver(channel, {"event": "test"})
+    assert not result.delivered
+    assert "blocked address" in result.error
+
+
+def test_it_does_not_follow_a_redirect():
+    with Receiver([302]) as receiver:
+        result = delivery.deliver(ChannelFactory(config={"url": receiver.url}), {"event": "test"})
+    assert (result.delivered, result.status_code) == (False, 302)
+    assert len(receiver.requests) == 1

@@ -13,10 +13,7 @@ changes nothing. Only http and https are followed, and proxies from the
 environment are not used (a proxy would make the connection, unchecked).
 """
 
-import http.client
-import ipaddress
 import json
-import socket
 import urllib.error
 import urllib.request
 
@@ -46,75 +43,6 @@ def build_request(url, parameters):
     return urllib.request.Request(url, data=data, headers=headers, method=method)
 
 
-class BlockedAddress(OSError):
-    """The request would go to a blocked network."""
-
-
-def guarded_connect(networks):
-    """A replacement for socket.create_connection that refuses blocked addresses."""
-
-    def create_connection(address, timeout=socket._GLOBAL_DEFAULT_TIMEOUT, source_address=None, **_kwargs):
-        host, port = address
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        for _family, _type, _proto, _name, sockaddr in infos:
-            ip = ipaddress.ip_address(sockaddr[0].split("%", 1)[0])
-            network = reach.blocked_network(ip, networks)
-            if network is not None:
-                raise BlockedAddress(f"blocked address: {host} resolves to {ip}, in {network}")
-        error = None
-        for family, kind, proto, _name, sockaddr in infos:
-            sock = socket.socket(family, kind, proto)
-            try:
-                if timeout is not socket._GLOBAL_DEFAULT_TIMEOUT:
-                    sock.settimeout(timeout)
-                if source_address:
-                    sock.bind(source_address)
-                sock.connect(sockaddr)  # the checked address, not a second lookup
-                return sock
-            except OSError as failure:
-                error = failure
-                sock.close()
-        raise error or OSError(f"no address for {host}")
-
-    return create_connection
-
-
-def guarded_opener(networks):
-    """An opener for http and https only, every connection through guarded_connect."""
-    connect = guarded_connect(networks)
-
-    class GuardedHTTPConnection(http.client.HTTPConnection):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            self._create_connection = connect
-
-    class GuardedHTTPSConnection(http.client.HTTPSConnection):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            self._create_connection = connect
-
-    class GuardedHTTPHandler(urllib.request.HTTPHandler):
-        def http_open(self, req):
-            return self.do_open(GuardedHTTPConnection, req)
-
-    class GuardedHTTPSHandler(urllib.request.HTTPSHandler):
-        def https_open(self, req):
-            return self.do_open(GuardedHTTPSConnection, req, context=self._context, check_hostname=self._check_hostname)
-
-    opener = urllib.request.OpenerDirector()
-    for handler in (
-        urllib.request.ProxyHandler({}),
-        urllib.request.UnknownHandler(),
-        GuardedHTTPHandler(),
-        GuardedHTTPSHandler(),
-        urllib.request.HTTPDefaultErrorHandler(),
-        urllib.request.HTTPRedirectHandler(),
-        urllib.request.HTTPErrorProcessor(),
-    ):
-        opener.add_handler(handler)
-    return opener
-
-
 def status_ok(status, expected):
     if expected:
         return status in {int(code) for code in expected}
@@ -129,7 +57,7 @@ def run(spec, should_cancel, report_output=None):
     except (ValueError, TypeError) as error:
         return Outcome(status="failed", error_message=f"invalid request: {error}", execution_time=0.0)
 
-    opener = guarded_opener(list(settings.HTTP_EXECUTOR_BLOCKED_NETWORKS))
+    opener = reach.guarded_opener(list(settings.HTTP_EXECUTOR_BLOCKED_NETWORKS))
 
     def call():
         try:
@@ -153,7 +81,7 @@ def run(spec, should_cancel, report_output=None):
         error = box["error"]
         reason = getattr(error, "reason", None) or error
         outcome.status = "timeout" if isinstance(reason, TimeoutError) else "failed"
-        if isinstance(reason, BlockedAddress):
+        if isinstance(reason, reach.BlockedAddress):
             outcome.error_message = str(reason)
         else:
             outcome.error_message = f"request failed: {type(reason).__name__}: {reason}"
