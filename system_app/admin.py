@@ -491,7 +491,8 @@ class SecretForm(forms.ModelForm):
 @admin.register(Secret)
 class SecretAdmin(ScopedPermissionsMixin, AuditedAdminMixin, admin.ModelAdmin):
     """Tasks and channels refer to secrets as ``{{ secrets.NAME }}``; a secret
-    one of them refers to cannot be deleted. Audit entries say the value changed, never what it is."""
+    one of them refers to cannot be deleted. Audit entries say the value
+    changed, never what it is."""
 
     form = SecretForm
     view_scope = "task.read"
@@ -527,7 +528,7 @@ class SecretAdmin(ScopedPermissionsMixin, AuditedAdminMixin, admin.ModelAdmin):
         deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
         for secret in objs:
             for user in secrets.referrers(secret.name):
-                protected.append(f"{user.capitalize()} refers to secret {secret.name}")
+                protected.append(f"{user[0].upper()}{user[1:]} refers to secret {secret.name}")
         return deleted, counts, perms_needed, protected
 
 

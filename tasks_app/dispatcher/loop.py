@@ -22,9 +22,10 @@ first, waking early on a NOTIFY or a signal.
 
 Failures, two kinds. A row that raises inside a step is pushed forward by the
 step itself and reported (common.py: each_row, SetAside): the step goes on
-with the other rows, and the next batch does not start with that row again. A step that raises as a whole (the
-database or the broker away) is logged and reported here, at most once a
-minute per step, and the pass goes on with the next step.
+with the other rows, and the next batch does not start with that row again.
+A step that raises as a whole (the database or the broker away) is logged and
+reported here, at most once a minute per step, and the pass goes on with the
+next step.
 """
 
 import logging

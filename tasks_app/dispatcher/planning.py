@@ -376,10 +376,6 @@ def _set_aside(task, what, error, set_aside):
     with log_context(task_id=task.id):
         logger.exception("%s task %s failed; set aside", what, task.id)
     set_aside.add(task.id)
-    return event(
-        f"{what} {task.name} failed, retried in {int(PUSH_FORWARD.total_seconds())} s: {type(error).__name__}: {error}"[
-            :1000
-        ],
-        level=EventLevel.ERROR,
-        task_id=task.id,
-    )
+    retry_in = int(PUSH_FORWARD.total_seconds())
+    message = f"{what} {task.name} failed, retried in {retry_in} s: {type(error).__name__}: {error}"
+    return event(message[:1000], level=EventLevel.ERROR, task_id=task.id)

@@ -286,7 +286,7 @@ class CronSchedule(Schedule):
         """Fires in (``after``, ``until``] without walking each one: a day of
         24 hours whose date matches holds the same fires as any other, so a
         day counts by the time fields alone (``* * * * * *`` down for a year
-        is 365 steps, not 31 million). A day with a DST change is walked."""
+        is 365 steps, not 31 million). The hours around a DST change are walked."""
         after, until = to_utc(after), to_utc(until)
         if until <= after:
             return 0

@@ -65,10 +65,10 @@ def test_it_keeps_the_value_when_left_empty_and_replaces_it_when_typed(client, b
 
 def test_it_refuses_to_delete_a_secret_a_task_refers_to(client, boss):
     secret = SecretFactory(name="IN_USE", value=VALUE)
-    TaskFactory(name="user of it", parameters={"env": {"X": "{{ secrets.IN_USE }}"}})
+    TaskFactory(name="User of it", parameters={"env": {"X": "{{ secrets.IN_USE }}"}})
     delete_url = reverse("admin:system_app_secret_delete", args=[secret.pk])
     page = client.get(delete_url)
-    assert "user of it" in page.content.decode()
+    assert "Task &#x27;User of it&#x27; refers to secret IN_USE" in page.content.decode()
     client.post(delete_url, {"post": "yes"})
     assert Secret.objects.filter(pk=secret.pk).exists()
     Task.objects.all().delete()
